@@ -1,0 +1,296 @@
+//! The issuer: mints a waiting ticket at join and renews the chain on each
+//! heartbeat, for waiting and admitted tickets alike.
+//!
+//! A renewal verifies the current ticket with every rule of the verifier
+//! (liveness, binding, client clock) except that waiting tickets are
+//! accepted, then asks the replay store to advance the chain, then signs the
+//! next ticket: same ticket id, sequence + 1, issued now, a new liveness
+//! deadline, the same `expires_at` (a new one only at admission). The room
+//! decides position, liveness and admission; the issuer enforces the chain.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{duration_to_ms, Clock, SystemClock};
+use crate::error::ConfigError;
+use crate::keys::KeyRing;
+use crate::rejection::{Rejection, ReplayReason};
+use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, ReplayStore};
+use crate::ticket::{encode, Claims, TicketId, TicketKind};
+use crate::verify::{ClientTime, Policy, Presented, Verified, Verifier};
+
+/// A freshly signed ticket. `Debug` does not print the ticket text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Minted {
+    /// The ticket text to hand to the client.
+    pub ticket: String,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+impl fmt::Debug for Minted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minted")
+            .field("ticket", &"REDACTED")
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+/// What the room decided for a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinDecision {
+    /// Place in the queue (1 = first).
+    pub position: u32,
+    /// How long until the first heartbeat is due at the latest.
+    pub live_for: Duration,
+    /// Estimated wait until admission (a hint for `Retry-After`).
+    pub estimated_wait: Duration,
+    /// Whether the client is admitted at once (the queue is short).
+    pub admit: bool,
+}
+
+/// What the room decided for a renewal.
+pub type RenewDecision = JoinDecision;
+
+/// Mints and renews tickets for one queue.
+pub struct Issuer<C = SystemClock, S = MemoryReplayStore> {
+    verifier: Verifier<C, S>,
+    waiting_ttl_ms: i64,
+    admitted_ttl_ms: i64,
+}
+
+impl<C, S> fmt::Debug for Issuer<C, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issuer")
+            .field("verifier", &self.verifier)
+            .field("waiting_ttl_ms", &self.waiting_ttl_ms)
+            .field("admitted_ttl_ms", &self.admitted_ttl_ms)
+            .finish()
+    }
+}
+
+impl<C: Clone, S> Clone for Issuer<C, S> {
+    fn clone(&self) -> Self {
+        Self {
+            verifier: self.verifier.clone(),
+            waiting_ttl_ms: self.waiting_ttl_ms,
+            admitted_ttl_ms: self.admitted_ttl_ms,
+        }
+    }
+}
+
+impl<C: Clock, S: ReplayStore> Issuer<C, S> {
+    /// An issuer for `policy`'s queue and clock rules. The issuer always
+    /// keeps replay state (it writes each chain's highest sequence), whatever
+    /// the policy's replay mode. A waiting chain expires 12 hours after join
+    /// and an admitted one 10 minutes after admission unless set otherwise.
+    pub fn new(
+        keys: Arc<KeyRing>,
+        policy: Policy,
+        clock: C,
+        store: Arc<S>,
+    ) -> Result<Self, ConfigError> {
+        let policy = policy.replay(ReplayMode::Session);
+        Ok(Self {
+            verifier: Verifier::new(keys, policy, clock, store)?,
+            waiting_ttl_ms: 12 * 3_600_000,
+            admitted_ttl_ms: 600_000,
+        })
+    }
+
+    /// The absolute cap on a waiting chain, from join.
+    #[must_use]
+    pub fn waiting_ttl(mut self, ttl: Duration) -> Self {
+        self.waiting_ttl_ms = duration_to_ms(ttl);
+        self
+    }
+
+    /// The absolute cap on an admitted chain, from admission (the time a
+    /// person has to book).
+    #[must_use]
+    pub fn admitted_ttl(mut self, ttl: Duration) -> Self {
+        self.admitted_ttl_ms = duration_to_ms(ttl);
+        self
+    }
+
+    /// The verifier the issuer checks presented tickets with.
+    pub fn verifier(&self) -> &Verifier<C, S> {
+        &self.verifier
+    }
+
+    /// The server time as the issuer sees it (monotone).
+    pub fn now_ms(&self) -> i64 {
+        self.verifier.now_ms()
+    }
+
+    /// Mints the first ticket of a new chain (sequence 0), bound to
+    /// `binding`. The client clock, if sent, is checked for skew and becomes
+    /// the chain's baseline.
+    pub fn join(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+        decision: &JoinDecision,
+    ) -> Result<Minted, Rejection> {
+        let now = self.now_ms();
+        let offset = self.verifier.check_join_clock(client_time, now)?;
+        let keys = self.verifier.keys();
+        let queue = self.verifier.policy().queue_id();
+        let key_id = keys.signing_key_id();
+        let claims = self.next_claims(
+            Claims {
+                kind: TicketKind::Waiting,
+                key_id,
+                queue,
+                ticket_id: TicketId::random(),
+                epoch: 0,
+                sequence: 0,
+                position: 0,
+                joined_at_ms: now,
+                issued_at_ms: now,
+                live_until_ms: now,
+                admitted_from_ms: now,
+                expires_at_ms: now.saturating_add(self.waiting_ttl_ms),
+                clock_offset_ms: None,
+                binding: keys
+                    .bind(key_id, queue, binding)
+                    .expect("the signing key is in the ring"),
+            },
+            0,
+            now,
+            offset,
+            binding,
+            decision,
+        );
+        Ok(self.sign(claims))
+    }
+
+    /// Checks a ticket presented to a heartbeat: every verifier rule except
+    /// that waiting tickets pass. The room reads the result's claims
+    /// (position, kind) to decide the [`RenewDecision`].
+    pub fn check(&self, presented: &Presented<'_>) -> Result<Verified, Rejection> {
+        self.verifier.check_at(presented, self.now_ms(), false)
+    }
+
+    /// Advances the chain of `current` (from [`check`](Self::check)) and
+    /// signs its next ticket. `binding` is the same material the check saw.
+    ///
+    /// A ticket renewed a moment ago whose successor is unused gets that
+    /// successor again (same sequence and issue time); an older one is
+    /// `replayed`. A store failure is `store_unavailable`: the issuer always
+    /// fails closed, since a chain must never fork.
+    pub async fn renew(
+        &self,
+        current: &Verified,
+        binding: &[u8],
+        decision: &RenewDecision,
+    ) -> Result<Minted, Rejection> {
+        let c = &current.claims;
+        let admitting = c.kind == TicketKind::Waiting && decision.admit;
+        let request = AdvanceRequest {
+            ticket_id: c.ticket_id,
+            sequence: c.sequence,
+            kind: if admitting || c.is_admitted() {
+                TicketKind::Admitted
+            } else {
+                TicketKind::Waiting
+            },
+            expires_at_ms: if admitting {
+                current.now_ms.saturating_add(self.admitted_ttl_ms)
+            } else {
+                c.expires_at_ms
+            },
+            now_ms: current.now_ms,
+            grace_ms: self.verifier.policy().renewal_grace_ms(),
+        };
+        let advance = self.verifier.store().advance(&request).await;
+        let (sequence, issued_at) = match advance {
+            Ok(Advance::Next {
+                sequence,
+                issued_at_ms,
+            })
+            | Ok(Advance::Retry {
+                sequence,
+                issued_at_ms,
+            }) => (sequence, issued_at_ms),
+            Ok(Advance::Stale) => {
+                return Err(Rejection::Replayed {
+                    reason: ReplayReason::StaleSequence,
+                })
+            }
+            Err(_) => {
+                return Err(Rejection::StoreUnavailable {
+                    retry_after_ms: 2_000,
+                })
+            }
+        };
+        let baseline = match (c.clock_offset_ms, current.client_offset_ms) {
+            (Some(b), Some(m)) => Some(i64::from(b).max(m)),
+            (None, m) => m,
+            (b, None) => b.map(i64::from),
+        };
+        let claims = self.next_claims(*c, sequence, issued_at, baseline, binding, decision);
+        Ok(self.sign(claims))
+    }
+
+    fn next_claims(
+        &self,
+        prev: Claims,
+        sequence: u32,
+        issued_at: i64,
+        baseline: Option<i64>,
+        binding: &[u8],
+        decision: &JoinDecision,
+    ) -> Claims {
+        let keys = self.verifier.keys();
+        let key_id = keys.signing_key_id();
+        let admitting = prev.kind == TicketKind::Waiting && decision.admit;
+        let (kind, admitted_from_ms, expires_at_ms) = if prev.is_admitted() {
+            (
+                TicketKind::Admitted,
+                prev.admitted_from_ms,
+                prev.expires_at_ms,
+            )
+        } else if admitting {
+            (
+                TicketKind::Admitted,
+                issued_at,
+                issued_at.saturating_add(self.admitted_ttl_ms),
+            )
+        } else {
+            (
+                TicketKind::Waiting,
+                issued_at.saturating_add(duration_to_ms(decision.estimated_wait)),
+                prev.expires_at_ms,
+            )
+        };
+        Claims {
+            kind,
+            key_id,
+            // Re-bound under the signing key, which may have rotated.
+            binding: keys
+                .bind(key_id, prev.queue, binding)
+                .expect("the signing key is in the ring"),
+            epoch: self.verifier.store().epoch(),
+            sequence,
+            position: decision.position,
+            issued_at_ms: issued_at,
+            live_until_ms: issued_at.saturating_add(duration_to_ms(decision.live_for)),
+            admitted_from_ms,
+            expires_at_ms,
+            clock_offset_ms: baseline
+                .map(|o| o.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+            ..prev
+        }
+    }
+
+    fn sign(&self, claims: Claims) -> Minted {
+        let tag = self.verifier.keys().sign(&claims);
+        Minted {
+            ticket: encode(&claims, &tag),
+            claims,
+        }
+    }
+}

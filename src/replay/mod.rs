@@ -1,0 +1,277 @@
+//! Replay state: the one small record per chain that makes clones, replays
+//! and reuse of single-use tickets detectable.
+//!
+//! The issuer writes the highest sequence it issued for a chain (so an older
+//! copy is caught even on a route that never saw the newer one); a `session`
+//! scope refuses sequences older than that (past the renewal grace); a
+//! `single_use` scope consumes the whole chain, recording which binding
+//! consumed it. Every check-and-record is atomic.
+
+mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use memory::MemoryReplayStore;
+
+use crate::error::StoreError;
+use crate::rejection::ReplayReason;
+use crate::ticket::{Binding, ScopeId, TicketId, TicketKind};
+
+/// What a protection scope remembers about the tickets it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayMode {
+    /// No replay state: any valid ticket is accepted any number of times.
+    Off,
+    /// Repeats of the chain's current ticket are accepted, but never a
+    /// sequence older than one already issued (past the renewal grace).
+    #[default]
+    Session,
+    /// The first accepted request consumes the chain (every sequence of it)
+    /// for this scope; any later one is `replayed`.
+    SingleUse,
+}
+
+/// One check of a presented ticket against the replay state of a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCheck {
+    /// The protection scope.
+    pub scope: ScopeId,
+    /// The chain.
+    pub ticket_id: TicketId,
+    /// The presented ticket's sequence.
+    pub sequence: u32,
+    /// The presented ticket's kind (stores keep separate capacity per kind).
+    pub kind: TicketKind,
+    /// The presented ticket's binding (recorded by a consumption).
+    pub binding: Binding,
+    /// The ticket's expiry: the record may be dropped after it plus the
+    /// store's tolerance.
+    pub expires_at_ms: i64,
+    /// Server time of the check.
+    pub now_ms: i64,
+    /// How long after issuing sequence `n + 1` the sequence `n` is still
+    /// accepted, if `n + 1` has not been seen (a lost response).
+    pub grace_ms: i64,
+    /// Whether to consume the chain for this scope (`single_use`).
+    pub consume: bool,
+}
+
+/// The answer to a [`ReplayCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayVerdict {
+    /// Not a replay; recorded.
+    Fresh,
+    /// A replay of the given kind; nothing was recorded.
+    Replayed(ReplayReason),
+}
+
+/// The issuer's request to advance a chain from the presented sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvanceRequest {
+    /// The chain.
+    pub ticket_id: TicketId,
+    /// The presented (current) sequence.
+    pub sequence: u32,
+    /// The kind of the ticket about to be issued.
+    pub kind: TicketKind,
+    /// The expiry of the ticket about to be issued.
+    pub expires_at_ms: i64,
+    /// Server time.
+    pub now_ms: i64,
+    /// The renewal grace (see [`ReplayCheck::grace_ms`]).
+    pub grace_ms: i64,
+}
+
+/// The answer to an [`AdvanceRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// Issue `sequence`, issued at `issued_at_ms` (now).
+    Next {
+        /// The new highest sequence.
+        sequence: u32,
+        /// Its issue time.
+        issued_at_ms: i64,
+    },
+    /// The presented ticket was renewed a moment ago and its successor has
+    /// not been used: issue the same successor again (same sequence, same
+    /// issue time), so a retried heartbeat costs the client nothing.
+    Retry {
+        /// The successor's sequence.
+        sequence: u32,
+        /// The successor's original issue time.
+        issued_at_ms: i64,
+    },
+    /// The chain has moved on: the presented ticket is `replayed`.
+    Stale,
+}
+
+/// Where replay records live. Implemented by [`MemoryReplayStore`] and, behind
+/// the `redis` feature, by a Redis store.
+///
+/// The futures are associated types so that a synchronous store (memory)
+/// returns a ready future and the layer's response future needs no boxing.
+pub trait ReplayStore: Send + Sync + 'static {
+    /// The future of [`check`](Self::check).
+    type CheckFuture: Future<Output = Result<ReplayVerdict, StoreError>> + Send + 'static;
+    /// The future of [`advance`](Self::advance).
+    type AdvanceFuture: Future<Output = Result<Advance, StoreError>> + Send + 'static;
+
+    /// A random number chosen when this store's state began. Tickets carry
+    /// the epoch they were minted under; a ticket from another epoch was
+    /// minted before the state was lost (a restarted in-memory store) and
+    /// is refused.
+    fn epoch(&self) -> u32;
+
+    /// Checks a presented ticket and records it, atomically.
+    fn check(&self, check: &ReplayCheck) -> Self::CheckFuture;
+
+    /// Advances a chain for the issuer, atomically.
+    fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture;
+}
+
+impl<T: ReplayStore> ReplayStore for Arc<T> {
+    type CheckFuture = T::CheckFuture;
+    type AdvanceFuture = T::AdvanceFuture;
+
+    fn epoch(&self) -> u32 {
+        (**self).epoch()
+    }
+
+    fn check(&self, check: &ReplayCheck) -> Self::CheckFuture {
+        (**self).check(check)
+    }
+
+    fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
+        (**self).advance(request)
+    }
+}
+
+/// The sequence rule shared by every store, on one chain's record.
+///
+/// `highest` is the highest sequence issued, `issued_at_ms` when it was
+/// issued, `seen` whether a ticket with that sequence has been presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainState {
+    /// Highest sequence issued.
+    pub highest: u32,
+    /// When it was issued.
+    pub issued_at_ms: i64,
+    /// Whether it has been presented since.
+    pub seen: bool,
+}
+
+impl ChainState {
+    /// Applies a presentation of `sequence` at `now_ms`. Returns whether it
+    /// is accepted, updating the state if so. A `None` state (no record)
+    /// accepts and starts one.
+    pub fn present(
+        state: &mut Option<ChainState>,
+        sequence: u32,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> bool {
+        match state {
+            None => {
+                *state = Some(ChainState {
+                    highest: sequence,
+                    issued_at_ms: now_ms,
+                    seen: true,
+                });
+                true
+            }
+            Some(s) if sequence >= s.highest => {
+                if sequence > s.highest {
+                    // The record missed an issue (a lost write); catch up.
+                    s.highest = sequence;
+                    s.issued_at_ms = now_ms;
+                }
+                s.seen = true;
+                true
+            }
+            Some(s) => s.in_grace(sequence, now_ms, grace_ms),
+        }
+    }
+
+    /// Applies the issuer's advance from `sequence` at `now_ms`.
+    pub fn advance(
+        state: &mut Option<ChainState>,
+        sequence: u32,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Advance {
+        let Some(next) = sequence.checked_add(1) else {
+            return Advance::Stale;
+        };
+        match state {
+            Some(s) if sequence < s.highest => {
+                if s.in_grace(sequence, now_ms, grace_ms) {
+                    Advance::Retry {
+                        sequence: s.highest,
+                        issued_at_ms: s.issued_at_ms,
+                    }
+                } else {
+                    Advance::Stale
+                }
+            }
+            _ => {
+                *state = Some(ChainState {
+                    highest: next,
+                    issued_at_ms: now_ms,
+                    seen: false,
+                });
+                Advance::Next {
+                    sequence: next,
+                    issued_at_ms: now_ms,
+                }
+            }
+        }
+    }
+
+    fn in_grace(&self, sequence: u32, now_ms: i64, grace_ms: i64) -> bool {
+        sequence.checked_add(1) == Some(self.highest)
+            && !self.seen
+            && now_ms < self.issued_at_ms.saturating_add(grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_rule() {
+        let mut s = None;
+        assert!(ChainState::present(&mut s, 0, 0, 5));
+        assert_eq!(
+            ChainState::advance(&mut s, 0, 10, 5),
+            Advance::Next {
+                sequence: 1,
+                issued_at_ms: 10
+            }
+        );
+        // The old ticket within the grace, successor unseen: a retry.
+        assert_eq!(
+            ChainState::advance(&mut s, 0, 12, 5),
+            Advance::Retry {
+                sequence: 1,
+                issued_at_ms: 10
+            }
+        );
+        assert!(ChainState::present(&mut s, 0, 13, 5));
+        // After the grace: stale.
+        assert_eq!(ChainState::advance(&mut s, 0, 15, 5), Advance::Stale);
+        assert!(!ChainState::present(&mut s, 0, 15, 5));
+        // Once the successor was used, the old one is stale at once.
+        let mut s = None;
+        ChainState::advance(&mut s, 0, 10, 5);
+        assert!(ChainState::present(&mut s, 1, 11, 5));
+        assert!(!ChainState::present(&mut s, 0, 11, 5));
+        assert_eq!(ChainState::advance(&mut s, 0, 11, 5), Advance::Stale);
+        // Sequence at the end of its range cannot advance.
+        assert_eq!(
+            ChainState::advance(&mut None, u32::MAX, 0, 5),
+            Advance::Stale
+        );
+    }
+}

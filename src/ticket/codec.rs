@@ -1,0 +1,270 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use super::claims::{Binding, Claims, QueueId, TicketId, TicketKind};
+use crate::rejection::{MalformedReason, Rejection};
+
+/// The format version this library writes and reads.
+pub const VERSION: u8 = 1;
+/// Bytes of claims in a version-1 ticket.
+pub const CLAIMS_LEN: usize = 100;
+/// Bytes of the HMAC-SHA256 tag.
+pub const TAG_LEN: usize = 32;
+/// Bytes of a decoded ticket: claims then tag.
+pub const TICKET_LEN: usize = CLAIMS_LEN + TAG_LEN;
+/// Characters of an encoded ticket (unpadded base64url of [`TICKET_LEN`]
+/// bytes; 132 is a multiple of 3, so there are no trailing bits).
+pub const ENCODED_LEN: usize = TICKET_LEN / 3 * 4;
+/// The domain-separation label that starts every MAC input.
+pub const DOMAIN_LABEL: &[u8; 11] = b"queuegate/1";
+/// Bytes of the MAC input: label then claims. At most 119, so the inner
+/// SHA-256 of HMAC takes two compressions after the key block.
+pub const MAC_INPUT_LEN: usize = DOMAIN_LABEL.len() + CLAIMS_LEN;
+
+const _: () = assert!(MAC_INPUT_LEN <= 119);
+const _: () = assert!(ENCODED_LEN == 176);
+
+const FLAG_OFFSET_MEASURED: u8 = 0b0000_0001;
+const LABEL: usize = DOMAIN_LABEL.len();
+
+/// A ticket decoded from its text but not yet authenticated.
+///
+/// It holds the bytes `label || claims || tag` contiguously, so the MAC
+/// input is one slice. Its claims must not be trusted before the tag was
+/// verified; [`claims`](Self::claims) parses them without any check of
+/// authenticity.
+#[derive(Clone)]
+pub struct DecodedTicket {
+    buf: [u8; LABEL + TICKET_LEN],
+}
+
+impl std::fmt::Debug for DecodedTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bytes of a ticket are a bearer credential: never print them.
+        f.write_str("DecodedTicket(REDACTED)")
+    }
+}
+
+impl DecodedTicket {
+    /// The format version byte.
+    pub fn version(&self) -> u8 {
+        self.buf[LABEL]
+    }
+
+    /// The kind byte, parsed.
+    pub fn kind(&self) -> Option<TicketKind> {
+        TicketKind::from_byte(self.buf[LABEL + 1])
+    }
+
+    /// The key id byte.
+    pub fn key_id(&self) -> u8 {
+        self.buf[LABEL + 3]
+    }
+
+    /// The exact bytes the MAC covers: [`DOMAIN_LABEL`] then the claims.
+    pub fn mac_input(&self) -> &[u8] {
+        &self.buf[..MAC_INPUT_LEN]
+    }
+
+    /// The tag.
+    pub fn tag(&self) -> &[u8] {
+        &self.buf[MAC_INPUT_LEN..]
+    }
+
+    /// The claims bytes.
+    pub fn claims_bytes(&self) -> &[u8; CLAIMS_LEN] {
+        self.buf[LABEL..MAC_INPUT_LEN]
+            .try_into()
+            .expect("fixed layout")
+    }
+
+    /// Parses the claims (structure only, no authenticity).
+    pub fn claims(&self) -> Result<Claims, Rejection> {
+        parse_claims(self.claims_bytes())
+    }
+}
+
+/// Decodes ticket text into bytes: the exact length first, then strict
+/// base64url (no padding, no `+` or `/`, no whitespace), then the version.
+///
+/// Costs no allocation whatever the input; input of the wrong length is
+/// refused before any byte is read.
+pub fn decode(text: &[u8]) -> Result<DecodedTicket, Rejection> {
+    if text.len() != ENCODED_LEN {
+        return Err(Rejection::malformed(MalformedReason::Length));
+    }
+    let mut buf = [0u8; LABEL + TICKET_LEN];
+    buf[..LABEL].copy_from_slice(DOMAIN_LABEL);
+    match URL_SAFE_NO_PAD.decode_slice(text, &mut buf[LABEL..]) {
+        Ok(TICKET_LEN) => {}
+        _ => return Err(Rejection::malformed(MalformedReason::Encoding)),
+    }
+    let ticket = DecodedTicket { buf };
+    if ticket.version() != VERSION {
+        return Err(Rejection::malformed(MalformedReason::Version));
+    }
+    Ok(ticket)
+}
+
+/// The MAC input for `claims`: [`DOMAIN_LABEL`] then the claim bytes.
+pub fn mac_input(claims: &Claims) -> [u8; MAC_INPUT_LEN] {
+    let mut out = [0u8; MAC_INPUT_LEN];
+    out[..LABEL].copy_from_slice(DOMAIN_LABEL);
+    out[LABEL..].copy_from_slice(&claims_to_bytes(claims));
+    out
+}
+
+/// Encodes claims and their tag as ticket text.
+pub fn encode(claims: &Claims, tag: &[u8; TAG_LEN]) -> String {
+    let mut bytes = [0u8; TICKET_LEN];
+    bytes[..CLAIMS_LEN].copy_from_slice(&claims_to_bytes(claims));
+    bytes[CLAIMS_LEN..].copy_from_slice(tag);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn claims_to_bytes(c: &Claims) -> [u8; CLAIMS_LEN] {
+    let mut b = [0u8; CLAIMS_LEN];
+    b[0] = VERSION;
+    b[1] = c.kind.to_byte();
+    b[2] = if c.clock_offset_ms.is_some() {
+        FLAG_OFFSET_MEASURED
+    } else {
+        0
+    };
+    b[3] = c.key_id;
+    b[4..12].copy_from_slice(&c.queue.0);
+    b[12..28].copy_from_slice(&c.ticket_id.0);
+    b[28..32].copy_from_slice(&c.epoch.to_be_bytes());
+    b[32..36].copy_from_slice(&c.sequence.to_be_bytes());
+    b[36..40].copy_from_slice(&c.position.to_be_bytes());
+    b[40..48].copy_from_slice(&c.joined_at_ms.to_be_bytes());
+    b[48..56].copy_from_slice(&c.issued_at_ms.to_be_bytes());
+    b[56..64].copy_from_slice(&c.live_until_ms.to_be_bytes());
+    b[64..72].copy_from_slice(&c.admitted_from_ms.to_be_bytes());
+    b[72..80].copy_from_slice(&c.expires_at_ms.to_be_bytes());
+    b[80..84].copy_from_slice(&c.clock_offset_ms.unwrap_or(0).to_be_bytes());
+    b[84..100].copy_from_slice(&c.binding.0);
+    b
+}
+
+fn parse_claims(b: &[u8; CLAIMS_LEN]) -> Result<Claims, Rejection> {
+    let field = || Rejection::malformed(MalformedReason::Field);
+    if b[0] != VERSION {
+        return Err(Rejection::malformed(MalformedReason::Version));
+    }
+    let kind = TicketKind::from_byte(b[1]).ok_or_else(field)?;
+    let flags = b[2];
+    if flags & !FLAG_OFFSET_MEASURED != 0 {
+        return Err(field());
+    }
+    let offset = i32::from_be_bytes(arr(&b[80..84]));
+    let clock_offset_ms = if flags & FLAG_OFFSET_MEASURED != 0 {
+        Some(offset)
+    } else if offset == 0 {
+        None
+    } else {
+        // Canonical: an unmeasured offset is written as zero.
+        return Err(field());
+    };
+    Ok(Claims {
+        kind,
+        key_id: b[3],
+        queue: QueueId(arr(&b[4..12])),
+        ticket_id: TicketId(arr(&b[12..28])),
+        epoch: u32::from_be_bytes(arr(&b[28..32])),
+        sequence: u32::from_be_bytes(arr(&b[32..36])),
+        position: u32::from_be_bytes(arr(&b[36..40])),
+        joined_at_ms: i64::from_be_bytes(arr(&b[40..48])),
+        issued_at_ms: i64::from_be_bytes(arr(&b[48..56])),
+        live_until_ms: i64::from_be_bytes(arr(&b[56..64])),
+        admitted_from_ms: i64::from_be_bytes(arr(&b[64..72])),
+        expires_at_ms: i64::from_be_bytes(arr(&b[72..80])),
+        clock_offset_ms,
+        binding: Binding(arr(&b[84..100])),
+    })
+}
+
+fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
+    s.try_into().expect("fixed layout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Claims {
+        Claims {
+            kind: TicketKind::Admitted,
+            key_id: 7,
+            queue: QueueId::from_name("q"),
+            ticket_id: TicketId([0xab; 16]),
+            epoch: 0xdead_beef,
+            sequence: 3,
+            position: 42,
+            joined_at_ms: 1,
+            issued_at_ms: -2,
+            live_until_ms: i64::MAX,
+            admitted_from_ms: i64::MIN,
+            expires_at_ms: 5,
+            clock_offset_ms: Some(-1234),
+            binding: Binding([9; 16]),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = sample();
+        let text = encode(&c, &[0x55; TAG_LEN]);
+        assert_eq!(text.len(), ENCODED_LEN);
+        let d = decode(text.as_bytes()).unwrap();
+        assert_eq!(d.claims().unwrap(), c);
+        assert_eq!(d.tag(), &[0x55; TAG_LEN]);
+        assert_eq!(d.mac_input(), &mac_input(&c)[..]);
+        let unmeasured = Claims {
+            clock_offset_ms: None,
+            ..c
+        };
+        let d = decode(encode(&unmeasured, &[0; TAG_LEN]).as_bytes()).unwrap();
+        assert_eq!(d.claims().unwrap(), unmeasured);
+    }
+
+    #[test]
+    fn non_canonical_text_is_refused() {
+        let text = encode(&sample(), &[0x55; TAG_LEN]);
+        let code = |t: &[u8]| decode(t).unwrap_err();
+        let mut padded = text.clone().into_bytes();
+        padded.extend_from_slice(b"==");
+        assert_eq!(code(&padded), Rejection::malformed(MalformedReason::Length));
+        for bad in [b'=', b'+', b'/', b' ', b'\n', 0xff] {
+            let mut t = text.clone().into_bytes();
+            t[10] = bad;
+            assert_eq!(
+                code(&t),
+                Rejection::malformed(MalformedReason::Encoding),
+                "byte {bad:#x}"
+            );
+        }
+        assert!(decode(&text.as_bytes()[1..]).is_err());
+        assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn non_canonical_fields_are_refused() {
+        let c = Claims {
+            clock_offset_ms: None,
+            ..sample()
+        };
+        let mut b = claims_to_bytes(&c);
+        b[83] = 1; // offset bytes set while the flag says unmeasured
+        assert!(parse_claims(&b).is_err());
+        let mut b = claims_to_bytes(&c);
+        b[2] = 0b10;
+        assert!(parse_claims(&b).is_err());
+        let mut b = claims_to_bytes(&c);
+        b[1] = 2;
+        assert!(parse_claims(&b).is_err());
+        let mut b = claims_to_bytes(&c);
+        b[0] = 2;
+        assert!(parse_claims(&b).is_err());
+    }
+}
