@@ -218,6 +218,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             Ok(Advance::Stale) => {
                 return Err(Rejection::Replayed {
                     reason: ReplayReason::StaleSequence,
+                    ticket_id: c.ticket_id,
                 })
             }
             Err(_) => {

@@ -5,6 +5,8 @@ use std::fmt;
 
 use http::StatusCode;
 
+use crate::ticket::TicketId;
+
 /// Why a request's queue ticket was refused.
 ///
 /// Every variant has a stable machine-readable [`code`](Rejection::code)
@@ -57,6 +59,10 @@ pub enum Rejection {
     Replayed {
         /// Which kind of replay.
         reason: ReplayReason,
+        /// The chain's id (not a credential: it cannot be presented), so a
+        /// host can answer a retried single-use request by the same client
+        /// with the result of the first one.
+        ticket_id: TicketId,
     },
     /// The client's clock is too far from the server's.
     #[error("your device clock is {} off: please set it to the correct time", human_ms(.offset_ms.unsigned_abs()))]

@@ -510,7 +510,10 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
     ) -> Result<Verified, Rejection> {
         let finding = match answer {
             Ok(ReplayVerdict::Fresh) => return Ok(checked),
-            Ok(ReplayVerdict::Replayed(reason)) => Rejection::Replayed { reason },
+            Ok(ReplayVerdict::Replayed(reason)) => Rejection::Replayed {
+                reason,
+                ticket_id: checked.claims.ticket_id,
+            },
             Err(_) => Rejection::StoreUnavailable {
                 retry_after_ms: self.policy.store_retry_after_ms,
             },
@@ -579,6 +582,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
                 &mut found,
                 Rejection::Replayed {
                     reason: ReplayReason::StateReset,
+                    ticket_id: claims.ticket_id,
                 },
             )?;
         }
