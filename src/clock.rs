@@ -141,6 +141,13 @@ impl<C: Clock> MonotonicClock<C> {
 impl<C: Clock> Clock for MonotonicClock<C> {
     fn now_ms(&self) -> i64 {
         let now = self.inner.now_ms();
+        // Read first: the mark moves at most once a millisecond, so most
+        // calls need no read-modify-write, and concurrent callers keep the
+        // cache line shared instead of bouncing it between cores.
+        let last = self.last.load(Ordering::Acquire);
+        if now <= last {
+            return last;
+        }
         let previous = self.last.fetch_max(now, Ordering::AcqRel);
         previous.max(now)
     }

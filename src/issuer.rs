@@ -17,7 +17,7 @@ use crate::error::ConfigError;
 use crate::keys::KeyRing;
 use crate::rejection::{Rejection, ReplayReason};
 use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, ReplayStore};
-use crate::ticket::{encode, Claims, TicketId, TicketKind};
+use crate::ticket::{encode, Binding, Claims, TicketId, TicketKind};
 use crate::verify::{ClientTime, Policy, Presented, Verified, Verifier};
 
 /// A freshly signed ticket. `Debug` does not print the ticket text.
@@ -139,6 +139,9 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         let keys = self.verifier.keys();
         let queue = self.verifier.policy().queue_id();
         let key_id = keys.signing_key_id();
+        let bound = keys
+            .bind(key_id, queue, binding)
+            .expect("the signing key is in the ring");
         let claims = self.next_claims(
             Claims {
                 kind: TicketKind::Waiting,
@@ -154,14 +157,12 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                 admitted_from_ms: now,
                 expires_at_ms: now.saturating_add(self.waiting_ttl_ms),
                 clock_offset_ms: None,
-                binding: keys
-                    .bind(key_id, queue, binding)
-                    .expect("the signing key is in the ring"),
+                binding: bound,
             },
             0,
             now,
             offset,
-            binding,
+            bound,
             decision,
         );
         Ok(self.sign(claims))
@@ -176,6 +177,9 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
 
     /// Advances the chain of `current` (from [`check`](Self::check)) and
     /// signs its next ticket. `binding` is the same material the check saw.
+    /// When the check found nothing and the ticket's key still signs, the
+    /// successor keeps the binding the check verified (it is the keyed hash
+    /// of that material), so no HMAC is spent recomputing it.
     ///
     /// A ticket renewed a moment ago whose successor is unused gets that
     /// successor again (same sequence and issue time); an older one is
@@ -232,7 +236,21 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             (None, m) => m,
             (b, None) => b.map(i64::from),
         };
-        let claims = self.next_claims(*c, sequence, issued_at, baseline, binding, decision);
+        // When the check found nothing, it has just verified that
+        // `c.binding` is the keyed hash of `binding` under `c.key_id`; if
+        // that key still signs, re-binding would compute the same 16 bytes
+        // again, so they are kept (one HMAC less per heartbeat). Otherwise
+        // (a monitored finding, a rotated signing key) the successor is
+        // bound afresh.
+        let keys = self.verifier.keys();
+        let key_id = keys.signing_key_id();
+        let bound = if current.monitored.is_none() && c.key_id == key_id {
+            c.binding
+        } else {
+            keys.bind(key_id, c.queue, binding)
+                .expect("the signing key is in the ring")
+        };
+        let claims = self.next_claims(*c, sequence, issued_at, baseline, bound, decision);
         Ok(self.sign(claims))
     }
 
@@ -242,7 +260,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         sequence: u32,
         issued_at: i64,
         baseline: Option<i64>,
-        binding: &[u8],
+        binding: Binding,
         decision: &JoinDecision,
     ) -> Claims {
         let keys = self.verifier.keys();
@@ -270,10 +288,8 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         Claims {
             kind,
             key_id,
-            // Re-bound under the signing key, which may have rotated.
-            binding: keys
-                .bind(key_id, prev.queue, binding)
-                .expect("the signing key is in the ring"),
+            // Bound under the signing key, which may have rotated.
+            binding,
             epoch: self.verifier.store().epoch(),
             sequence,
             position: decision.position,
@@ -293,5 +309,98 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             ticket: encode(&claims, &tag),
             claims,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::rejection::RejectionCode;
+    use crate::verify::Mode;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    const DECISION: JoinDecision = JoinDecision {
+        position: 3,
+        live_for: Duration::from_secs(30),
+        estimated_wait: Duration::from_secs(60),
+        admit: false,
+    };
+
+    fn presented<'a>(ticket: &'a str, binding: &'a [u8]) -> Presented<'a> {
+        Presented {
+            ticket: Some(ticket.as_bytes()),
+            binding: Some(binding),
+            client_time: ClientTime::Absent,
+        }
+    }
+
+    /// A renewal binds the successor to the material the check verified;
+    /// when the check only monitored a mismatch, to the material presented.
+    #[test]
+    fn renewal_binding_follows_the_verified_material() {
+        let keys = Arc::new(KeyRing::new(1, &[7; 32]).unwrap());
+        let store = Arc::new(MemoryReplayStore::new());
+        let clock = ManualClock::new(1_700_000_000_000);
+        let policy = Policy::new("q").mode_for(RejectionCode::BindingMismatch, Mode::Monitor);
+        let issuer = Issuer::new(keys.clone(), policy, clock, store).unwrap();
+        let queue = issuer.verifier().policy().queue_id();
+        let first = issuer
+            .join(b"alice", ClientTime::Absent, &DECISION)
+            .unwrap();
+
+        let checked = issuer.check(&presented(&first.ticket, b"alice")).unwrap();
+        assert_eq!(checked.monitored, None);
+        let next = block_on(issuer.renew(&checked, b"alice", &DECISION)).unwrap();
+        assert_eq!(next.claims.binding, keys.bind(1, queue, b"alice").unwrap());
+        assert_eq!(next.claims.binding, first.claims.binding);
+
+        let checked = issuer.check(&presented(&next.ticket, b"bob")).unwrap();
+        assert_eq!(checked.monitored, Some(Rejection::BindingMismatch));
+        let third = block_on(issuer.renew(&checked, b"bob", &DECISION)).unwrap();
+        assert_eq!(third.claims.binding, keys.bind(1, queue, b"bob").unwrap());
+        assert_ne!(third.claims.binding, first.claims.binding);
+    }
+
+    /// After a key rotation the successor is bound under the new signing
+    /// key, not copied from the old ticket.
+    #[test]
+    fn renewal_rebinds_under_a_rotated_key() {
+        let old = Arc::new(KeyRing::new(1, &[7; 32]).unwrap());
+        let rotated = Arc::new(
+            KeyRing::builder()
+                .verify_only_key(1, &[7; 32])
+                .unwrap()
+                .signing_key(2, &[8; 32])
+                .unwrap()
+                .build()
+                .unwrap(),
+        );
+        let store = Arc::new(MemoryReplayStore::new());
+        let clock = ManualClock::new(1_700_000_000_000);
+        let before = Issuer::new(old, Policy::new("q"), clock.clone(), store.clone()).unwrap();
+        let after = Issuer::new(rotated.clone(), Policy::new("q"), clock, store).unwrap();
+        let queue = after.verifier().policy().queue_id();
+        let first = before
+            .join(b"alice", ClientTime::Absent, &DECISION)
+            .unwrap();
+        let checked = after.check(&presented(&first.ticket, b"alice")).unwrap();
+        assert_eq!(checked.monitored, None);
+        let next = block_on(after.renew(&checked, b"alice", &DECISION)).unwrap();
+        assert_eq!(next.claims.key_id, 2);
+        assert_eq!(
+            next.claims.binding,
+            rotated.bind(2, queue, b"alice").unwrap()
+        );
+        assert_ne!(next.claims.binding, first.claims.binding);
+        after
+            .check(&presented(&next.ticket, b"alice"))
+            .expect("the successor verifies under the rotated ring");
     }
 }

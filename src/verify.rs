@@ -533,7 +533,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         let policy = &self.policy;
         let text = presented.ticket.ok_or(Rejection::Missing)?;
         let ticket = decode(text)?;
-        self.keys.verify(&ticket)?;
+        let bound = self.keys.verify_bound(&ticket, presented.binding)?;
         let claims = ticket.claims()?;
         let mut found = None;
 
@@ -567,9 +567,6 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
                 },
             )?;
         }
-        let bound = presented
-            .binding
-            .is_some_and(|m| self.keys.binding_matches(&claims, m));
         if !bound {
             policy.flag(&mut found, Rejection::BindingMismatch)?;
         }

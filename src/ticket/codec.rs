@@ -24,6 +24,11 @@ pub const MAC_INPUT_LEN: usize = DOMAIN_LABEL.len() + CLAIMS_LEN;
 const _: () = assert!(MAC_INPUT_LEN <= 119);
 const _: () = assert!(ENCODED_LEN == 176);
 
+/// Where the queue id lies in the claims.
+pub(crate) const CLAIMS_QUEUE: std::ops::Range<usize> = 4..12;
+/// Where the binding lies in the claims.
+pub(crate) const CLAIMS_BINDING: std::ops::Range<usize> = 84..100;
+
 const FLAG_OFFSET_MEASURED: u8 = 0b0000_0001;
 const LABEL: usize = DOMAIN_LABEL.len();
 
@@ -35,7 +40,7 @@ const LABEL: usize = DOMAIN_LABEL.len();
 /// authenticity.
 #[derive(Clone)]
 pub struct DecodedTicket {
-    buf: [u8; LABEL + TICKET_LEN],
+    buf: [u8; LABEL + TICKET_LEN + SPARE],
 }
 
 impl std::fmt::Debug for DecodedTicket {
@@ -68,7 +73,7 @@ impl DecodedTicket {
 
     /// The tag.
     pub fn tag(&self) -> &[u8] {
-        &self.buf[MAC_INPUT_LEN..]
+        &self.buf[MAC_INPUT_LEN..MAC_INPUT_LEN + TAG_LEN]
     }
 
     /// The claims bytes.
@@ -93,17 +98,69 @@ pub fn decode(text: &[u8]) -> Result<DecodedTicket, Rejection> {
     if text.len() != ENCODED_LEN {
         return Err(Rejection::malformed(MalformedReason::Length));
     }
-    let mut buf = [0u8; LABEL + TICKET_LEN];
+    let text: &[u8; ENCODED_LEN] = text.try_into().expect("length checked");
+    let mut buf = [0u8; LABEL + TICKET_LEN + SPARE];
     buf[..LABEL].copy_from_slice(DOMAIN_LABEL);
-    match URL_SAFE_NO_PAD.decode_slice(text, &mut buf[LABEL..]) {
-        Ok(TICKET_LEN) => {}
-        _ => return Err(Rejection::malformed(MalformedReason::Encoding)),
+    let out = (&mut buf[LABEL..]).try_into().expect("fixed layout");
+    if !decode_base64url(text, out) {
+        return Err(Rejection::malformed(MalformedReason::Encoding));
     }
     let ticket = DecodedTicket { buf };
     if ticket.version() != VERSION {
         return Err(Rejection::malformed(MalformedReason::Version));
     }
     Ok(ticket)
+}
+
+/// Bytes after the ticket in a decoding buffer: the decoder stores eight
+/// bytes at a time, six of them decoded.
+const SPARE: usize = 2;
+
+/// Marks a byte outside the alphabet in the decoding tables: a bit above
+/// the 24 that four characters decode to.
+const INVALID: u32 = 1 << 31;
+
+/// The value of each byte as the `i`-th character of a 4-character group,
+/// shifted into place, or [`INVALID`] for every byte outside the base64url
+/// alphabet (`=`, `+`, `/`, whitespace, non-ASCII).
+const fn decode_table(i: u32) -> [u32; 256] {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut table = [INVALID; 256];
+    let mut v = 0;
+    while v < alphabet.len() {
+        table[alphabet[v] as usize] = (v as u32) << (18 - 6 * i);
+        v += 1;
+    }
+    table
+}
+static DECODE: [[u32; 256]; 4] = [
+    decode_table(0),
+    decode_table(1),
+    decode_table(2),
+    decode_table(3),
+];
+
+/// Strict base64url decoding of `text` (whole 4-character groups, so no
+/// padding and no trailing bits to check) into `out`: eight characters,
+/// read as one word, decode to six bytes, stored as one word (the last two
+/// bytes of each store are overwritten by the next one, or land in the
+/// spare bytes). Table-driven with no branch per character: the OR of all
+/// looked-up values shows whether any byte was outside the alphabet.
+/// Returns `false` then; `out` holds garbage and must be discarded.
+fn decode_base64url(text: &[u8; ENCODED_LEN], out: &mut [u8; TICKET_LEN + SPARE]) -> bool {
+    let mut seen = 0u32;
+    let group = |word: u64| {
+        let byte = |i: u32| usize::from((word >> (8 * i)) as u8);
+        DECODE[0][byte(0)] | DECODE[1][byte(1)] | DECODE[2][byte(2)] | DECODE[3][byte(3)]
+    };
+    for i in 0..ENCODED_LEN / 8 {
+        let word = u64::from_le_bytes(text[i * 8..i * 8 + 8].try_into().expect("in range"));
+        let (a, b) = (group(word), group(word >> 32));
+        seen |= a | b;
+        let six = u64::from(a & 0xff_ffff) << 40 | u64::from(b & 0xff_ffff) << 16;
+        out[i * 6..i * 6 + 8].copy_from_slice(&six.to_be_bytes());
+    }
+    seen & INVALID == 0
 }
 
 /// The MAC input for `claims`: [`DOMAIN_LABEL`] then the claim bytes.
@@ -132,7 +189,7 @@ pub(crate) fn claims_to_bytes(c: &Claims) -> [u8; CLAIMS_LEN] {
         0
     };
     b[3] = c.key_id;
-    b[4..12].copy_from_slice(&c.queue.0);
+    b[CLAIMS_QUEUE].copy_from_slice(&c.queue.0);
     b[12..28].copy_from_slice(&c.ticket_id.0);
     b[28..32].copy_from_slice(&c.epoch.to_be_bytes());
     b[32..36].copy_from_slice(&c.sequence.to_be_bytes());
@@ -143,7 +200,7 @@ pub(crate) fn claims_to_bytes(c: &Claims) -> [u8; CLAIMS_LEN] {
     b[64..72].copy_from_slice(&c.admitted_from_ms.to_be_bytes());
     b[72..80].copy_from_slice(&c.expires_at_ms.to_be_bytes());
     b[80..84].copy_from_slice(&c.clock_offset_ms.unwrap_or(0).to_be_bytes());
-    b[84..100].copy_from_slice(&c.binding.0);
+    b[CLAIMS_BINDING].copy_from_slice(&c.binding.0);
     b
 }
 
@@ -169,7 +226,7 @@ fn parse_claims(b: &[u8; CLAIMS_LEN]) -> Result<Claims, Rejection> {
     Ok(Claims {
         kind,
         key_id: b[3],
-        queue: QueueId(arr(&b[4..12])),
+        queue: QueueId(arr(&b[CLAIMS_QUEUE])),
         ticket_id: TicketId(arr(&b[12..28])),
         epoch: u32::from_be_bytes(arr(&b[28..32])),
         sequence: u32::from_be_bytes(arr(&b[32..36])),
@@ -180,7 +237,7 @@ fn parse_claims(b: &[u8; CLAIMS_LEN]) -> Result<Claims, Rejection> {
         admitted_from_ms: i64::from_be_bytes(arr(&b[64..72])),
         expires_at_ms: i64::from_be_bytes(arr(&b[72..80])),
         clock_offset_ms,
-        binding: Binding(arr(&b[84..100])),
+        binding: Binding(arr(&b[CLAIMS_BINDING])),
     })
 }
 
@@ -246,6 +303,69 @@ mod tests {
         }
         assert!(decode(&text.as_bytes()[1..]).is_err());
         assert!(decode(b"").is_err());
+    }
+
+    /// The hand-written decoder accepts exactly what the `base64` crate's
+    /// strict URL-safe, unpadded engine accepts, with the same bytes.
+    #[test]
+    fn decoder_agrees_with_the_base64_crate() {
+        use proptest::prelude::*;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let agree = |text: &[u8]| {
+            let mut ours = [0u8; TICKET_LEN + SPARE];
+            let mut theirs = [0u8; TICKET_LEN];
+            let ok = decode_base64url(text.try_into().unwrap(), &mut ours);
+            let reference = URL_SAFE_NO_PAD.decode_slice(text, &mut theirs);
+            assert_eq!(ok, reference == Ok(TICKET_LEN), "acceptance differs");
+            if ok {
+                assert_eq!(ours[..TICKET_LEN], theirs);
+            }
+        };
+        // Every byte value at every position of a valid text.
+        let valid = encode(&sample(), &[0xa5; TAG_LEN]).into_bytes();
+        for pos in [0, 1, 2, 3, 87, 174, 175] {
+            for byte in 0..=255u8 {
+                let mut t = valid.clone();
+                t[pos] = byte;
+                agree(&t);
+                if !alphabet.contains(&byte) {
+                    assert!(decode(&t).is_err());
+                } else if pos > 1 {
+                    // Characters 0 and 1 carry the version byte.
+                    assert!(decode(&t).is_ok());
+                }
+            }
+        }
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let mostly_valid = proptest::collection::vec(
+            prop_oneof![
+                20 => proptest::sample::select(alphabet.to_vec()),
+                1 => any::<u8>(),
+            ],
+            ENCODED_LEN,
+        );
+        runner
+            .run(&mostly_valid, |text| {
+                agree(&text);
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&proptest::array::uniform32(any::<u8>()), |seed| {
+                let mut bytes = [0u8; TICKET_LEN];
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = seed[i % 32].wrapping_mul(i as u8 | 1);
+                }
+                let text = URL_SAFE_NO_PAD.encode(bytes);
+                let mut out = [0u8; TICKET_LEN + SPARE];
+                assert!(decode_base64url(
+                    text.as_bytes().try_into().unwrap(),
+                    &mut out
+                ));
+                assert_eq!(out[..TICKET_LEN], bytes);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
