@@ -537,4 +537,43 @@ mod tests {
         assert!(SessionCookie::new("").is_err());
         assert!(ClientTimeHeader::new("x\n").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn extraction_never_panics_and_borrows_from_the_input(
+            cookie in "(qt=|qg_session=|; |[ -~]){0,100}",
+            query in "(qt=|&|[A-Za-z0-9_=%.~-]){0,100}",
+            header in "[ -~]{0,300}",
+        ) {
+            let p = parts(|b| {
+                b.uri(format!("/book?{query}").as_str())
+                    .header("cookie", cookie.as_str())
+                    .header("queue-ticket", header.as_str())
+            });
+            let loc = TicketLocation::new()
+                .cookie("qt")
+                .unwrap()
+                .query("qt")
+                .unwrap();
+            let within = |v: &[u8]| {
+                let raw = [
+                    p.headers["cookie"].as_bytes(),
+                    p.headers["queue-ticket"].as_bytes(),
+                    p.uri.query().unwrap_or("").as_bytes(),
+                ];
+                raw.iter().any(|r| {
+                    let (start, end) = (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
+                    let at = v.as_ptr() as usize;
+                    v.is_empty() || (at >= start && at + v.len() <= end)
+                })
+            };
+            if let Ok(Some(t)) = loc.ticket(&p) {
+                proptest::prop_assert!(within(t));
+            }
+            if let Some(b) = SessionCookie::default().binding(&p) {
+                proptest::prop_assert!(matches!(b, Cow::Borrowed(_)));
+                proptest::prop_assert!(within(&b));
+            }
+        }
+    }
 }
