@@ -40,7 +40,36 @@ pub const MAX_COOKIE_LINES: usize = 64;
 /// bytes borrow from the request head, so extraction allocates nothing.
 ///
 /// Implemented by [`TicketLocation`] (header, cookie, opt-in query string)
-/// and by any `fn(&Parts) -> Result<Option<&[u8]>, Rejection>`.
+/// and by any `fn(&Parts) -> Result<Option<&[u8]>, Rejection>`. Write a
+/// host extractor as a `fn` item: a closure cannot name the lifetime that
+/// ties its result to its argument.
+///
+/// ```
+/// use http::request::Parts;
+/// use queuegate::layer::QueueGateLayer;
+/// use queuegate::{MalformedReason, Rejection};
+/// # use std::sync::Arc;
+/// # use queuegate::{KeyRing, MemoryReplayStore, Policy, SystemClock, Verifier};
+///
+/// /// `Authorization: Queue <ticket>`.
+/// fn from_authorization(parts: &Parts) -> Result<Option<&[u8]>, Rejection> {
+///     let Some(value) = parts.headers.get(http::header::AUTHORIZATION) else {
+///         return Ok(None);
+///     };
+///     match value.as_bytes().strip_prefix(b"Queue ") {
+///         Some(ticket) => Ok(Some(ticket)),
+///         None => Err(Rejection::Malformed { reason: MalformedReason::Encoding }),
+///     }
+/// }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let keys = Arc::new(KeyRing::new(1, &[7u8; 32])?);
+/// # let verifier = Verifier::new(keys, Policy::new("q"), SystemClock, Arc::new(MemoryReplayStore::new()))?;
+/// let layer = QueueGateLayer::builder(verifier)
+///     .ticket_source(from_authorization)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok(()) }
+/// ```
 pub trait TicketSource: Send + Sync + 'static {
     /// The presented ticket text, if any.
     fn ticket<'a>(&self, parts: &'a Parts) -> Result<Option<&'a [u8]>, Rejection>;
