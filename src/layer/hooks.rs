@@ -25,14 +25,14 @@ use crate::verify::Verified;
 /// (no ticket at all, garbage) do not reach this hook; their
 /// [`Rejection`] is in the request extensions instead.
 pub trait OnAdmit: Send + Sync + 'static {
-    /// Runs on admission.
-    fn on_admit(&self, verified: &Verified, parts: &Parts);
+    /// Runs on admission. The default does nothing.
+    fn on_admit(&self, verified: &Verified, parts: &Parts) {
+        let _ = (verified, parts);
+    }
 }
 
 /// No-op.
-impl OnAdmit for () {
-    fn on_admit(&self, _: &Verified, _: &Parts) {}
-}
+impl OnAdmit for () {}
 
 impl<F> OnAdmit for F
 where
@@ -54,16 +54,16 @@ where
 /// `B` is the inner service's response body type. The layer puts the
 /// [`Rejection`] in the extensions of whatever response is sent.
 pub trait OnReject<B>: Send + Sync + 'static {
-    /// The response to send instead of the default, if any.
-    fn on_reject(&self, rejection: &Rejection, parts: &Parts) -> Option<Response<B>>;
-}
-
-/// Always the default response.
-impl<B> OnReject<B> for () {
-    fn on_reject(&self, _: &Rejection, _: &Parts) -> Option<Response<B>> {
+    /// The response to send instead of the default, if any. The default
+    /// keeps the default response.
+    fn on_reject(&self, rejection: &Rejection, parts: &Parts) -> Option<Response<B>> {
+        let _ = (rejection, parts);
         None
     }
 }
+
+/// Always the default response.
+impl<B> OnReject<B> for () {}
 
 impl<F, B> OnReject<B> for F
 where
