@@ -64,6 +64,7 @@ pub mod issuer;
 pub mod keys;
 pub mod rejection;
 pub mod replay;
+pub mod room;
 pub mod ticket;
 pub mod verify;
 
@@ -73,5 +74,6 @@ pub use issuer::{Issuer, JoinDecision, Minted, RenewDecision};
 pub use keys::{KeyRing, KeyRingBuilder, MacKey};
 pub use rejection::{MalformedReason, Rejection, RejectionCode, ReplayReason};
 pub use replay::{MemoryReplayStore, ReplayMode, ReplayStore};
+pub use room::{MemoryRoomState, RoomError, RoomState, RoomTicket, WaitingRoom};
 pub use ticket::{Claims, TicketId, TicketKind};
 pub use verify::{ClientTime, ClientTimeRule, Mode, Policy, Presented, Verified, Verifier};
