@@ -232,6 +232,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// How many of the room's admissions the counter already shows.
+    room_admitted_shown: Mutex<u64>,
 }
 
 /// One booking.
@@ -288,6 +290,7 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
+        room_admitted_shown: Mutex::new(0),
     });
 
     let slots_verifier = Verifier::new(
@@ -448,12 +451,7 @@ async fn join(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<Body>
         .join(session.as_bytes(), client_time(&headers))
         .await
     {
-        Ok(t) => {
-            if t.newly_admitted {
-                app.metrics.record_room_admitted();
-            }
-            json_response(StatusCode::OK, room_json(&t))
-        }
+        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
         Err(e) => room_problem(&app, &e),
     };
     if fresh {
@@ -483,12 +481,7 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<
         client_time: client_time(&headers),
     };
     match app.room.heartbeat(&presented).await {
-        Ok(t) => {
-            if t.newly_admitted {
-                app.metrics.record_room_admitted();
-            }
-            json_response(StatusCode::OK, room_json(&t))
-        }
+        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
         Err(e) => room_problem(&app, &e),
     }
 }
@@ -554,9 +547,15 @@ async fn reserve(
     )
 }
 
-/// Brings the gauges up to date.
+/// Brings the gauges, and the count of people whose turn came, up to date.
 pub async fn refresh_gauges(app: &App) {
     if let Ok(stats) = app.room.stats().await {
+        let mut shown = lock(&app.room_admitted_shown);
+        while *shown < stats.admitted_total {
+            app.metrics.record_room_admitted();
+            *shown += 1;
+        }
+        drop(shown);
         app.metrics.set_waiting(stats.waiting);
         app.metrics
             .set_store_entries(stats.entries + app.replay.len() as u64);
