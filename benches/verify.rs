@@ -73,7 +73,13 @@ fn hex(bytes: &[u8]) -> String {
 fn bench_verify(c: &mut Criterion<ThreadCpuTime>) {
     let waker = noop_waker();
     let keys = Arc::new(KeyRing::new(KEY_ID, &SECRET).unwrap());
-    let store = Arc::new(MemoryReplayStore::new());
+    // Room for the 1M records below and the bench's own tickets.
+    let store = Arc::new(
+        MemoryReplayStore::builder()
+            .admitted_capacity(LIVE_RECORDS as usize + 1_000)
+            .build()
+            .unwrap(),
+    );
     let policy = Policy::new(QUEUE);
     let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, store.clone()).unwrap();
     let decision = JoinDecision {

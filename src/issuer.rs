@@ -17,7 +17,9 @@ use crate::error::ConfigError;
 use crate::keys::KeyRing;
 use crate::rejection::{Rejection, ReplayReason};
 use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, ReplayStore};
-use crate::ticket::{encode, Binding, Claims, TicketId, TicketKind};
+use crate::ticket::{
+    encode_signed, mac_input, Binding, Claims, TicketId, TicketKind, DOMAIN_LABEL,
+};
 use crate::verify::{ClientTime, Policy, Presented, Verified, Verifier};
 
 /// A freshly signed ticket. `Debug` does not print the ticket text.
@@ -304,9 +306,16 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     }
 
     fn sign(&self, claims: Claims) -> Minted {
-        let tag = self.verifier.keys().sign(&claims);
+        // The claim bytes are laid out once, for the MAC and the text.
+        let keys = self.verifier.keys();
+        debug_assert_eq!(claims.key_id, keys.signing_key_id());
+        let input = mac_input(&claims);
+        let tag = keys.sign_mac_input(claims.kind, &input);
+        let claim_bytes = input[DOMAIN_LABEL.len()..]
+            .try_into()
+            .expect("the MAC input is the label then the claims");
         Minted {
-            ticket: encode(&claims, &tag),
+            ticket: encode_signed(claim_bytes, &tag),
             claims,
         }
     }

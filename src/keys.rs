@@ -297,11 +297,20 @@ impl KeyRing {
 
     /// Signs `claims` with the signing key. `claims.key_id` must be the
     /// signing key's id (the issuer sets it).
+    #[cfg(test)]
     pub(crate) fn sign(&self, claims: &Claims) -> [u8; TAG_LEN] {
-        let key = &self.keys[self.signing];
-        debug_assert_eq!(claims.key_id, key.id);
-        key.ticket_key(claims.kind)
-            .tag(&[&crate::ticket::mac_input(claims)])
+        debug_assert_eq!(claims.key_id, self.signing_key_id());
+        self.sign_mac_input(claims.kind, &crate::ticket::mac_input(claims))
+    }
+
+    /// Signs a ticket's MAC input (label then claim bytes) of `kind` with
+    /// the signing key.
+    pub(crate) fn sign_mac_input(
+        &self,
+        kind: TicketKind,
+        input: &[u8; MAC_INPUT_LEN],
+    ) -> [u8; TAG_LEN] {
+        self.keys[self.signing].ticket_key(kind).tag(&[input])
     }
 
     /// Checks a decoded ticket's tag: `unknown_key` when its key id is not
