@@ -6,11 +6,13 @@
 //! Each server runs on one thread (a current-thread tokio runtime: accept,
 //! HTTP parsing, the layer and the route all on that thread), so the thread's
 //! CPU time (user + system, from the kernel's accounting) divided by the
-//! requests it answered is its CPU per request, whatever else the machine is
-//! doing. A second thread drives `QG_HTTP_CONNECTIONS` (default 4)
+//! requests it answered is its CPU per request (time spent descheduled is
+//! not counted, but a busy machine still raises it: colder caches, fewer
+//! requests per wake-up; see the A/A mode below). A second thread drives `QG_HTTP_CONNECTIONS` (default 4)
 //! keep-alive HTTP/1.1 connections over 127.0.0.1 as fast as answers come
-//! back. Both sides are measured in two alternating rounds (bare, layer,
-//! bare, layer) of `QG_HTTP_SECS / 2` seconds each (default 8 s per side,
+//! back. Both sides are measured in 8 short rounds (bare then layer, then
+//! layer then bare, and so on; each round starts both servers afresh in
+//! that order) of `QG_HTTP_SECS / 8` seconds each (default 8 s per side,
 //! at most 10), after a short warm-up, and bounded to 5M requests per round.
 //!
 //! The request is what an admitted browser sends: the ticket in the
@@ -43,6 +45,9 @@ use tower::ServiceBuilder;
 
 const SESSION: &str = "s3ssion-0123456789abcdef";
 const MAX_REQUESTS_PER_ROUND: u64 = 5_000_000;
+/// Short rounds in alternating order, so that a change in the machine's
+/// load falls on both sides alike.
+const ROUNDS: usize = 8;
 
 /// The route: a small fixed answer, as cheap as a route can be, so the
 /// ratio shows the layer's share at its largest.
@@ -268,28 +273,50 @@ fn main() {
     // `QG_HTTP_AA=1` runs two bare servers instead (an A/A run): the
     // ratio it prints is the measurement's own bias and noise.
     let aa = std::env::var("QG_HTTP_AA").is_ok_and(|v| v == "1");
-    let bare = serve(tower::service_fn(route));
-    let gated = if aa {
-        serve(tower::service_fn(route))
-    } else {
-        serve(
-            ServiceBuilder::new()
-                .layer(QueueGateLayer::new(verifier))
-                .service_fn(route),
-        )
+    // Both servers are started afresh for each round, in the opposite order
+    // each time: a first-started server (thread placement, warm caches)
+    // must not favour one side.
+    let start_both = |bare_first: bool| {
+        let bare = || serve(tower::service_fn(route));
+        let gated = || {
+            if aa {
+                serve(tower::service_fn(route))
+            } else {
+                serve(
+                    ServiceBuilder::new()
+                        .layer(QueueGateLayer::new(verifier.clone()))
+                        .service_fn(route),
+                )
+            }
+        };
+        if bare_first {
+            let b = bare();
+            (b, gated())
+        } else {
+            let g = gated();
+            (bare(), g)
+        }
     };
 
     println!(
         "http_overhead: {connections} keep-alive connections over loopback, \
-         {secs_per_side} s per side in 2 alternating rounds"
+         {secs_per_side} s per side in {ROUNDS} rounds of alternating order"
     );
     let mut sides = [Tally::default(); 2];
-    for _ in 0..2 {
-        for (i, server) in [&bare, &gated].into_iter().enumerate() {
-            let t = round(server, &ticket, connections, secs_per_side / 2.0);
+    for round_no in 0..ROUNDS {
+        let bare_first = round_no % 2 == 0;
+        let (bare, gated) = start_both(bare_first);
+        let order = if bare_first { [0, 1] } else { [1, 0] };
+        for i in order {
+            let server = if i == 0 { &bare } else { &gated };
+            let t = round(server, &ticket, connections, secs_per_side / ROUNDS as f64);
             sides[i].requests += t.requests;
             sides[i].server_cpu += t.server_cpu;
             sides[i].wall += t.wall;
+        }
+        for server in [bare, gated] {
+            let _ = server.stop.send(());
+            server.thread.join().expect("server thread");
         }
     }
     let per_request = |t: &Tally| t.server_cpu.as_nanos() as f64 / t.requests.max(1) as f64;
@@ -317,9 +344,4 @@ fn main() {
             "; target ≤ 1.05"
         }
     );
-
-    for server in [bare, gated] {
-        let _ = server.stop.send(());
-        server.thread.join().expect("server thread");
-    }
 }
