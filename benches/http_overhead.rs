@@ -23,8 +23,6 @@
 //! `QG_HTTP_AA=1` serves the bare route on both sides (an A/A run), to see
 //! how far the ratio moves with no layer at all.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
