@@ -8,11 +8,12 @@
 //! consumed it. Every check-and-record is atomic.
 
 mod memory;
+mod table;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use memory::MemoryReplayStore;
+pub use memory::{MemoryReplayStore, MemoryReplayStoreBuilder};
 
 use crate::error::StoreError;
 use crate::rejection::ReplayReason;

@@ -1,0 +1,426 @@
+//! One conformance suite for every replay store: the same async test bodies
+//! run against the in-memory store and (feature `redis`, ignored unless
+//! `--include-ignored`, needs Redis on 127.0.0.1:6379) the Redis store.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::ticket::{Binding, ScopeId};
+use queuegate::{MemoryReplayStore, ReplayReason, StoreError, TicketId, TicketKind};
+
+/// A store under test, with the time it should be told and a way to let
+/// time pass (the memory store takes the caller's clock; Redis expires
+/// records on its own clock, so its fixture really waits).
+trait Fixture: Send + Sync + 'static {
+    type Store: ReplayStore;
+    fn store(&self) -> Arc<Self::Store>;
+    fn now_ms(&self) -> i64;
+    async fn pass(&self, d: Duration);
+    async fn cleanup(self);
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+struct Memory {
+    store: Arc<MemoryReplayStore>,
+    now: AtomicI64,
+}
+
+impl Memory {
+    fn new() -> Self {
+        Self::with(MemoryReplayStore::builder().tolerance(Duration::ZERO))
+    }
+
+    fn with(builder: queuegate::replay::MemoryReplayStoreBuilder) -> Self {
+        Self {
+            store: Arc::new(builder.build().expect("valid settings")),
+            now: AtomicI64::new(wall_ms()),
+        }
+    }
+}
+
+impl Fixture for Memory {
+    type Store = MemoryReplayStore;
+    fn store(&self) -> Arc<MemoryReplayStore> {
+        self.store.clone()
+    }
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+    async fn pass(&self, d: Duration) {
+        self.now.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+    async fn cleanup(self) {}
+}
+
+fn scope(name: &str) -> ScopeId {
+    ScopeId::from_name(name)
+}
+
+fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+    ReplayCheck {
+        scope: scope("reserve"),
+        ticket_id: id,
+        sequence,
+        kind: TicketKind::Admitted,
+        binding: Binding([7; 16]),
+        expires_at_ms: now_ms + 60_000,
+        now_ms,
+        grace_ms: 5_000,
+        consume: false,
+    }
+}
+
+fn consume(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+    ReplayCheck {
+        consume: true,
+        ..check(id, sequence, now_ms)
+    }
+}
+
+fn advance(id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
+    AdvanceRequest {
+        ticket_id: id,
+        sequence,
+        kind: TicketKind::Waiting,
+        expires_at_ms: now_ms + 60_000,
+        now_ms,
+        grace_ms: 5_000,
+    }
+}
+
+const FRESH: Result<ReplayVerdict, StoreError> = Ok(ReplayVerdict::Fresh);
+
+fn replayed(reason: ReplayReason) -> Result<ReplayVerdict, StoreError> {
+    Ok(ReplayVerdict::Replayed(reason))
+}
+
+async fn single_use<F: Fixture>(f: F) {
+    let s = f.store();
+    let now = f.now_ms();
+    let id = TicketId::random();
+    assert_eq!(s.check(&consume(id, 3, now)).await, FRESH);
+    // Again by the same client, and by someone else: both refused, told apart.
+    assert_eq!(
+        s.check(&consume(id, 3, now + 1)).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
+    let other = ReplayCheck {
+        binding: Binding([8; 16]),
+        ..consume(id, 3, now + 2)
+    };
+    assert_eq!(
+        s.check(&other).await,
+        replayed(ReplayReason::ConsumedByOtherClient)
+    );
+    // Consumption covers every sequence of the chain.
+    assert_eq!(
+        s.check(&consume(id, 4, now + 3)).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
+    // It is per scope: another single-use scope may consume the chain once.
+    let elsewhere = ReplayCheck {
+        scope: scope("pay"),
+        ..consume(id, 4, now + 4)
+    };
+    assert_eq!(s.check(&elsewhere).await, FRESH);
+    assert_eq!(
+        s.check(&elsewhere).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
+    // A session check of the consumed chain is still fine.
+    assert_eq!(s.check(&check(id, 4, now + 5)).await, FRESH);
+    // A stale sequence is refused without consuming the chain, so a clone
+    // holder cannot burn a chain for its rightful owner.
+    let id2 = TicketId::random();
+    assert!(matches!(
+        s.advance(&advance(id2, 0, now)).await,
+        Ok(Advance::Next { sequence: 1, .. })
+    ));
+    assert_eq!(s.check(&check(id2, 1, now + 1)).await, FRESH);
+    assert_eq!(
+        s.check(&consume(id2, 0, now + 2)).await,
+        replayed(ReplayReason::StaleSequence)
+    );
+    assert_eq!(s.check(&consume(id2, 1, now + 3)).await, FRESH);
+    f.cleanup().await;
+}
+
+async fn sequence_order_and_grace<F: Fixture>(f: F) {
+    let s = f.store();
+    let t = f.now_ms();
+    let id = TicketId::random();
+    // A first presentation starts the record; repeats of the current
+    // ticket are fine.
+    assert_eq!(s.check(&check(id, 0, t)).await, FRESH);
+    assert_eq!(s.check(&check(id, 0, t + 10)).await, FRESH);
+    // The issuer renews 0 -> 1.
+    assert_eq!(
+        s.advance(&advance(id, 0, t + 100)).await,
+        Ok(Advance::Next {
+            sequence: 1,
+            issued_at_ms: t + 100
+        })
+    );
+    // The response was lost: a retry with 0 inside the grace gets the same
+    // successor, and 0 is still accepted.
+    assert_eq!(
+        s.advance(&advance(id, 0, t + 2_000)).await,
+        Ok(Advance::Retry {
+            sequence: 1,
+            issued_at_ms: t + 100
+        })
+    );
+    assert_eq!(s.check(&check(id, 0, t + 2_100)).await, FRESH);
+    // Past the grace, 0 is stale.
+    assert_eq!(
+        s.check(&check(id, 0, t + 5_100)).await,
+        replayed(ReplayReason::StaleSequence)
+    );
+    assert_eq!(
+        s.advance(&advance(id, 0, t + 5_100)).await,
+        Ok(Advance::Stale)
+    );
+    // Once 1 is seen, 0 is stale at once, even inside a new grace.
+    assert!(matches!(
+        s.advance(&advance(id, 1, t + 6_000)).await,
+        Ok(Advance::Next { sequence: 2, .. })
+    ));
+    assert_eq!(s.check(&check(id, 2, t + 6_001)).await, FRESH);
+    assert_eq!(
+        s.check(&check(id, 1, t + 6_002)).await,
+        replayed(ReplayReason::StaleSequence)
+    );
+    assert_eq!(
+        s.advance(&advance(id, 1, t + 6_003)).await,
+        Ok(Advance::Stale)
+    );
+    // A newer sequence than the record knows (a lost issue write) is
+    // accepted and becomes the highest.
+    assert_eq!(s.check(&check(id, 9, t + 7_000)).await, FRESH);
+    assert_eq!(
+        s.check(&check(id, 2, t + 7_001)).await,
+        replayed(ReplayReason::StaleSequence)
+    );
+    // The end of the sequence range cannot advance.
+    assert_eq!(
+        s.advance(&advance(TicketId::random(), u32::MAX, t)).await,
+        Ok(Advance::Stale)
+    );
+    // Chains do not interfere.
+    let other = TicketId::random();
+    assert_eq!(s.check(&check(other, 0, t + 7_002)).await, FRESH);
+    f.cleanup().await;
+}
+
+async fn expiry<F: Fixture>(f: F) {
+    let s = f.store();
+    let t = f.now_ms();
+    let id = TicketId::random();
+    let short = |c: ReplayCheck| ReplayCheck {
+        expires_at_ms: t + 200,
+        ..c
+    };
+    assert_eq!(s.check(&short(consume(id, 5, t))).await, FRESH);
+    assert_eq!(
+        s.check(&short(consume(id, 5, t + 1))).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
+    assert_eq!(
+        s.check(&short(check(id, 4, t + 2))).await,
+        replayed(ReplayReason::StaleSequence)
+    );
+    // Well past the ticket's expiry (plus the fixture's zero tolerance,
+    // rounded up to the store's granularity), the records are gone: the
+    // verifier refuses the expired ticket itself, the store forgets it.
+    f.pass(Duration::from_millis(2_500)).await;
+    let later = f.now_ms();
+    assert_eq!(
+        s.check(&ReplayCheck {
+            expires_at_ms: later + 60_000,
+            ..consume(id, 4, later)
+        })
+        .await,
+        FRESH
+    );
+    f.cleanup().await;
+}
+
+/// N tasks present the same single-use ticket at once: exactly one wins.
+async fn concurrency<F: Fixture>(f: F) {
+    const N: usize = 32;
+    let s = f.store();
+    let now = f.now_ms();
+    for round in 0..4 {
+        let id = TicketId::random();
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = ReplayCheck {
+                    binding: Binding([i as u8; 16]),
+                    ..consume(id, round, now + i as i64)
+                };
+                barrier.wait().await;
+                s.check(&c).await
+            }));
+        }
+        let mut fresh = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(ReplayVerdict::Fresh) => fresh += 1,
+                Ok(ReplayVerdict::Replayed(
+                    ReplayReason::ConsumedByOtherClient | ReplayReason::ConsumedBySameClient,
+                )) => {}
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        assert_eq!(fresh, 1, "round {round}");
+    }
+    f.cleanup().await;
+}
+
+macro_rules! conformance {
+    ($name:ident, $fixture:expr $(, #[$attr:meta])*) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn single_use() {
+                super::single_use($fixture).await
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn sequence_order_and_grace() {
+                super::sequence_order_and_grace($fixture).await
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn expiry() {
+                super::expiry($fixture).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$attr])*
+            async fn concurrency() {
+                super::concurrency($fixture).await
+            }
+        }
+    };
+}
+
+conformance!(memory, Memory::new());
+
+// Capacity is the memory store's (Redis's bound is its `maxmemory`, with
+// the `noeviction` policy turning a full Redis into errors: fail closed).
+mod memory_capacity {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_and_admitted_capacities_are_apart_and_fail_closed() {
+        let f = Memory::with(
+            MemoryReplayStore::builder()
+                .waiting_capacity(3)
+                .admitted_capacity(2)
+                .tolerance(Duration::ZERO),
+        );
+        let s = f.store();
+        let now = f.now_ms();
+        // A join flood fills the waiting capacity...
+        let waiting: Vec<_> = (0..3).map(|_| TicketId::random()).collect();
+        for id in &waiting {
+            assert!(matches!(
+                s.advance(&advance(*id, 0, now)).await,
+                Ok(Advance::Next { .. })
+            ));
+        }
+        assert_eq!(
+            s.advance(&advance(TicketId::random(), 0, now)).await,
+            Err(StoreError::Capacity)
+        );
+        // ...and existing waiting chains still renew (no new record)...
+        assert!(matches!(
+            s.advance(&advance(waiting[0], 1, now + 1)).await,
+            Ok(Advance::Next { sequence: 2, .. })
+        ));
+        // ...while admitted people can still book.
+        let admitted = TicketId::random();
+        assert_eq!(s.check(&consume(admitted, 0, now)).await, FRESH);
+        assert_eq!(s.len_of(TicketKind::Admitted), 2); // chain + consumption
+        assert_eq!(
+            s.check(&check(TicketId::random(), 0, now)).await,
+            Err(StoreError::Capacity)
+        );
+        // A refused write leaves nothing behind; a refused replay neither.
+        assert_eq!(
+            s.check(&consume(admitted, 0, now + 1)).await,
+            replayed(ReplayReason::ConsumedBySameClient)
+        );
+        assert_eq!(s.len(), 5);
+        // Admitting a waiting chain moves it to the admitted capacity, which
+        // is full: refused, and the chain stays waiting.
+        let admit = AdvanceRequest {
+            kind: TicketKind::Admitted,
+            ..advance(waiting[1], 1, now + 2)
+        };
+        assert_eq!(s.advance(&admit).await, Err(StoreError::Capacity));
+        assert_eq!(s.len_of(TicketKind::Waiting), 3);
+        // Past retention, capacity comes back without an explicit purge.
+        f.pass(Duration::from_secs(120)).await;
+        let later = f.now_ms();
+        for _ in 0..3 {
+            assert!(matches!(
+                s.advance(&advance(TicketId::random(), 0, later)).await,
+                Ok(Advance::Next { .. })
+            ));
+        }
+        assert_eq!(s.check(&check(TicketId::random(), 0, later)).await, FRESH);
+        s.purge(later);
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn zero_capacity_is_a_config_error() {
+        assert!(MemoryReplayStore::builder()
+            .waiting_capacity(0)
+            .build()
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn many_chains_expire_in_o_expired_and_leave_nothing() {
+        let f = Memory::new();
+        let s = f.store();
+        let t = f.now_ms();
+        for i in 0..20_000i64 {
+            let c = ReplayCheck {
+                expires_at_ms: t + (i % 600) * 1_000,
+                ..check(TicketId::random(), 0, t)
+            };
+            assert_eq!(s.check(&c).await, FRESH);
+        }
+        assert_eq!(s.len(), 20_000);
+        // Traffic after everything expired drains the old records as it
+        // goes (a few per call), with no purge.
+        f.pass(Duration::from_secs(700)).await;
+        let later = f.now_ms();
+        for _ in 0..2_000 {
+            assert_eq!(s.check(&check(TicketId::random(), 0, later)).await, FRESH);
+        }
+        assert!(s.len() < 12_000, "len {}", s.len());
+        s.purge(later);
+        assert_eq!(s.len(), 2_000);
+    }
+}
