@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -14,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use layer_support::*;
 use queuegate::layer::{QueueGateLayer, PROBLEM_JSON};
-use queuegate::{Policy, RejectionCode, ReplayMode, ReplayStore, Verified};
+use queuegate::{Mode, Policy, Rejection, RejectionCode, ReplayMode, ReplayStore, Verified};
 use tower::{ServiceBuilder, ServiceExt};
 
 async fn handler(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -59,6 +60,31 @@ async fn serve(fx: &Fixture) -> SocketAddr {
         )
         .service_fn(handler);
 
+    // `/watch`: everything monitored. `/hooked`: a missing ticket is sent
+    // to the queue page.
+    let watch = ServiceBuilder::new()
+        .layer(layer(Policy::new(QUEUE).mode_all(Mode::Monitor)))
+        .service_fn(handler);
+    let hooked = ServiceBuilder::new()
+        .layer(
+            QueueGateLayer::builder(fx.verifier(Policy::new(QUEUE)))
+                .metrics(fx.metrics.clone())
+                .on_reject(
+                    |r: &Rejection, _: &Parts| -> Option<Response<Full<Bytes>>> {
+                        matches!(r, Rejection::Missing).then(|| {
+                            Response::builder()
+                                .status(StatusCode::SEE_OTHER)
+                                .header("location", "/queue")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap()
+                        })
+                    },
+                )
+                .build()
+                .unwrap(),
+        )
+        .service_fn(handler);
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -66,13 +92,21 @@ async fn serve(fx: &Fixture) -> SocketAddr {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (browse, reserve, down) = (browse.clone(), reserve.clone(), down.clone());
+            let services = (
+                browse.clone(),
+                reserve.clone(),
+                down.clone(),
+                watch.clone(),
+                hooked.clone(),
+            );
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (browse, reserve, down) = (browse.clone(), reserve.clone(), down.clone());
+                let (browse, reserve, down, watch, hooked) = services.clone();
                 async move {
                     match req.uri().path() {
                         "/reserve" => reserve.oneshot(req).await,
                         "/down" => down.oneshot(req).await,
+                        "/watch" => watch.oneshot(req).await,
+                        "/hooked" => hooked.oneshot(req).await,
                         _ => browse.oneshot(req).await,
                     }
                 }
@@ -181,4 +215,47 @@ async fn admitted_over_tcp_and_oversized_ticket() {
     assert_eq!(snap.admissions, 2);
     assert_eq!(snap.rejections(RejectionCode::Malformed), 1);
     assert_eq!(snap.rejections(RejectionCode::Replayed), 1);
+}
+
+#[tokio::test]
+async fn monitor_mode_and_hooks_over_tcp() {
+    let fx = Fixture::new();
+    let addr = serve(&fx).await;
+    let mut client = Client::connect(addr).await;
+
+    // Monitor mode: no ticket, garbage, a waiting ticket all reach the
+    // service, and are counted as would-be rejections.
+    let waiting = fx.waiting(SESSION);
+    let (res, body) = client.send(&Req::get("/watch")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body, b"no ticket");
+    let (res, _) = client
+        .send(&Req::get("/watch").ticket("garbage", SESSION))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (res, body) = client
+        .send(&Req::get("/watch").ticket(&waiting, SESSION))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(String::from_utf8(body).unwrap().starts_with("admitted "));
+
+    // The hook answers a missing ticket with a redirect; other rejections
+    // keep the default problem document.
+    let (res, _) = client.send(&Req::get("/hooked")).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/queue");
+    let (res, _) = client
+        .send(&Req::get("/hooked").ticket(&waiting, SESSION))
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["content-type"], PROBLEM_JSON);
+
+    let snap = fx.metrics.snapshot();
+    assert_eq!(snap.admissions, 3);
+    assert_eq!(snap.monitored(RejectionCode::Missing), 1);
+    assert_eq!(snap.monitored(RejectionCode::Malformed), 1);
+    assert_eq!(snap.monitored(RejectionCode::NotAdmitted), 1);
+    assert_eq!(snap.rejections(RejectionCode::Missing), 1);
+    assert_eq!(snap.rejections(RejectionCode::NotAdmitted), 1);
+    assert_eq!(snap.rejections_total(), 2);
 }
