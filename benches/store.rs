@@ -160,6 +160,75 @@ fn memory_per_record(n: u64) {
     drop(store);
 }
 
+#[cfg(feature = "redis")]
+fn redis_throughput(c: &mut Criterion) {
+    use queuegate::replay::RedisReplayStore;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prefix = format!("qg-bench-{:08x}", rand_u32());
+    let store = match rt.block_on(
+        RedisReplayStore::builder("redis://127.0.0.1:6379/")
+            .prefix(&prefix)
+            .connect(),
+    ) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            println!("redis/check_and_record: skipped, no Redis on 127.0.0.1:6379 ({e})");
+            return;
+        }
+    };
+    let next = Arc::new(AtomicU64::new(0));
+    let mut group = c.benchmark_group("redis/check_and_record");
+    group.throughput(Throughput::Elements(1));
+    for tasks in [1u64, 16] {
+        group.bench_function(format!("{tasks}_tasks"), |b| {
+            b.iter_custom(|iters| {
+                let store = store.clone();
+                let next = next.clone();
+                rt.block_on(async move {
+                    let start = Instant::now();
+                    let mut handles = Vec::new();
+                    for _ in 0..tasks {
+                        let store = store.clone();
+                        let next = next.clone();
+                        handles.push(tokio::spawn(async move {
+                            for _ in 0..(iters / tasks).max(1) {
+                                let n = next.fetch_add(1, Ordering::Relaxed);
+                                let now = wall_ms();
+                                let r = store.check(&check(n, now, now + 60_000)).await;
+                                assert_eq!(r, Ok(ReplayVerdict::Fresh));
+                            }
+                        }));
+                    }
+                    for h in handles {
+                        h.await.expect("task");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    rt.block_on(store.clear()).expect("cleanup");
+}
+
+#[cfg(feature = "redis")]
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+#[cfg(feature = "redis")]
+fn rand_u32() -> u32 {
+    u32::from_le_bytes(TicketId::random().0[..4].try_into().expect("4 bytes"))
+}
+
+#[cfg(not(feature = "redis"))]
 fn redis_throughput(_: &mut Criterion) {}
 
 criterion_group! {

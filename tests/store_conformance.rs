@@ -323,6 +323,55 @@ macro_rules! conformance {
 
 conformance!(memory, Memory::new());
 
+#[cfg(feature = "redis")]
+mod redis_fixture {
+    use super::*;
+    use queuegate::replay::RedisReplayStore;
+
+    /// A Redis store on 127.0.0.1:6379 under a random prefix of its own,
+    /// deleted afterwards. Panics (fails the test) when Redis is absent.
+    pub struct RedisFixture {
+        store: Arc<RedisReplayStore>,
+    }
+
+    impl RedisFixture {
+        pub async fn new() -> Self {
+            let prefix = format!("qg-test-{}", TicketId::random());
+            let store = RedisReplayStore::builder("redis://127.0.0.1:6379/")
+                .prefix(&prefix)
+                .tolerance(Duration::ZERO)
+                .connect()
+                .await
+                .expect("this test needs Redis on 127.0.0.1:6379");
+            Self {
+                store: Arc::new(store),
+            }
+        }
+    }
+
+    impl Fixture for RedisFixture {
+        type Store = RedisReplayStore;
+        fn store(&self) -> Arc<RedisReplayStore> {
+            self.store.clone()
+        }
+        fn now_ms(&self) -> i64 {
+            wall_ms()
+        }
+        async fn pass(&self, d: Duration) {
+            // Redis expires records on its own clock: really wait.
+            tokio::time::sleep(d).await;
+        }
+        async fn cleanup(self) {
+            self.store.clear().await.expect("delete the test's keys");
+        }
+    }
+}
+#[cfg(feature = "redis")]
+use redis_fixture::RedisFixture;
+
+#[cfg(feature = "redis")]
+conformance!(redis, RedisFixture::new().await, #[ignore = "needs Redis"]);
+
 // Capacity is the memory store's (Redis's bound is its `maxmemory`, with
 // the `noeviction` policy turning a full Redis into errors: fail closed).
 mod memory_capacity {

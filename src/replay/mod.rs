@@ -8,11 +8,15 @@
 //! consumed it. Every check-and-record is atomic.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod table;
 
 use std::future::Future;
 use std::sync::Arc;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{BoxStoreFuture, RedisReplayStore, RedisReplayStoreBuilder};
 pub use memory::{MemoryReplayStore, MemoryReplayStoreBuilder};
 
 use crate::error::StoreError;
@@ -108,7 +112,7 @@ pub enum Advance {
 }
 
 /// Where replay records live. Implemented by [`MemoryReplayStore`] and, behind
-/// the `redis` feature, by a Redis store.
+/// the `redis` feature, by `RedisReplayStore`.
 ///
 /// The futures are associated types so that a synchronous store (memory)
 /// returns a ready future and the layer's response future needs no boxing.

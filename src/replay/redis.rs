@@ -1,0 +1,483 @@
+//! The Redis replay store (feature `redis`): replay state shared by every
+//! instance behind a load balancer.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{RedisError, Script};
+
+use super::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use crate::clock::duration_to_ms;
+use crate::error::{ConfigError, StoreError};
+use crate::rejection::ReplayReason;
+use crate::ticket::TicketId;
+
+/// A boxed, sendable store future. The Redis store's futures are boxed: a
+/// network round trip costs far more than one allocation, and it keeps the
+/// store's types nameable.
+pub type BoxStoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// The epoch check both scripts start with. `KEYS[1]` is the epoch key,
+/// `ARGV[1]` the epoch this instance knows, `ARGV[2]` a fresh random one in
+/// case the key is gone. A missing key means Redis lost its data (a restart
+/// without persistence, a flush, a failover to an empty replica): the
+/// script starts a new epoch, and the caller learns it with code 4.
+const EPOCH_CHECK: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return {4, ARGV[2]}
+end
+if epoch ~= ARGV[1] then
+  return {4, epoch}
+end
+";
+
+/// Reads a chain record `highest issued seen keep` (or nothing).
+const READ_CHAIN: &str = r"
+local highest, issued, seen, kept
+local rec = redis.call('GET', KEYS[2])
+if rec then
+  local h, i, s, k = string.match(rec, '^(%d+) (%d+) (%d) (%d+)$')
+  highest, issued, seen, kept = tonumber(h), tonumber(i), tonumber(s), tonumber(k)
+end
+local function write_chain(keep)
+  if kept and kept > keep then keep = kept end
+  redis.call('SET', KEYS[2], string.format('%d %d %d %d', highest, issued, seen, keep), 'PXAT', keep)
+end
+";
+
+/// `ChainState::present` and the single-use consumption, atomically.
+/// `KEYS[2]` chain record, `KEYS[3]` this scope's consumption record;
+/// `ARGV[3..]` sequence, now, grace, keep-until, consume (0/1), binding.
+/// Returns `{0}` fresh, `{1}` stale, `{2}` consumed by the same binding,
+/// `{3}` consumed by another, `{4, epoch}` state lost.
+const CHECK_BODY: &str = r"
+local seq, now, grace, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if not rec then
+  highest, issued, seen = seq, now, 1
+elseif seq >= highest then
+  if seq > highest then
+    highest, issued = seq, now
+  end
+  seen = 1
+elseif not (seq + 1 == highest and seen == 0 and now < issued + grace) then
+  return {1}
+end
+if ARGV[7] == '1' then
+  local prev = redis.call('SET', KEYS[3], ARGV[8], 'NX', 'PXAT', keep, 'GET')
+  if prev then
+    if prev == ARGV[8] then return {2} end
+    return {3}
+  end
+end
+write_chain(keep)
+return {0}
+";
+
+/// `ChainState::advance`, atomically. `ARGV[3..]` sequence, now, grace,
+/// keep-until. Returns `{0, seq, issued}` next, `{2, seq, issued}` retry,
+/// `{1}` stale, `{4, epoch}` state lost.
+const ADVANCE_BODY: &str = r"
+local seq, now, grace, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if seq >= 4294967295 then return {1} end
+if rec and seq < highest then
+  if seq + 1 == highest and seen == 0 and now < issued + grace then
+    return {2, highest, issued}
+  end
+  return {1}
+end
+highest, issued, seen = seq + 1, now, 0
+write_chain(keep)
+return {0, highest, issued}
+";
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    tolerance_ms: i64,
+    epoch: AtomicU32,
+    check: Script,
+    advance: Script,
+}
+
+/// The replay store in Redis (feature `redis`), for several instances
+/// sharing replay state.
+///
+/// - One multiplexed, reconnecting connection ([`ConnectionManager`]);
+///   every call is one round trip with a timeout (default 500 ms). A
+///   failure or timeout is a [`StoreError`]: the verifier answers
+///   `store_unavailable` (fail closed) unless the policy monitors it.
+/// - The sequence rule runs as one Lua script per call, a line-by-line
+///   mirror of [`ChainState`](super::ChainState). A single-use consumption
+///   is one `SET key binding NX PXAT keep GET` inside the same script, so a
+///   stale clone cannot consume a chain and the consumer's binding comes
+///   back with a refusal.
+/// - Keys: `<prefix>:{<ticket id>}:c` (chain) and
+///   `<prefix>:{<ticket id>}:u:<scope>` (consumption); the `{…}` hash tag
+///   puts one ticket's keys in one Cluster slot. Records expire with
+///   `PXAT` at the ticket's expiry plus the tolerance (default 60 s).
+/// - Epoch: `<prefix>:epoch` holds a random number, created with `SET NX`
+///   by the first instance. Every script checks it first: if Redis lost its
+///   data (a restart without persistence, a failover to an empty replica,
+///   a flush), the key is gone, the script starts a new epoch, and every
+///   ticket minted before is refused (`replayed`, reason `StateReset`),
+///   never admitted a second time. The epoch key is outside the tickets'
+///   hash tags, so the scripts need a single primary (with replicas or
+///   Sentinel); Redis Cluster would need a per-node epoch and is not
+///   supported yet.
+///
+/// What Redis cannot promise: replication is asynchronous, so a failover
+/// can lose a record written just before it (a consumed ticket could be
+/// accepted once more; `WAIT` would narrow but not close this). `PXAT`
+/// runs on Redis's clock, not the instances'; the tolerance must cover the
+/// difference between the clocks. Run Redis with `maxmemory-policy
+/// noeviction`: an evicting policy would drop live records and let
+/// replays through, while `noeviction` turns a full Redis into errors,
+/// which fail closed.
+#[derive(Clone)]
+pub struct RedisReplayStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisReplayStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may carry a password.
+        f.debug_struct("RedisReplayStore")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("tolerance_ms", &self.inner.tolerance_ms)
+            .field("epoch", &self.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`RedisReplayStore`]. `Debug` does not print the URL.
+#[must_use]
+pub struct RedisReplayStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    tolerance: Duration,
+}
+
+impl fmt::Debug for RedisReplayStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReplayStoreBuilder")
+            .field("url", &"REDACTED")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
+}
+
+impl RedisReplayStoreBuilder {
+    /// The key prefix (default `queuegate`): instances that share replay
+    /// state use the same prefix. Must not contain `{` or `}`.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The timeout of each call, connecting included (default 500 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a record outlives its ticket's expiry (default 60 s). It
+    /// must cover the difference between Redis's clock and the instances'.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Connects and reads (or creates) the epoch. Fails if the settings are
+    /// invalid or Redis does not answer within the timeout.
+    pub async fn connect(self) -> Result<RedisReplayStore, StoreError> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend(
+                ConfigError::Invalid {
+                    setting: "prefix",
+                    reason: "must be non-empty, without `{` or `}` (they delimit hash tags)",
+                }
+                .to_string(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(StoreError::Backend(
+                ConfigError::Invalid {
+                    setting: "timeout",
+                    reason: "must be positive",
+                }
+                .to_string(),
+            ));
+        }
+        let client = ::redis::Client::open(self.url.as_str()).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(200);
+        let conn = timeout(
+            self.timeout * 4,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await?
+        .map_err(backend)?;
+        let inner = Inner {
+            conn,
+            epoch: AtomicU32::new(0),
+            timeout: self.timeout,
+            tolerance_ms: duration_to_ms(self.tolerance),
+            check: Script::new(&format!("{EPOCH_CHECK}{READ_CHAIN}{CHECK_BODY}")),
+            advance: Script::new(&format!("{EPOCH_CHECK}{READ_CHAIN}{ADVANCE_BODY}")),
+            prefix: self.prefix,
+        };
+        let candidate = random_epoch();
+        let mut conn = inner.conn.clone();
+        let previous: Option<u32> = timeout(
+            inner.timeout,
+            ::redis::cmd("SET")
+                .arg(inner.epoch_key())
+                .arg(candidate)
+                .arg("NX")
+                .arg("GET")
+                .query_async(&mut conn),
+        )
+        .await?
+        .map_err(backend)?;
+        inner
+            .epoch
+            .store(previous.unwrap_or(candidate), Ordering::Relaxed);
+        Ok(RedisReplayStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn random_epoch() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).expect("the operating system's random source failed");
+    u32::from_be_bytes(b)
+}
+
+fn backend(e: RedisError) -> StoreError {
+    // The error's kind and category only: a message could quote the URL.
+    StoreError::Backend(format!("redis {:?} error", e.kind()))
+}
+
+async fn timeout<T>(d: Duration, f: impl Future<Output = T>) -> Result<T, StoreError> {
+    tokio::time::timeout(d, f)
+        .await
+        .map_err(|_| StoreError::Timeout)
+}
+
+impl Inner {
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    fn chain_key(&self, id: &TicketId) -> String {
+        format!("{}:{{{id}}}:c", self.prefix)
+    }
+
+    /// Learns a new epoch from a script's `{4, epoch}` answer.
+    fn reset_to(&self, epoch: &::redis::Value) {
+        if let Ok(e) = ::redis::from_redis_value::<u32>(epoch) {
+            self.epoch.store(e, Ordering::Relaxed);
+        }
+    }
+}
+
+impl RedisReplayStore {
+    /// Settings for a store at `url` (`redis://host:port/db`).
+    pub fn builder(url: &str) -> RedisReplayStoreBuilder {
+        RedisReplayStoreBuilder {
+            url: url.to_owned(),
+            prefix: "queuegate".to_owned(),
+            timeout: Duration::from_millis(500),
+            tolerance: Duration::from_secs(60),
+        }
+    }
+
+    /// A clone of the store's connection, for other state kept in the same
+    /// Redis (the room).
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The per-call timeout.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Deletes every key under this store's prefix (the epoch included), by
+    /// `SCAN` and `UNLINK`: for tests, benchmarks and deliberate resets.
+    /// Every ticket minted before is then refused.
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        clear_prefix(&self.inner.conn, &self.inner.prefix, self.inner.timeout).await
+    }
+}
+
+/// Deletes every key starting with `prefix:`.
+pub(crate) async fn clear_prefix(
+    conn: &ConnectionManager,
+    prefix: &str,
+    call_timeout: Duration,
+) -> Result<(), StoreError> {
+    let mut conn = conn.clone();
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = timeout(
+            call_timeout,
+            ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn),
+        )
+        .await?
+        .map_err(backend)?;
+        if !keys.is_empty() {
+            let () = timeout(
+                call_timeout,
+                ::redis::cmd("UNLINK").arg(&keys).query_async(&mut conn),
+            )
+            .await?
+            .map_err(backend)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+impl ReplayStore for RedisReplayStore {
+    type CheckFuture = BoxStoreFuture<ReplayVerdict>;
+    type AdvanceFuture = BoxStoreFuture<Advance>;
+
+    fn epoch(&self) -> u32 {
+        self.inner.epoch.load(Ordering::Relaxed)
+    }
+
+    fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
+        let inner = self.inner.clone();
+        let c = *c;
+        Box::pin(async move {
+            let mut invocation = inner.check.prepare_invoke();
+            invocation
+                .key(inner.epoch_key())
+                .key(inner.chain_key(&c.ticket_id))
+                .key(format!(
+                    "{}:{{{}}}:u:{}",
+                    inner.prefix, c.ticket_id, c.scope
+                ))
+                .arg(inner.epoch.load(Ordering::Relaxed))
+                .arg(random_epoch())
+                .arg(c.sequence)
+                .arg(c.now_ms)
+                .arg(c.grace_ms)
+                .arg(c.expires_at_ms.saturating_add(inner.tolerance_ms))
+                .arg(u8::from(c.consume))
+                .arg(c.binding.to_string());
+            let mut conn = inner.conn.clone();
+            let reply: Vec<::redis::Value> =
+                timeout(inner.timeout, invocation.invoke_async(&mut conn))
+                    .await?
+                    .map_err(backend)?;
+            let code: i64 = code_of(&reply)?;
+            Ok(match code {
+                0 => ReplayVerdict::Fresh,
+                1 => ReplayVerdict::Replayed(ReplayReason::StaleSequence),
+                2 => ReplayVerdict::Replayed(ReplayReason::ConsumedBySameClient),
+                3 => ReplayVerdict::Replayed(ReplayReason::ConsumedByOtherClient),
+                4 => {
+                    inner.reset_to(&reply[1]);
+                    ReplayVerdict::Replayed(ReplayReason::StateReset)
+                }
+                _ => return Err(StoreError::Backend("redis script answer".into())),
+            })
+        })
+    }
+
+    fn advance(&self, a: &AdvanceRequest) -> Self::AdvanceFuture {
+        let inner = self.inner.clone();
+        let a = *a;
+        Box::pin(async move {
+            let mut invocation = inner.advance.prepare_invoke();
+            invocation
+                .key(inner.epoch_key())
+                .key(inner.chain_key(&a.ticket_id))
+                .arg(inner.epoch.load(Ordering::Relaxed))
+                .arg(random_epoch())
+                .arg(a.sequence)
+                .arg(a.now_ms)
+                .arg(a.grace_ms)
+                .arg(a.expires_at_ms.saturating_add(inner.tolerance_ms));
+            let mut conn = inner.conn.clone();
+            let reply: Vec<::redis::Value> =
+                timeout(inner.timeout, invocation.invoke_async(&mut conn))
+                    .await?
+                    .map_err(backend)?;
+            let code = code_of(&reply)?;
+            let seq_and_time = || -> Result<(u32, i64), StoreError> {
+                match reply.as_slice() {
+                    [_, s, t] => Ok((
+                        ::redis::from_redis_value(s).map_err(backend)?,
+                        ::redis::from_redis_value(t).map_err(backend)?,
+                    )),
+                    _ => Err(StoreError::Backend("redis script answer".into())),
+                }
+            };
+            Ok(match code {
+                0 => {
+                    let (sequence, issued_at_ms) = seq_and_time()?;
+                    Advance::Next {
+                        sequence,
+                        issued_at_ms,
+                    }
+                }
+                2 => {
+                    let (sequence, issued_at_ms) = seq_and_time()?;
+                    Advance::Retry {
+                        sequence,
+                        issued_at_ms,
+                    }
+                }
+                1 => Advance::Stale,
+                4 => {
+                    // Redis lost its state: the chain cannot be trusted to
+                    // continue. The presented ticket's epoch is gone, so the
+                    // issuer refuses it as `replayed`; the client rejoins.
+                    inner.reset_to(&reply[1]);
+                    Advance::Stale
+                }
+                _ => return Err(StoreError::Backend("redis script answer".into())),
+            })
+        })
+    }
+}
+
+fn code_of(reply: &[::redis::Value]) -> Result<i64, StoreError> {
+    match reply.first() {
+        Some(v) => ::redis::from_redis_value(v).map_err(backend),
+        None => Err(StoreError::Backend("redis script answer".into())),
+    }
+}
