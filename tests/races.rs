@@ -62,8 +62,8 @@ async fn race<S: ReplayStore>(
 }
 
 /// The same single-use ticket from many tasks at once: one admission.
-async fn same_ticket_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
-    let f = Fixture::new(store, single_use(), ManualClock::new(NOW_MS));
+async fn same_ticket_admits_exactly_once<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
+    let f = Fixture::new(store, single_use(), ManualClock::new(start_ms));
     for _ in 0..ROUNDS {
         let minted = f.admitted(b"me");
         let (admitted, rejected) = race(&f.verifier, vec![minted.ticket; CONTENDERS], b"me").await;
@@ -83,8 +83,8 @@ async fn same_ticket_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
 
 /// Every ticket of one chain (the current one, and an older one still in
 /// its renewal grace) raced together: consumption covers the whole chain.
-async fn one_chain_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
-    let f = Fixture::new(store, single_use(), ManualClock::new(NOW_MS));
+async fn one_chain_admits_exactly_once<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
+    let f = Fixture::new(store, single_use(), ManualClock::new(start_ms));
     for _ in 0..ROUNDS {
         let first = f.admitted(b"me");
         let second = f
@@ -109,8 +109,8 @@ async fn one_chain_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
 
 /// Two scopes consume independently, each exactly once, even raced
 /// together on one store.
-async fn each_scope_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
-    let clock = ManualClock::new(NOW_MS);
+async fn each_scope_admits_exactly_once<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
+    let clock = ManualClock::new(start_ms);
     let f = Fixture::new(store.clone(), single_use(), clock.clone());
     let other = Verifier::new(keys(), single_use().scope("pay"), clock, store).unwrap();
     for _ in 0..ROUNDS {
@@ -128,9 +128,9 @@ async fn each_scope_admits_exactly_once<S: ReplayStore>(store: Arc<S>) {
 
 /// With no renewal grace, only the newest ticket of a session chain is
 /// accepted, however the presentations interleave.
-async fn session_accepts_only_the_newest<S: ReplayStore>(store: Arc<S>) {
+async fn session_accepts_only_the_newest<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
     let policy = Policy::new(QUEUE).renewal_grace(Duration::ZERO);
-    let f = Fixture::new(store, policy, ManualClock::new(NOW_MS));
+    let f = Fixture::new(store, policy, ManualClock::new(start_ms));
     for _ in 0..ROUNDS / 4 {
         let mut chain = vec![f.admitted(b"me")];
         for _ in 0..5 {
@@ -166,6 +166,29 @@ async fn session_accepts_only_the_newest<S: ReplayStore>(store: Arc<S>) {
     }
 }
 
+/// A server whose clock is behind the store's by more than a ticket's
+/// remaining life (a clock stepped back, an instance that lags, a process
+/// restarted after a step back): a consumed single-use ticket is never
+/// admitted a second time. `behind_ms` is how far the server's clock is
+/// behind the store's; `start_ms` the store's time.
+async fn a_lagging_clock_never_admits_twice<S: ReplayStore>(
+    store: Arc<S>,
+    start_ms: i64,
+    behind_ms: i64,
+) {
+    let f = Fixture::new(store, single_use(), ManualClock::new(start_ms - behind_ms));
+    let t = f.admitted(b"me");
+    let first = f.verifier.verify(&presented(&t.ticket, b"me")).await;
+    let second = f.verifier.verify(&presented(&t.ticket, b"me")).await;
+    // The first may be refused too (fail closed: the store cannot vouch
+    // for it), but never both admitted.
+    assert!(
+        !(first.is_ok() && second.is_ok()),
+        "a single-use ticket was admitted twice with the clock {behind_ms} ms behind"
+    );
+    assert_eq!(second.unwrap_err().code(), RejectionCode::Replayed);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Heart-beat the newest ticket the client holds.
@@ -190,15 +213,19 @@ fn op() -> impl Strategy<Value = Op> {
 /// Any interleaving of renewals, presentations of old and new tickets and
 /// time passing: once a sequence was accepted on the protected route, no
 /// older one ever is; once the grace has passed, only the newest is.
-async fn interleaved_sequences_never_go_back<S: ReplayStore>(store: Arc<S>, ops: Vec<Op>) {
+async fn interleaved_sequences_never_go_back<S: ReplayStore>(
+    store: Arc<S>,
+    start_ms: i64,
+    ops: Vec<Op>,
+) {
     let grace_ms: i64 = 5_000;
     let policy = Policy::new(QUEUE).renewal_grace(Duration::from_millis(grace_ms as u64));
-    let f = Fixture::new(store, policy, ManualClock::new(NOW_MS));
+    let f = Fixture::new(store, policy, ManualClock::new(start_ms));
     let live = admit_now(Duration::from_secs(3_600));
     let mut issued = vec![f.join(b"me", &live)];
     let mut held = 0usize; // the index the client's newest ticket is at
     let mut accepted_max: Option<u32> = None;
-    let mut last_issue_ms = NOW_MS;
+    let mut last_issue_ms = start_ms;
     for op in ops {
         match op {
             Op::Renew | Op::RenewOld(_) => {
@@ -261,22 +288,33 @@ mod memory {
 
     #[test]
     fn same_ticket_admits_exactly_once() {
-        runtime().block_on(super::same_ticket_admits_exactly_once(store()));
+        runtime().block_on(super::same_ticket_admits_exactly_once(store(), NOW_MS));
     }
 
     #[test]
     fn one_chain_admits_exactly_once() {
-        runtime().block_on(super::one_chain_admits_exactly_once(store()));
+        runtime().block_on(super::one_chain_admits_exactly_once(store(), NOW_MS));
     }
 
     #[test]
     fn each_scope_admits_exactly_once() {
-        runtime().block_on(super::each_scope_admits_exactly_once(store()));
+        runtime().block_on(super::each_scope_admits_exactly_once(store(), NOW_MS));
     }
 
     #[test]
     fn session_accepts_only_the_newest() {
-        runtime().block_on(super::session_accepts_only_the_newest(store()));
+        runtime().block_on(super::session_accepts_only_the_newest(store(), NOW_MS));
+    }
+
+    #[test]
+    fn a_lagging_clock_never_admits_twice() {
+        // The memory store keeps time by its callers' clocks: a lagging
+        // clock is the store's clock.
+        runtime().block_on(super::a_lagging_clock_never_admits_twice(
+            store(),
+            NOW_MS,
+            0,
+        ));
     }
 
     proptest! {
@@ -284,7 +322,87 @@ mod memory {
         #[test]
         fn interleaved_sequences_never_go_back(ops in proptest::collection::vec(op(), 1..60)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(super::interleaved_sequences_never_go_back(store(), ops));
+            rt.block_on(super::interleaved_sequences_never_go_back(store(), NOW_MS, ops));
         }
+    }
+}
+
+/// The scenarios against Redis on 127.0.0.1:6379 (feature `redis`). Redis
+/// expires records on its own clock, so these start at the wall-clock time.
+/// Each test FAILS if Redis is absent.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use queuegate::replay::RedisReplayStore;
+    use queuegate::{Clock, SystemClock};
+
+    async fn store() -> Arc<RedisReplayStore> {
+        let prefix = format!("qg-races-{}", queuegate::TicketId::random());
+        Arc::new(
+            RedisReplayStore::builder("redis://127.0.0.1:6379/")
+                .prefix(&prefix)
+                .connect()
+                .await
+                .expect("this test needs Redis on 127.0.0.1:6379"),
+        )
+    }
+
+    fn run<F: std::future::Future<Output = ()>>(
+        scenario: impl FnOnce(Arc<RedisReplayStore>, i64) -> F,
+    ) {
+        runtime().block_on(async {
+            let store = store().await;
+            scenario(store.clone(), SystemClock.now_ms()).await;
+            store.clear().await.expect("delete the test's keys");
+        });
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn same_ticket_admits_exactly_once() {
+        run(super::same_ticket_admits_exactly_once);
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn one_chain_admits_exactly_once() {
+        run(super::one_chain_admits_exactly_once);
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn each_scope_admits_exactly_once() {
+        run(super::each_scope_admits_exactly_once);
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn session_accepts_only_the_newest() {
+        run(super::session_accepts_only_the_newest);
+    }
+
+    /// Regression: Redis expires records on its own clock, so a server
+    /// more than a ticket's life behind it found no record of a consumed
+    /// ticket and admitted it again.
+    #[test]
+    #[ignore = "needs Redis"]
+    fn a_lagging_clock_never_admits_twice() {
+        for behind_ms in [0, 30_000, 3 * 3_600_000, 48 * 3_600_000] {
+            run(|store, start| super::a_lagging_clock_never_admits_twice(store, start, behind_ms));
+        }
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn interleaved_sequences_never_go_back() {
+        // A fixed sample of interleavings (each case is a round trip per
+        // step, so fewer than against memory).
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+        runner
+            .run(&proptest::collection::vec(op(), 1..40), |ops| {
+                run(|store, start| super::interleaved_sequences_never_go_back(store, start, ops));
+                Ok(())
+            })
+            .unwrap();
     }
 }
