@@ -6,13 +6,13 @@
 use libfuzzer_sys::fuzz_target;
 use queuegate::ticket::{decode, encode};
 use queuegate::RejectionCode;
-use queuegate_fuzz::{keys, now_or_never, verifier, Input};
+use queuegate_fuzz::{keys, now_or_never, shared_verifier, Input};
 
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else {
         return;
     };
-    let v = verifier(input.policy());
+    let v = shared_verifier(&input);
     let presented = input.presented();
     match now_or_never(v.verify(&presented)) {
         Ok(verified) => {

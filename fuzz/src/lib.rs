@@ -115,6 +115,31 @@ pub fn verifier(policy: Policy) -> Verifier<ManualClock, MemoryReplayStore> {
     .expect("the fuzz policy is valid")
 }
 
+/// The verifier for `input`'s policy flags, built once per process: one
+/// of twelve (monitor or not, three replay modes, client time required or
+/// not), all over one shared store. Building a store per input would cost
+/// more than the check itself; replay state carried from input to input
+/// changes which code a replayed ticket gets, not the invariants.
+pub fn shared_verifier(input: &Input<'_>) -> &'static Verifier<ManualClock, MemoryReplayStore> {
+    static STORE: OnceLock<Arc<MemoryReplayStore>> = OnceLock::new();
+    static VERIFIERS: [OnceLock<Verifier<ManualClock, MemoryReplayStore>>; 12] =
+        [const { OnceLock::new() }; 12];
+    let monitor = usize::from(input.flags & 1);
+    let replay = usize::from(((input.flags >> 1) & 0b11).min(2));
+    let required = usize::from(input.flags & 0b1000 != 0);
+    let slot = monitor * 6 + replay * 2 + required;
+    VERIFIERS[slot].get_or_init(|| {
+        let store = STORE.get_or_init(|| Arc::new(MemoryReplayStore::new()));
+        Verifier::new(
+            keys(),
+            input.policy(),
+            ManualClock::new(NOW_MS),
+            store.clone(),
+        )
+        .expect("the fuzz policy is valid")
+    })
+}
+
 /// Drives a future that is ready at once (the memory store's are).
 pub fn now_or_never<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
