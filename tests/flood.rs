@@ -6,7 +6,7 @@
 //! to the requests sent, and the store does not grow for anything but the
 //! valid tickets. Bounded in count and in time (20 s).
 
-mod common;
+mod adversary;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use queuegate::layer::QueueGateLayer;
 use queuegate::{ManualClock, MemoryReplayStore, Metrics, Policy, RejectionCode, ReplayMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::*;
+use adversary::*;
 
 const CLIENTS: usize = 32;
 const VALID: usize = 300;

@@ -5,7 +5,7 @@
 //! changes state: the store holds as many records after as before, and the
 //! valid ticket used in the attack is still unconsumed.
 
-mod common;
+mod adversary;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use queuegate::{
 };
 use tower::{ServiceBuilder, ServiceExt};
 
-use common::*;
+use adversary::*;
 
 type Layer = QueueGateLayer<ManualClock, MemoryReplayStore>;
 

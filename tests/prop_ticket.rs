@@ -6,7 +6,7 @@
 //! Case counts are modest so `cargo test` stays fast; a heavier run is
 //! `PROPTEST_CASES=100000 cargo test --release --test prop_ticket`.
 
-mod common;
+mod adversary;
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use queuegate::{
     ClientTime, ManualClock, MemoryReplayStore, Policy, Presented, RejectionCode, Verifier,
 };
 
-use common::*;
+use adversary::*;
 
 fn claims_strategy() -> impl Strategy<Value = Claims> {
     (

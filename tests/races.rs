@@ -6,7 +6,7 @@
 //! Every scenario is a generic function over [`ReplayStore`], instantiated
 //! for each backend at the bottom of the file.
 
-mod common;
+mod adversary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use queuegate::{
 };
 use tokio::sync::Barrier;
 
-use common::*;
+use adversary::*;
 
 /// How many tasks present the same ticket at once.
 const CONTENDERS: usize = 32;

@@ -5,7 +5,7 @@
 //! are garbage, negative, huge or in seconds — each a clear rejection or a
 //! clean ignore as the policy says, never a panic.
 
-mod common;
+mod adversary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use queuegate::{
     Policy, Presented, Rejection, RejectionCode, ReplayMode, Verifier,
 };
 
-use common::*;
+use adversary::*;
 
 fn fixture(policy: Policy, at_ms: i64) -> Fixture<MemoryReplayStore> {
     Fixture::new(

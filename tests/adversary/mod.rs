@@ -1,4 +1,5 @@
-//! Fixtures shared by the adversarial tests: a key, a clock at a fixed
+//! Fixtures shared by the adversarial tests (`tests/{prop_ticket,races,
+//! time_faults,hostile_http,flood}.rs`): a key, a clock at a fixed
 //! instant, an issuer and verifier over one store, and an independent
 //! re-implementation of ticket signing (from the format's definition, not
 //! from the crate's private signer) so tests can sign arbitrary claims.
