@@ -1097,3 +1097,39 @@ async fn rejected_tickets_never_grow_state() {
     }
     assert_eq!(e.store.len(), before);
 }
+
+#[tokio::test]
+async fn ticket_text_never_appears_in_debug_or_messages() {
+    let e = env();
+    let t = e.join(true, 30 * SEC);
+    let secret_hex: String = SECRET.iter().map(|b| format!("{b:02x}")).collect();
+    let mut shown = vec![
+        format!("{t:?}"),
+        format!("{:?}", plain(&t.ticket)),
+        format!("{:?}", e.verifier),
+        format!("{:?}", e.issuer),
+        format!("{:?}", e.keys),
+    ];
+    for code in [
+        RejectionCode::Malformed,
+        RejectionCode::NotAdmitted,
+        RejectionCode::Expired,
+        RejectionCode::OfflineResumed,
+        RejectionCode::BindingMismatch,
+        RejectionCode::WrongQueue,
+        RejectionCode::ClockSkew,
+        RejectionCode::ClockJump,
+        RejectionCode::Replayed,
+    ] {
+        let r = trigger(code, Policy::new("q")).await.unwrap_err();
+        shown.push(format!("{r:?} {r}"));
+    }
+    for s in &shown[..5] {
+        assert!(!s.contains(&t.ticket[..24]), "ticket text in {s}");
+    }
+    // Every trigger uses the same secret and binding material.
+    for s in shown {
+        assert!(!s.contains(&secret_hex[..16]), "secret in {s}");
+        assert!(!s.contains("session-42"), "binding material in {s}");
+    }
+}
