@@ -11,10 +11,12 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict};
 use queuegate::ticket::{self, Binding, QueueId};
 use queuegate::{
-    Claims, ClientTime, ClientTimeRule, KeyRing, ManualClock, MemoryReplayStore, Policy, Presented,
-    Rejection, ReplayMode, TicketId, TicketKind, Verifier,
+    Claims, ClientTime, ClientTimeRule, Issuer, JoinDecision, KeyRing, ManualClock,
+    MemoryReplayStore, Policy, Presented, Rejection, ReplayMode, ReplayStore, StoreError, TicketId,
+    TicketKind, Verifier,
 };
 use serde_json::{json, Value};
 
@@ -572,11 +574,12 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-fn all_files() -> [(&'static str, Value); 3] {
+fn all_files() -> [(&'static str, Value); 4] {
     [
         ("keys.json", keys_json()),
         ("tickets.json", tickets_json()),
         ("verify.json", cases_json()),
+        ("renew.json", renew_json()),
     ]
 }
 
@@ -858,5 +861,287 @@ fn verify_cases() {
         "wrong_queue",
     ] {
         assert!(codes_seen.contains(code), "no case for {code}");
+    }
+}
+
+// ------------------------------------------------------------------ renewal
+
+/// The room's decision in a renewal case.
+#[derive(Clone, Copy)]
+struct Decision {
+    position: u32,
+    live_for_ms: i64,
+    estimated_wait_ms: i64,
+    admit: bool,
+}
+
+struct RenewCase {
+    name: &'static str,
+    note: &'static str,
+    from: &'static str,
+    now_ms: i64,
+    client_offset_ms: Option<i64>,
+    decision: Decision,
+    /// (delay after `now_ms`, client offset, expected "same" or a code).
+    retries: &'static [(i64, Option<i64>, &'static str)],
+}
+
+const ADMITTED_TTL_MS: i64 = 600_000;
+const GRACE_MS: i64 = 5_000;
+
+fn renew_cases() -> Vec<RenewCase> {
+    let d = |position, live_for_ms, estimated_wait_ms, admit| Decision {
+        position,
+        live_for_ms,
+        estimated_wait_ms,
+        admit,
+    };
+    vec![
+        RenewCase {
+            name: "waiting-stays-waiting",
+            note: "a heartbeat far from the front: rarely due, admission estimate moves",
+            from: "waiting-join",
+            now_ms: T0 + 20_000,
+            client_offset_ms: None,
+            decision: d(900, 120_000, 300_000, false),
+            retries: &[],
+        },
+        RenewCase {
+            name: "waiting-admitted",
+            note: "the turn comes: the next ticket is admitted, admission and expiry fixed now; first clock measurement becomes the baseline; a retry within the grace gets the same ticket",
+            from: "waiting-join",
+            now_ms: T0 + 24_000,
+            client_offset_ms: Some(-1_500),
+            decision: d(0, 20_000, 0, true),
+            retries: &[
+                (4_999, Some(-1_500), "same"),
+                (5_000, Some(-1_500), "replayed"),
+            ],
+        },
+        RenewCase {
+            name: "admitted-baseline-rises",
+            note: "a less-delayed sample raises the baseline (the largest offset seen)",
+            from: "admitted",
+            now_ms: T0 + 15_000,
+            client_offset_ms: Some(-119_000),
+            decision: d(0, 20_000, 0, false),
+            retries: &[(1_000, Some(-119_000), "same")],
+        },
+        RenewCase {
+            name: "admitted-delay-keeps-baseline",
+            note: "a more-delayed sample leaves the baseline; expiry and admission time unchanged",
+            from: "admitted",
+            now_ms: T0 + 15_000,
+            client_offset_ms: Some(-121_500),
+            decision: d(0, 20_000, 0, true),
+            retries: &[],
+        },
+        RenewCase {
+            name: "key2-resigned-under-key1",
+            note: "a ticket of verify-only key 2 renewed by an issuer signing with key 1: re-signed and re-bound",
+            from: "admitted-key2-unmeasured",
+            now_ms: T0 + 10_000,
+            client_offset_ms: None,
+            decision: d(0, 20_000, 0, false),
+            retries: &[],
+        },
+    ]
+}
+
+fn material_of(name: &str) -> &'static [u8] {
+    named_tickets()
+        .into_iter()
+        .find(|n| n.name == name)
+        .unwrap()
+        .material
+}
+
+/// SPEC.md §9.2, written independently of the issuer: the next claims.
+fn spec_renew(
+    prev: &Claims,
+    now: i64,
+    measured: Option<i64>,
+    d: Decision,
+    material: &[u8],
+) -> Claims {
+    let (kind, admitted_from_ms, expires_at_ms) = match (prev.kind, d.admit) {
+        (TicketKind::Admitted, _) => (
+            TicketKind::Admitted,
+            prev.admitted_from_ms,
+            prev.expires_at_ms,
+        ),
+        (TicketKind::Waiting, true) => (TicketKind::Admitted, now, now + ADMITTED_TTL_MS),
+        (TicketKind::Waiting, false) => (
+            TicketKind::Waiting,
+            now + d.estimated_wait_ms,
+            prev.expires_at_ms,
+        ),
+    };
+    let baseline = match (prev.clock_offset_ms.map(i64::from), measured) {
+        (Some(b), Some(m)) => Some(b.max(m)),
+        (b, m) => b.or(m),
+    };
+    Claims {
+        kind,
+        key_id: 1,
+        binding: common::binding(&key_secret(1), prev.queue, material),
+        sequence: prev.sequence + 1,
+        position: d.position,
+        issued_at_ms: now,
+        live_until_ms: now + d.live_for_ms,
+        admitted_from_ms,
+        expires_at_ms,
+        clock_offset_ms: baseline.map(|o| o.clamp(i32::MIN.into(), i32::MAX.into()) as i32),
+        ..*prev
+    }
+}
+
+fn renew_json() -> Value {
+    let cases: Vec<Value> = renew_cases()
+        .into_iter()
+        .map(|c| {
+            let (from_text, prev) = ticket_of(c.from);
+            let material = material_of(c.from);
+            let next = spec_renew(&prev, c.now_ms, c.client_offset_ms, c.decision, material);
+            let header = |at: i64, off: Option<i64>| off.map(|o| (at + o).to_string());
+            let retries: Vec<Value> = c
+                .retries
+                .iter()
+                .map(|(after, off, expect)| {
+                    json!({
+                        "now_ms": c.now_ms + after,
+                        "client_time_header": header(c.now_ms + after, *off),
+                        "expect": expect,
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.name,
+                "note": c.note,
+                "from_ticket_name": c.from,
+                "from_ticket": from_text,
+                "queue": QUEUE,
+                "now_ms": c.now_ms,
+                "binding_material_hex": hex::encode(material),
+                "client_time_header": header(c.now_ms, c.client_offset_ms),
+                "decision": {
+                    "position": c.decision.position,
+                    "live_for_ms": c.decision.live_for_ms,
+                    "estimated_wait_ms": c.decision.estimated_wait_ms,
+                    "admit": c.decision.admit,
+                },
+                "expect_claims": claims_json(&next),
+                "expect_ticket": common::sign(&key_secret(1), &next),
+                "retries": retries,
+            })
+        })
+        .collect();
+    json!({
+        "description": "Renewals (SPEC.md §9.2, §9.3, §10). The issuer signs with key 1 (keys 2 and 3 verify only), admitted_ttl 600000 ms, renewal grace 5000 ms, default clock policy, and its replay store has epoch 0x0a0b0c0d and no record of the chain yet. Present from_ticket at now_ms with the binding material and client-time header, renew with the decision: the result must be expect_ticket. Each retry presents from_ticket again at its now_ms: \"same\" means expect_ticket again, byte for byte; otherwise the rejection code.",
+        "issuer": {
+            "signing_key_id": 1,
+            "verify_only_key_ids": [2, 3],
+            "admitted_ttl_ms": ADMITTED_TTL_MS,
+            "renewal_grace_ms": GRACE_MS,
+            "store_epoch": 0x0a0b_0c0d_u32,
+        },
+        "cases": cases,
+    })
+}
+
+/// A memory store with a fixed epoch, so renewals are reproducible.
+struct FixedEpoch(MemoryReplayStore, u32);
+
+impl ReplayStore for FixedEpoch {
+    type CheckFuture = std::future::Ready<Result<ReplayVerdict, StoreError>>;
+    type AdvanceFuture = std::future::Ready<Result<Advance, StoreError>>;
+    fn epoch(&self) -> u32 {
+        self.1
+    }
+    fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
+        self.0.check(c)
+    }
+    fn advance(&self, a: &AdvanceRequest) -> Self::AdvanceFuture {
+        self.0.advance(a)
+    }
+}
+
+#[test]
+fn renew_cases_match_the_issuer() {
+    let keys = load("keys.json");
+    let file = load("renew.json");
+    let iss = &file["issuer"];
+    let ring = {
+        let mut b = KeyRing::builder();
+        for id in iss["verify_only_key_ids"].as_array().unwrap() {
+            let id = id.as_u64().unwrap();
+            b = b.verify_only_key(id as u8, &secret_of(&keys, id)).unwrap();
+        }
+        let id = iss["signing_key_id"].as_u64().unwrap();
+        Arc::new(
+            b.signing_key(id as u8, &secret_of(&keys, id))
+                .unwrap()
+                .build()
+                .unwrap(),
+        )
+    };
+    let ms = |v: &Value| std::time::Duration::from_millis(v.as_u64().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    assert!(cases.len() >= 4);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let clock = ManualClock::new(c["now_ms"].as_i64().unwrap());
+        let store = Arc::new(FixedEpoch(
+            MemoryReplayStore::new(),
+            iss["store_epoch"].as_u64().unwrap() as u32,
+        ));
+        let policy =
+            Policy::new(c["queue"].as_str().unwrap()).renewal_grace(ms(&iss["renewal_grace_ms"]));
+        let issuer = Issuer::new(ring.clone(), policy, clock.clone(), store)
+            .unwrap()
+            .admitted_ttl(ms(&iss["admitted_ttl_ms"]));
+        let d = &c["decision"];
+        let decision = JoinDecision {
+            position: d["position"].as_u64().unwrap() as u32,
+            live_for: ms(&d["live_for_ms"]),
+            estimated_wait: ms(&d["estimated_wait_ms"]),
+            admit: d["admit"].as_bool().unwrap(),
+        };
+        let material = hex::decode(c["binding_material_hex"].as_str().unwrap()).unwrap();
+        let from = c["from_ticket"].as_str().unwrap();
+        let renew = |header: &Value| {
+            let p = Presented {
+                ticket: Some(from.as_bytes()),
+                binding: Some(&material),
+                client_time: match header.as_str() {
+                    None => ClientTime::Absent,
+                    Some(h) => ClientTime::parse(h.as_bytes()),
+                },
+            };
+            let current = issuer.check(&p)?;
+            rt.block_on(issuer.renew(&current, &material, &decision))
+        };
+        let next = renew(&c["client_time_header"]).unwrap_or_else(|r| panic!("{name}: {r:?}"));
+        assert_eq!(
+            next.claims,
+            claims_from_json(&c["expect_claims"]),
+            "{name}: claims"
+        );
+        assert_eq!(
+            next.ticket,
+            c["expect_ticket"].as_str().unwrap(),
+            "{name}: text"
+        );
+        for r in c["retries"].as_array().unwrap() {
+            clock.set_ms(r["now_ms"].as_i64().unwrap());
+            let got = renew(&r["client_time_header"]);
+            match r["expect"].as_str().unwrap() {
+                "same" => assert_eq!(got.unwrap().ticket, next.ticket, "{name}: retry"),
+                code => assert_eq!(code_of(&got.unwrap_err()), code, "{name}: retry"),
+            }
+        }
     }
 }

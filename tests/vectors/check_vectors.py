@@ -2,8 +2,10 @@
 """An independent check of the test vectors, written from SPEC.md alone.
 
 Recomputes, with the Python standard library only, every derived key, queue
-and scope id and binding in keys.json, and every ticket in tickets.json from
-its claims (layout, MAC input, tag, text). Exits non-zero on any difference.
+and scope id and binding in keys.json, every ticket in tickets.json from its
+claims (layout, MAC input, tag, text), and every renewal in renew.json from
+the ticket it renews (the rules of SPEC.md section 9.2). Exits non-zero on any
+difference.
 
     python3 tests/vectors/check_vectors.py
 """
@@ -55,6 +57,30 @@ def claims_bytes(c):
     )
 
 
+def parse_claims(b):
+    version, kind, flags, key_id = struct.unpack(">BBBB", b[0:4])
+    assert version == 1 and kind in (0, 1) and flags in (0, 1)
+    epoch, sequence, position = struct.unpack(">III", b[28:40])
+    joined, issued, live, admitted_from, expires = struct.unpack(">qqqqq", b[40:80])
+    (offset,) = struct.unpack(">i", b[80:84])
+    return {
+        "kind": ("waiting", "admitted")[kind],
+        "key_id": key_id,
+        "queue_id": b[4:12].hex(),
+        "ticket_id": b[12:28].hex(),
+        "epoch": epoch,
+        "sequence": sequence,
+        "position": position,
+        "joined_at_ms": joined,
+        "issued_at_ms": issued,
+        "live_until_ms": live,
+        "admitted_from_ms": admitted_from,
+        "expires_at_ms": expires,
+        "clock_offset_ms": offset if flags & 1 else None,
+        "binding": b[84:100].hex(),
+    }
+
+
 def main():
     failures = []
 
@@ -94,6 +120,48 @@ def main():
         text = base64.urlsafe_b64encode(cb + tag).decode().rstrip("=")
         check(f"{name} text", text, t["ticket"])
         check(f"{name} text length", len(text), 176)
+
+    renew = load("renew.json")
+    ttl = renew["issuer"]["admitted_ttl_ms"]
+    signer = renew["issuer"]["signing_key_id"]
+    for c in renew["cases"]:
+        name = c["name"]
+        raw = base64.urlsafe_b64decode(c["from_ticket"] + "==")
+        prev = parse_claims(raw[:100])
+        d = c["decision"]
+        now = c["now_ms"]
+        header = c["client_time_header"]
+        measured = None if header is None else int(header) - now
+        # SPEC.md section 9.2, the table of the next claims.
+        nxt = dict(prev)
+        if prev["kind"] == "admitted":
+            pass
+        elif d["admit"]:
+            nxt.update(kind="admitted", admitted_from_ms=now, expires_at_ms=now + ttl)
+        else:
+            nxt.update(admitted_from_ms=now + d["estimated_wait_ms"])
+        samples = [o for o in (prev["clock_offset_ms"], measured) if o is not None]
+        baseline = max(samples) if samples else None
+        if baseline is not None:
+            baseline = max(-(2**31), min(2**31 - 1, baseline))
+        nxt.update(
+            key_id=signer,
+            sequence=prev["sequence"] + 1,
+            position=d["position"],
+            issued_at_ms=now,
+            live_until_ms=now + d["live_for_ms"],
+            clock_offset_ms=baseline,
+            binding=binding(
+                secrets[signer],
+                bytes.fromhex(prev["queue_id"]),
+                bytes.fromhex(c["binding_material_hex"]),
+            ).hex(),
+        )
+        cb = claims_bytes(nxt)
+        check(f"renew {name} claims", cb.hex(), claims_bytes(c["expect_claims"]).hex())
+        tag = hmac.new(derive(secrets[signer], nxt["kind"]), b"queuegate/1" + cb, hashlib.sha256).digest()
+        text = base64.urlsafe_b64encode(cb + tag).decode().rstrip("=")
+        check(f"renew {name} text", text, c["expect_ticket"])
 
     if failures:
         print("\n".join(failures))
