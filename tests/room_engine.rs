@@ -430,3 +430,25 @@ async fn sweep_frees_dead_chains() {
     let s = room.stats().await.unwrap();
     assert_eq!((s.entries, s.waiting), (0, 0));
 }
+
+#[tokio::test]
+async fn sparse_heartbeats_lose_no_admissions() {
+    // Far-away people call rarely: the rate must hold over time anyway.
+    let (room, clock) = new_room(1.0);
+    let mut people = Vec::new();
+    for i in 0..6 {
+        let who = format!("p{i}");
+        let t = join(&room, &who).await;
+        people.push((who, t));
+    }
+    assert_eq!(room.stats().await.unwrap().admitted_total, 1);
+    // Three seconds without a single call.
+    clock.advance(Duration::from_secs(3));
+    let (who, t) = &people[4];
+    let t = beat(&room, who, t).await.unwrap();
+    assert_eq!(room.stats().await.unwrap().admitted_total, 4);
+    assert!(!t.admitted);
+    assert_eq!(t.ahead, 0, "positions 2 to 4 were admitted");
+    let (who, t) = &people[3];
+    assert!(beat(&room, who, t).await.unwrap().admitted);
+}
