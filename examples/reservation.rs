@@ -801,9 +801,19 @@ async function join() {
 }
 
 async function beat() {
-  try { await after(await call("POST", "/queue/heartbeat")); }
-  catch (e) {
+  try {
+    await after(await call("POST", "/queue/heartbeat"));
+    $("error").hidden = true;
+  } catch (e) {
     if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
+    if (!e.code) {
+      // No answer at all (offline): keep trying; the server decides
+      // whether the place survived.
+      $("error").textContent = "Connection lost: retrying…";
+      $("error").hidden = false;
+      schedule(2000);
+      return;
+    }
     fail(e);
   }
 }
