@@ -30,6 +30,11 @@ async fn join_wait_admit_browse_and_book_once() {
             "#{id} on the page"
         );
     }
+    // Every call carries the client's clock; nothing is loaded from elsewhere.
+    assert!(page
+        .body
+        .contains(r#""queue-client-time": String(Date.now())"#));
+    assert!(!page.body.contains("src=\"http") && !page.body.contains("<link"));
 
     let mut other = Person::new();
     assert_eq!(other.join(&demo).await.status, 200);
