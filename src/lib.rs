@@ -66,6 +66,7 @@ pub mod layer;
 pub mod metrics;
 pub mod rejection;
 pub mod replay;
+pub mod room;
 pub mod ticket;
 pub mod verify;
 
@@ -77,5 +78,6 @@ pub use layer::{QueueGate, QueueGateBuilder, QueueGateLayer};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use rejection::{MalformedReason, Rejection, RejectionCode, ReplayReason};
 pub use replay::{MemoryReplayStore, ReplayMode, ReplayStore};
+pub use room::{MemoryRoomState, RoomError, RoomState, RoomTicket, WaitingRoom};
 pub use ticket::{Claims, TicketId, TicketKind};
 pub use verify::{ClientTime, ClientTimeRule, Mode, Policy, Presented, Verified, Verifier};
