@@ -110,8 +110,12 @@ where
 /// `queue-client-time` in Unix epoch milliseconds) and by any
 /// `Fn(&Parts) -> ClientTime`.
 pub trait ClientTimeSource: Send + Sync + 'static {
-    /// The client's claimed time.
-    fn client_time(&self, parts: &Parts) -> ClientTime;
+    /// The client's claimed time. The default reads nothing
+    /// ([`ClientTime::Absent`]).
+    fn client_time(&self, parts: &Parts) -> ClientTime {
+        let _ = parts;
+        ClientTime::Absent
+    }
 }
 
 impl<F> ClientTimeSource for F
@@ -128,8 +132,9 @@ where
 ///
 /// A ticket in a URL leaks through access logs, browser history and
 /// `Referer`, so the query string is ignored by default: a request whose
-/// only ticket is there is `missing`. Two ticket headers, or tickets in two
-/// places that disagree, are `malformed` (`ambiguous`).
+/// only ticket is there is `missing`. An empty value counts as no ticket
+/// (a cleared cookie). Two ticket headers, or tickets in two places that
+/// disagree, are `malformed` (`ambiguous`).
 #[derive(Debug, Clone)]
 pub struct TicketLocation {
     header: Option<HeaderName>,
@@ -191,6 +196,9 @@ impl TicketSource for TicketLocation {
         let mut found: Option<&'a [u8]> = None;
         let mut add = |value: &'a [u8]| -> Result<(), Rejection> {
             match found {
+                // An empty value (a cleared cookie, a script sending an
+                // unset variable) is no ticket: `missing`, not `malformed`.
+                _ if value.is_empty() => Ok(()),
                 Some(previous) if previous != value => Err(Rejection::Malformed {
                     reason: MalformedReason::Ambiguous,
                 }),
@@ -334,11 +342,7 @@ impl ClientTimeSource for ClientTimeHeader {
 }
 
 /// The client's clock is never read: every request is [`ClientTime::Absent`].
-impl ClientTimeSource for () {
-    fn client_time(&self, _: &Parts) -> ClientTime {
-        ClientTime::Absent
-    }
-}
+impl ClientTimeSource for () {}
 
 pub(crate) fn header_name(name: &str, setting: &'static str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::Invalid {
@@ -512,6 +516,11 @@ mod tests {
         );
         let only_cookie = parts(|b| b.header("cookie", "x=y").header("cookie", "qt=\"abc\""));
         assert_eq!(loc.ticket(&only_cookie).unwrap(), Some(&b"abc"[..]));
+        // A cleared cookie or an empty header is no ticket.
+        let cleared = parts(|b| b.header("queue-ticket", "").header("cookie", "qt="));
+        assert_eq!(loc.ticket(&cleared).unwrap(), None);
+        let cleared = parts(|b| b.header("queue-ticket", "abc").header("cookie", "qt="));
+        assert_eq!(loc.ticket(&cleared).unwrap(), Some(&b"abc"[..]));
     }
 
     #[test]
