@@ -650,3 +650,24 @@ async fn axum_extractor() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body, b"false");
 }
+
+#[tokio::test]
+async fn redirect_to_queue_for_page_navigations() {
+    use queuegate::layer::RedirectToQueue;
+    let fx = Fixture::new();
+    let layer = QueueGateLayer::builder(fx.verifier(Policy::new(QUEUE)))
+        .on_reject(RedirectToQueue::new("/queue").unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new().route("/browse", get(browse).layer(layer));
+    let page = Req::get("/browse").header("accept", "text/html");
+    let (res, _) = send(&app, &page).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[header::LOCATION], "/queue");
+    let (res, _) = send(&app, &Req::get("/browse")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "API calls get the problem"
+    );
+}

@@ -110,8 +110,12 @@ where
 /// `queue-client-time` in Unix epoch milliseconds) and by any
 /// `Fn(&Parts) -> ClientTime`.
 pub trait ClientTimeSource: Send + Sync + 'static {
-    /// The client's claimed time.
-    fn client_time(&self, parts: &Parts) -> ClientTime;
+    /// The client's claimed time. The default reads nothing
+    /// ([`ClientTime::Absent`]).
+    fn client_time(&self, parts: &Parts) -> ClientTime {
+        let _ = parts;
+        ClientTime::Absent
+    }
 }
 
 impl<F> ClientTimeSource for F
@@ -338,11 +342,7 @@ impl ClientTimeSource for ClientTimeHeader {
 }
 
 /// The client's clock is never read: every request is [`ClientTime::Absent`].
-impl ClientTimeSource for () {
-    fn client_time(&self, _: &Parts) -> ClientTime {
-        ClientTime::Absent
-    }
-}
+impl ClientTimeSource for () {}
 
 pub(crate) fn header_name(name: &str, setting: &'static str) -> Result<HeaderName, ConfigError> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::Invalid {

@@ -71,6 +71,7 @@ impl<C, St, T, B, K, A, R> fmt::Debug for Gate<C, St, T, B, K, A, R> {
 /// # let _ = layer;
 /// # Ok(()) }
 /// ```
+#[must_use = "a layer does nothing until it wraps a service"]
 pub struct QueueGateLayer<
     C = SystemClock,
     St = MemoryReplayStore,
