@@ -137,10 +137,7 @@ fn build() -> Setup {
     let first = setup.beat(setup.at(1)).expect("placed");
     assert_eq!((first.position, first.ahead), (1, 0));
     let rss_after = rss_bytes();
-    let stats = setup
-        .rt
-        .block_on(setup.state.stats(QUEUE, OPENS))
-        .unwrap();
+    let stats = setup.rt.block_on(setup.state.stats(QUEUE, OPENS)).unwrap();
     assert_eq!(stats.waiting, u64::from(PEOPLE));
     println!(
         "room: built a queue of {PEOPLE} waiting in {:.1} s; RSS grew by {:.1} MiB = {} bytes per waiting person",
@@ -186,9 +183,7 @@ fn heartbeat_by_position(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     group.bench_function("position_10", |b| b.iter(|| black_box(setup.beat(near))));
-    group.bench_function("position_999999", |b| {
-        b.iter(|| black_box(setup.beat(far)))
-    });
+    group.bench_function("position_999999", |b| b.iter(|| black_box(setup.beat(far))));
     group.finish();
 }
 
