@@ -1,6 +1,7 @@
 //! The in-process room state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::future::{ready, Future};
 use std::sync::{Mutex, MutexGuard};
 
@@ -8,7 +9,9 @@ use super::counts::PositionCounts;
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
 use crate::error::StoreError;
-use crate::ticket::{Binding, TicketId};
+use crate::ticket::{Binding, TicketId, ENCODED_LEN, TICKET_LEN};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -18,10 +21,42 @@ enum Status {
     Admitted,
 }
 
-#[derive(Debug)]
+/// A chain's latest ticket, kept to hand back on a repeated join. A ticket
+/// in this crate's format (176 base64url characters) is kept as its 132
+/// bytes (48 bytes less per person with the allocator's rounding); any
+/// other text as it is.
+enum StoredTicket {
+    Packed(Box<[u8; TICKET_LEN]>),
+    Text(Box<str>),
+}
+
+impl StoredTicket {
+    fn new(text: &str) -> Self {
+        if text.len() == ENCODED_LEN {
+            let mut bytes = [0u8; TICKET_LEN];
+            let mut again = [0u8; ENCODED_LEN];
+            // Packed only if it comes back as exactly the same text.
+            if URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) == Ok(TICKET_LEN)
+                && URL_SAFE_NO_PAD.encode_slice(bytes, &mut again) == Ok(ENCODED_LEN)
+                && again == text.as_bytes()
+            {
+                return Self::Packed(Box::new(bytes));
+            }
+        }
+        Self::Text(text.into())
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Packed(bytes) => URL_SAFE_NO_PAD.encode(bytes.as_slice()),
+            Self::Text(text) => text.to_string(),
+        }
+    }
+}
+
 struct Chain {
     ticket_id: Option<TicketId>,
-    ticket: Option<Box<str>>,
+    ticket: Option<StoredTicket>,
     /// Waiting or admitted: the position. In the pre-queue: the index in
     /// [`Queue::pre`].
     slot: u32,
@@ -35,7 +70,7 @@ struct Chain {
 /// `deadlines` and every admitted one in `admitted`, each under its current
 /// deadline. So each operation finds what it needs in O(log n), and the
 /// dead are found from the front of the deadline indexes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Queue {
     last_position: u32,
     opened: bool,
@@ -53,6 +88,20 @@ struct Queue {
     /// Admitted chains by (deadline, binding).
     admitted: BTreeSet<(i64, [u8; 16])>,
     chains: HashMap<Binding, Chain>,
+}
+
+impl fmt::Debug for Queue {
+    /// Counts only: no bindings, no tickets (bearer credentials).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("last_position", &self.last_position)
+            .field("opened", &self.opened)
+            .field("pre", &self.pre.len())
+            .field("waiting", &self.waiting.len())
+            .field("admitted", &self.admitted.len())
+            .field("chains", &self.chains.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Queue {
@@ -275,7 +324,7 @@ impl RoomState for MemoryRoomState {
                 let ticket = q
                     .chains
                     .get(&b)
-                    .and_then(|c| c.ticket.as_deref().map(str::to_owned));
+                    .and_then(|c| c.ticket.as_ref().map(StoredTicket::text));
                 return Joined::Existing { place, ticket };
             }
             q.remove(&b);
@@ -344,7 +393,7 @@ impl RoomState for MemoryRoomState {
                 return;
             }
             c.ticket_id = Some(issued.ticket_id);
-            c.ticket = Some(issued.ticket.into());
+            c.ticket = Some(StoredTicket::new(issued.ticket));
             let old = c.live_until_ms;
             let new = old.max(issued.live_until_ms);
             c.live_until_ms = new;
@@ -509,6 +558,53 @@ mod tests {
         }
         let stats = ready(state.stats("q", now)).unwrap();
         assert!(stats.opened && stats.admitted_total > 100, "{stats:?}");
+    }
+
+    #[test]
+    fn stored_tickets_come_back_as_given_and_are_never_printed() {
+        let real: String = (0..ENCODED_LEN)
+            .map(|i| b"AZaz09-_"[i * 7 % 8] as char)
+            .collect();
+        assert!(matches!(StoredTicket::new(&real), StoredTicket::Packed(_)));
+        // Same length, not canonical base64url ('=' and a trailing-bits case
+        // cannot round-trip), or another length: kept as text.
+        let odd = format!("{}=", &real[..ENCODED_LEN - 1]);
+        let short = "ticket-1";
+        for text in [real.as_str(), odd.as_str(), short, ""] {
+            assert_eq!(StoredTicket::new(text).text(), text);
+        }
+        assert!(matches!(StoredTicket::new(&odd), StoredTicket::Text(_)));
+
+        let state = MemoryRoomState::new();
+        let rule = AdmissionRule {
+            now_ms: 0,
+            per_sec: 0.0,
+            burst: 1.0,
+            max_admitted: None,
+            opens_at_ms: 0,
+            shuffle_seed: 0,
+        };
+        let join = JoinRecord {
+            binding: Binding([4; 16]),
+            live_until_ms: 10,
+            max_waiting: None,
+        };
+        ready(state.join("q", &join, &rule)).unwrap();
+        let issued = IssuedRecord {
+            binding: Binding([4; 16]),
+            ticket_id: TicketId([5; 16]),
+            ticket: &real,
+            live_until_ms: 10,
+        };
+        ready(state.record("q", &issued)).unwrap();
+        match ready(state.join("q", &join, &rule)).unwrap() {
+            Joined::Existing { ticket, .. } => assert_eq!(ticket.as_deref(), Some(&*real)),
+            other => panic!("{other:?}"),
+        }
+        let printed = format!("{state:?}");
+        assert!(printed.contains("chains: 1"), "{printed}");
+        assert!(!printed.contains(&real[..20]), "{printed}");
+        assert!(!printed.contains("0404"), "no bindings: {printed}");
     }
 
     #[test]
