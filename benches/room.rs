@@ -7,8 +7,10 @@
 //! and the clock stands still, so every measured heartbeat finds the same
 //! queue. Besides criterion's figures the bench prints its own quick
 //! measurement of both positions and their ratio (1 means the cost does not
-//! depend on the position), and the resident memory per waiting person
-//! (RSS from `/proc/self/statm`, 4 KiB pages).
+//! depend on the position), the resident memory per waiting person (RSS
+//! from `/proc/self/statm`, 4 KiB pages), and, in a second queue, what the
+//! heartbeats right after 100,000 of 200,000 people dropped out at once
+//! cost (the longest single call holds the state's lock the longest).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -148,6 +150,71 @@ fn build() -> Setup {
     setup
 }
 
+/// The longest single call: a heartbeat just after `DROPPED` of twice as
+/// many waiting people stopped heart-beating at the same moment (that call
+/// drops them all). Printed once; a separate queue, so the main one is
+/// untouched.
+fn mass_drop_out(setup: &Setup) {
+    const DROPPED: u32 = 100_000;
+    const MASS: &str = "mass";
+    let ticket = "t".repeat(ENCODED_LEN);
+    let survivors_until = T + 3_600_000;
+    let dead_at = OPENS + 10;
+    let state = &setup.state;
+    setup.rt.block_on(async {
+        for i in PEOPLE..PEOPLE + 2 * DROPPED {
+            // Every other one stops heart-beating.
+            let live_until_ms = if i % 2 == 1 { dead_at } else { survivors_until };
+            let join = JoinRecord {
+                binding: who(i),
+                live_until_ms,
+                max_waiting: None,
+            };
+            state.join(MASS, &join, &rule(T)).await.unwrap();
+            let issued = IssuedRecord {
+                binding: who(i),
+                ticket_id: chain(i),
+                ticket: &ticket,
+                live_until_ms,
+            };
+            state.record(MASS, &issued).await.unwrap();
+        }
+    });
+    let survivor = BeatRecord {
+        binding: who(PEOPLE),
+        ticket_id: chain(PEOPLE),
+    };
+    // The opening, everyone still live.
+    let opening = setup.rt.block_on(state.beat(MASS, &survivor, &rule(OPENS)));
+    opening.unwrap().expect("placed");
+    // Heartbeats of the survivor until every dead one is dropped (each call
+    // drops a bounded batch; bounded here too, in case it never finishes).
+    let (mut calls, mut longest, mut total) = (0u32, Duration::ZERO, Duration::ZERO);
+    let mut held = u64::MAX;
+    while held > u64::from(DROPPED) && calls < 1_000 {
+        let started = Instant::now();
+        let place = setup
+            .rt
+            .block_on(state.beat(MASS, &survivor, &rule(dead_at)))
+            .unwrap()
+            .expect("live");
+        let took = started.elapsed();
+        black_box(place);
+        longest = longest.max(took);
+        total += took;
+        calls += 1;
+        held = setup
+            .rt
+            .block_on(state.stats(MASS, dead_at))
+            .unwrap()
+            .entries;
+    }
+    println!(
+        "room: after {DROPPED} of {} waiting dropped out at once: {calls} heartbeat(s) to drop them all, {total:?} in all, the longest {longest:?}",
+        2 * DROPPED,
+    );
+}
+
 /// Mean time of one heartbeat for `person`, over at most 2 s or 100,000
 /// calls.
 fn quick_mean(setup: &Setup, person: u32) -> Duration {
@@ -185,6 +252,7 @@ fn heartbeat_by_position(c: &mut Criterion) {
     group.bench_function("position_10", |b| b.iter(|| black_box(setup.beat(near))));
     group.bench_function("position_999999", |b| b.iter(|| black_box(setup.beat(far))));
     group.finish();
+    mass_drop_out(&setup);
 }
 
 criterion_group!(benches, heartbeat_by_position);

@@ -13,6 +13,11 @@ use crate::ticket::{Binding, TicketId, ENCODED_LEN, TICKET_LEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+/// The most chains one operation drops (about a millisecond or two of
+/// holding the lock). Whatever a mass drop-out leaves is dropped by the
+/// following calls, meanwhile `ahead` may count it.
+const EXPIRE_BATCH: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     /// Joined before the opening; no place yet.
@@ -138,13 +143,18 @@ impl Queue {
         }
     }
 
-    /// Drops every chain whose deadline is `now_ms` or earlier, in
-    /// O(log n) each (so a burst of deaths is paid once, by whichever call
-    /// comes next); returns how many.
-    fn expire(&mut self, now_ms: i64) -> u64 {
+    /// Drops the chains whose deadline is `now_ms` or earlier, at most
+    /// `limit` of them (O(log n) each, earliest deadline first); returns
+    /// how many, and whether none is left.
+    fn expire(&mut self, now_ms: i64, limit: usize) -> (u64, bool) {
         let mut dropped = 0;
+        let mut done = true;
         while let Some(&(deadline, b)) = self.admitted.first() {
             if deadline > now_ms {
+                break;
+            }
+            if dropped as usize >= limit {
+                done = false;
                 break;
             }
             self.admitted.pop_first();
@@ -155,13 +165,17 @@ impl Queue {
             if deadline > now_ms {
                 break;
             }
+            if dropped as usize >= limit {
+                done = false;
+                break;
+            }
             // Popped first, so a missing chain cannot stall the loop.
             self.deadlines.pop_first();
             self.remove(&Binding(b));
             dropped += 1;
         }
         self.forget_passed_positions();
-        dropped
+        (dropped, done)
     }
 
     /// Lets the position counts give back the positions the front passed.
@@ -173,8 +187,8 @@ impl Queue {
         self.counts.drop_before(front);
     }
 
-    /// The opening (once due): the pre-queue, all live after
-    /// [`expire`](Self::expire), placed at the back in shuffled order.
+    /// The opening (once due): the live pre-queue placed at the back in
+    /// shuffled order.
     fn open_if_due(&mut self, rule: &AdmissionRule) {
         if self.opened || !rule.is_open() {
             return;
@@ -183,6 +197,11 @@ impl Queue {
         let mut pre = std::mem::take(&mut self.pre);
         shuffle(&mut pre, rule.shuffle_seed);
         for b in pre {
+            if !self.is_live(&b, rule.now_ms) {
+                // Only after a mass drop-out not yet fully dropped.
+                self.remove(&b);
+                continue;
+            }
             if let Some(c) = self.chains.get_mut(&b) {
                 self.last_position = self.last_position.saturating_add(1);
                 let position = self.last_position;
@@ -197,15 +216,16 @@ impl Queue {
     /// Everything an operation at `rule.now_ms` does first: drop the dead,
     /// open if due, admit.
     fn advance(&mut self, rule: &AdmissionRule) {
-        self.expire(rule.now_ms);
+        self.expire(rule.now_ms, EXPIRE_BATCH);
         self.open_if_due(rule);
         self.admit(rule);
     }
 
-    /// Admission from the front. The dead are gone already
-    /// ([`expire`](Self::expire) ran first), so every place taken is live
-    /// and dead places never use up the rate.
+    /// Admission from the front. Dead places never use up the rate: they
+    /// are normally gone already ([`expire`](Self::expire) ran first), and
+    /// skipped for free otherwise (at most [`EXPIRE_BATCH`] per call).
     fn admit(&mut self, rule: &AdmissionRule) {
+        let mut skipped = 0;
         self.bucket.refill(rule, self.waiting.len() as u64);
         if rule.paused() || !self.opened {
             return;
@@ -226,8 +246,12 @@ impl Queue {
             };
             self.deadlines.remove(&(c.live_until_ms, b.0));
             if c.live_until_ms <= rule.now_ms {
-                // Only if `expire` ran at another time: still free.
+                // Left over from a mass drop-out: skipped for free.
                 self.chains.remove(&b);
+                skipped += 1;
+                if skipped >= EXPIRE_BATCH {
+                    break;
+                }
                 continue;
             }
             c.status = Status::Admitted;
@@ -238,8 +262,9 @@ impl Queue {
         self.forget_passed_positions();
     }
 
-    /// Where the chain stands; exact once [`expire`](Self::expire) ran at
-    /// `now` (the dead are no longer counted ahead): O(log n).
+    /// Where the chain stands: O(log n). The people ahead are exact once
+    /// [`expire`](Self::expire) dropped every dead chain; only after a mass
+    /// drop-out can it count some not yet dropped (an overcount).
     fn place(&self, b: &Binding) -> Option<Place> {
         let c = self.chains.get(b)?;
         let (position, ahead) = match c.status {
@@ -273,10 +298,14 @@ impl Queue {
 /// Every operation costs O(log n) in the queue's size n, whatever the
 /// position: the people ahead are counted with a Fenwick tree over the
 /// positions, and the chains whose deadline passed are found from the front
-/// of deadline indexes. The dead are dropped by the next operation of their
-/// queue (join, heartbeat, sweep; O(log n) each, so a mass disconnect is
-/// paid once, by that call), which keeps "people ahead" exact: only live
-/// people are counted. [`RoomState::stats`] counts dead admitted chains
+/// of deadline indexes. The dead are dropped by the next operations of
+/// their queue (join, heartbeat; O(log n) each), at most 1,024 per call so
+/// no call holds the lock for long, which keeps "people ahead" exact (only
+/// live people counted) except right after more than that many dropped out
+/// at once: until the following calls have dropped them all, the dead not
+/// yet dropped are still counted (an overcount, never an undercount).
+/// [`RoomState::sweep`] drops them all, in batches of 1,024 that let go of
+/// the lock in between. [`RoomState::stats`] counts dead admitted chains
 /// not yet dropped in O(their number).
 ///
 /// Memory is a few hundred bytes per person in line, most of it the latest
@@ -423,7 +452,15 @@ impl RoomState for MemoryRoomState {
         queue: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        ready(Ok(self.with_queue(queue, |q| q.expire(now_ms))))
+        // In batches, letting go of the lock between them.
+        let mut total = 0;
+        loop {
+            let (dropped, done) = self.with_queue(queue, |q| q.expire(now_ms, EXPIRE_BATCH));
+            total += dropped;
+            if done {
+                break ready(Ok(total));
+            }
+        }
     }
 
     fn stats(
@@ -605,6 +642,63 @@ mod tests {
         assert!(printed.contains("chains: 1"), "{printed}");
         assert!(!printed.contains(&real[..20]), "{printed}");
         assert!(!printed.contains("0404"), "no bindings: {printed}");
+    }
+
+    #[test]
+    fn a_mass_drop_out_is_dropped_a_batch_per_call() {
+        let state = MemoryRoomState::new();
+        let rule = |now_ms| AdmissionRule {
+            now_ms,
+            per_sec: 0.0,
+            burst: 1.0,
+            max_admitted: None,
+            opens_at_ms: 0,
+            shuffle_seed: 0,
+        };
+        let who = |i: u32| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&i.to_le_bytes());
+            Binding(b)
+        };
+        let (people, dying) = (3_000u32, 2_500u32);
+        for i in 0..people {
+            let join = JoinRecord {
+                binding: who(i),
+                live_until_ms: if i < dying { 100 } else { 10_000 },
+                max_waiting: None,
+            };
+            ready(state.join("q", &join, &rule(10))).unwrap();
+        }
+        let last = JoinRecord {
+            binding: who(people - 1),
+            live_until_ms: 10_000,
+            max_waiting: None,
+        };
+        let mut left = u64::from(dying);
+        while left > 0 {
+            let Joined::Existing { place, .. } = ready(state.join("q", &last, &rule(200))).unwrap()
+            else {
+                panic!("live");
+            };
+            left -= left.min(EXPIRE_BATCH as u64);
+            let entries = ready(state.stats("q", 200)).unwrap().entries;
+            assert_eq!(
+                entries,
+                u64::from(people - dying) + left,
+                "one batch per call"
+            );
+            assert_eq!(place.ahead, u64::from(people - dying - 1) + left);
+        }
+        // Sweep drops however many in one call (batch after batch).
+        for i in people..2 * people {
+            let join = JoinRecord {
+                binding: who(i),
+                live_until_ms: 300,
+                max_waiting: None,
+            };
+            ready(state.join("q", &join, &rule(200))).unwrap();
+        }
+        assert_eq!(ready(state.sweep("q", 300)).unwrap(), u64::from(people));
     }
 
     #[test]
