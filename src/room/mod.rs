@@ -44,6 +44,7 @@
 //! # }).unwrap();
 //! ```
 
+mod counts;
 mod engine;
 mod hook;
 mod memory;
