@@ -151,7 +151,9 @@ pub enum ReplayReason {
     /// A single-use scope already consumed this chain, by another binding.
     ConsumedByOtherClient,
     /// The ticket was minted before the state store last started empty (an
-    /// in-memory store after a restart), so what it did before is unknown.
+    /// in-memory store after a restart), or its record may have been
+    /// dropped by a clock that read later than this server's (a clock
+    /// stepped back): what it did before is unknown.
     StateReset,
 }
 

@@ -38,7 +38,7 @@ pub use extract::{
     DEFAULT_TICKET_HEADER, MAX_COOKIE_BYTES, MAX_COOKIE_LINES,
 };
 pub use future::ResponseFuture;
-pub use hooks::{OnAdmit, OnReject};
+pub use hooks::{OnAdmit, OnReject, RedirectToQueue};
 pub use layer::{Gate, QueueGateBuilder, QueueGateLayer};
 pub use response::{problem_response, QueueGateBody, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};
 pub use service::QueueGate;

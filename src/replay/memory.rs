@@ -154,6 +154,9 @@ pub struct MemoryReplayStore {
     epoch: u32,
     tolerance_ms: i64,
     base_ms: AtomicI64,
+    /// The latest `now` of any call: records whose retention ended before
+    /// it may have been dropped (see [`MemoryReplayStore::may_be_dropped`]).
+    latest_ms: AtomicI64,
     capacity: [usize; 2],
     live: [AtomicUsize; 2],
 }
@@ -246,6 +249,7 @@ impl MemoryReplayStoreBuilder {
             epoch: u32::from_be_bytes(epoch),
             tolerance_ms,
             base_ms: AtomicI64::new(i64::MIN),
+            latest_ms: AtomicI64::new(i64::MIN),
             capacity: [self.waiting_capacity, self.admitted_capacity],
             live: [AtomicUsize::new(0), AtomicUsize::new(0)],
         })
@@ -283,6 +287,7 @@ impl MemoryReplayStore {
     /// Drops every record whose retention ended before `now_ms`, in
     /// O(expired) work per shard (one shard locked at a time).
     pub fn purge(&self, now_ms: i64) {
+        self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
         let times = self.times(now_ms);
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
@@ -427,7 +432,25 @@ impl MemoryReplayStore {
         }
     }
 
+    /// Whether the record of a ticket expiring at `expires_at_ms` may
+    /// already have been dropped by a call whose clock read later than
+    /// `now_ms` (a purge or a sweep driven by a clock that was ahead, or a
+    /// caller's clock stepped back). Such a ticket cannot be proven fresh:
+    /// without this, a consumed ticket would find no record and be admitted
+    /// again. A caller within the tolerance of the latest clock is never
+    /// affected, since its tickets are unexpired on its own clock.
+    fn may_be_dropped(&self, expires_at_ms: i64, now_ms: i64) -> bool {
+        let latest = self
+            .latest_ms
+            .fetch_max(now_ms, Ordering::AcqRel)
+            .max(now_ms);
+        expires_at_ms.saturating_add(self.tolerance_ms) < latest
+    }
+
     fn check_sync(&self, c: &ReplayCheck) -> Result<ReplayVerdict, StoreError> {
+        if self.may_be_dropped(c.expires_at_ms, c.now_ms) {
+            return Ok(ReplayVerdict::Replayed(ReplayReason::StateReset));
+        }
         let times = self.times(c.now_ms);
         let hash = id_hash(&c.ticket_id.0);
         let mut guard = self.shard(hash);
@@ -491,6 +514,9 @@ impl MemoryReplayStore {
     }
 
     fn advance_sync(&self, a: &AdvanceRequest) -> Result<Advance, StoreError> {
+        if self.may_be_dropped(a.expires_at_ms, a.now_ms) {
+            return Ok(Advance::Stale);
+        }
         let times = self.times(a.now_ms);
         let hash = id_hash(&a.ticket_id.0);
         let mut guard = self.shard(hash);
