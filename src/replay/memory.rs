@@ -121,9 +121,10 @@ struct Shard {
 ///   flat open-addressing table per shard, plus one 32-byte record per
 ///   single-use consumption (scope, ticket id, first 4 bytes of the
 ///   consuming binding). Times are offsets from the first time the store
-///   sees. Resident memory measured by `cargo bench --bench store`: 46.8
-///   bytes per live chain record at 1 million records, 42.7 at 10 million
-///   (tables 80–90 % full, plus 4 bytes of expiry wheel per record).
+///   sees. Resident memory measured by `cargo bench --bench store`: about
+///   47 bytes per live chain record at 1 million records and 43 at 10
+///   million (tables 80–90 % full, plus 4 bytes of expiry wheel per
+///   record).
 /// - **Expiry.** A record is kept until its ticket's expiry plus the
 ///   [tolerance](MemoryReplayStoreBuilder::tolerance), rounded up to the
 ///   second. Expired records are removed in O(expired) work: each call
