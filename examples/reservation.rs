@@ -14,10 +14,15 @@
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
 //!
-//! State lives in this process (nothing survives a restart: people rejoin).
+//! State lives in this process (nothing survives a restart: people rejoin),
+//! or, with `--redis URL` (build with `--features redis`), in Redis, shared
+//! by every instance started with the same URL and secret: a client may
+//! join on one instance and heart-beat or book on another.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +33,15 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
+use queuegate::error::StoreError;
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
-use queuegate::room::{MemoryRoomState, RoomError, RoomTicket, WaitingRoom};
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::room::{
+    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomError,
+    RoomState, RoomStats, RoomTicket, WaitingRoom,
+};
+#[cfg(feature = "redis")]
+use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
 use queuegate::{
     ClientTime, Clock, Issuer, KeyRing, MalformedReason, MemoryReplayStore, Metrics, Policy,
     Presented, Rejection, ReplayMode, ReplayReason, SystemClock, TicketId, Verified, Verifier,
@@ -56,7 +68,9 @@ usage: reservation [flags]
   --max-skew-ms N         client clock skew tolerated (default 300000)
   --max-jump-ms N         client clock jump tolerated (default 5000)
   --max-delay-ms N        network delay bound for backward clock moves (default 10000)
-  --redis URL             shared state in Redis (not built yet)
+  --redis URL             replay and room state in Redis, shared by every
+                          instance with the same URL and secret (needs a
+                          build with --features redis)
 ";
 
 /// The demo's settings, from the command line.
@@ -84,7 +98,7 @@ pub struct Config {
     pub max_jump_ms: u64,
     /// Clock tolerances.
     pub max_delay_ms: u64,
-    /// Redis URL, once supported.
+    /// Redis URL: shared state instead of this process's memory.
     pub redis: Option<String>,
 }
 
@@ -220,14 +234,163 @@ impl Config {
     }
 }
 
-type Room = WaitingRoom<SystemClock, MemoryReplayStore, MemoryRoomState>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// The demo's replay store: this process's memory, or Redis.
+pub enum Replay {
+    /// In this process.
+    Memory(MemoryReplayStore),
+    /// In Redis, shared by instances.
+    #[cfg(feature = "redis")]
+    Redis(RedisReplayStore),
+}
+
+impl Replay {
+    /// Records held in memory (Redis expires its own).
+    pub fn records(&self) -> usize {
+        match self {
+            Self::Memory(m) => m.len(),
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => 0,
+        }
+    }
+
+    fn purge(&self, now_ms: i64) {
+        match self {
+            Self::Memory(m) => m.purge(now_ms),
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => {}
+        }
+    }
+}
+
+// The demo picks its store at run time, so it boxes the futures (one
+// allocation next to a Redis round trip or a ready answer); a host that
+// knows its store uses it directly.
+impl ReplayStore for Replay {
+    type CheckFuture = BoxFuture<ReplayVerdict>;
+    type AdvanceFuture = BoxFuture<Advance>;
+
+    fn epoch(&self) -> u32 {
+        match self {
+            Self::Memory(m) => m.epoch(),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.epoch(),
+        }
+    }
+
+    fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.check(c)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.check(c),
+        }
+    }
+
+    fn advance(&self, a: &AdvanceRequest) -> Self::AdvanceFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.advance(a)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.advance(a),
+        }
+    }
+}
+
+/// The demo's room state: this process's memory, or Redis.
+pub enum Rooms {
+    /// In this process.
+    Memory(MemoryRoomState),
+    /// In Redis, shared by instances.
+    #[cfg(feature = "redis")]
+    Redis(Box<RedisRoomState>),
+}
+
+// Each call copies its small inputs so the future borrows only `self`.
+macro_rules! each_room {
+    ($self:ident, $s:ident => $call:expr) => {
+        async move {
+            match $self {
+                Rooms::Memory($s) => $call.await,
+                #[cfg(feature = "redis")]
+                Rooms::Redis($s) => $call.await,
+            }
+        }
+    };
+}
+
+impl RoomState for Rooms {
+    fn join(
+        &self,
+        queue: &str,
+        join: &JoinRecord,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send {
+        let (queue, join, rule) = (queue.to_owned(), *join, *rule);
+        each_room!(self, s => s.join(&queue, &join, &rule))
+    }
+
+    fn beat(
+        &self,
+        queue: &str,
+        beat: &BeatRecord,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<Option<Place>, StoreError>> + Send {
+        let (queue, beat, rule) = (queue.to_owned(), *beat, *rule);
+        each_room!(self, s => s.beat(&queue, &beat, &rule))
+    }
+
+    fn record(
+        &self,
+        queue: &str,
+        issued: &IssuedRecord<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (queue, ticket) = (queue.to_owned(), issued.ticket.to_owned());
+        let (binding, ticket_id, live_until_ms) =
+            (issued.binding, issued.ticket_id, issued.live_until_ms);
+        each_room!(self, s => s.record(&queue, &IssuedRecord {
+            binding,
+            ticket_id,
+            ticket: &ticket,
+            live_until_ms,
+        }))
+    }
+
+    fn leave(
+        &self,
+        queue: &str,
+        binding: &queuegate::ticket::Binding,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (queue, binding) = (queue.to_owned(), *binding);
+        each_room!(self, s => s.leave(&queue, &binding))
+    }
+
+    fn sweep(
+        &self,
+        queue: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let queue = queue.to_owned();
+        each_room!(self, s => s.sweep(&queue, now_ms))
+    }
+
+    fn stats(
+        &self,
+        queue: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
+        let queue = queue.to_owned();
+        each_room!(self, s => s.stats(&queue, now_ms))
+    }
+}
+
+type Room = WaitingRoom<SystemClock, Replay, Rooms>;
 
 /// Everything the handlers share.
 pub struct App {
     /// The waiting room.
     pub room: Room,
     /// The replay store (shared with the layers).
-    pub replay: Arc<MemoryReplayStore>,
+    pub replay: Arc<Replay>,
     /// The counters.
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
@@ -256,24 +419,59 @@ fn base_policy(config: &Config) -> Policy {
         .max_delay(millis(config.max_delay_ms))
 }
 
-/// Builds the app and its router.
+#[cfg(feature = "redis")]
+const REDIS_NEEDS_CONNECT: &str = "--redis: Redis state is connected by `build_async`";
+#[cfg(not(feature = "redis"))]
+const REDIS_NEEDS_CONNECT: &str =
+    "--redis: this build has no Redis support; rebuild with `--features redis`";
+
+/// Builds the app and its router with in-memory state (`--redis` needs
+/// [`build_async`]).
 pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
     if config.redis.is_some() {
-        return Err(
-            "--redis: the Redis room state is not built yet; run without --redis (in-memory state)"
-                .to_owned(),
-        );
+        return Err(REDIS_NEEDS_CONNECT.to_owned());
     }
+    build_with(
+        config,
+        Replay::Memory(MemoryReplayStore::new()),
+        Rooms::Memory(MemoryRoomState::new()),
+    )
+}
+
+/// Builds the app and its router, connecting to Redis first if `--redis`
+/// was given.
+pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> {
+    let Some(url) = &config.redis else {
+        return build(config);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let store = RedisReplayStore::builder(url)
+            .prefix(&format!("queuegate-demo-{}", config.queue))
+            .connect()
+            .await
+            .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
+        let rooms = RedisRoomState::new(&store);
+        build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(REDIS_NEEDS_CONNECT.to_owned())
+    }
+}
+
+fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>, Router), String> {
     let err = |e: queuegate::ConfigError| e.to_string();
     let keys = Arc::new(KeyRing::new(1, &config.secret).map_err(err)?);
-    let replay = Arc::new(MemoryReplayStore::new());
+    let replay = Arc::new(replay);
     let metrics = Metrics::new();
     let policy = base_policy(config);
     let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, replay.clone())
         .map_err(err)?
         .admitted_ttl(millis(config.session_ttl_ms));
     let near = millis(config.liveness_ms.min(10_000));
-    let room = WaitingRoom::builder(issuer, MemoryRoomState::new())
+    let room = WaitingRoom::builder(issuer, rooms)
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
         .opens_at_ms(
@@ -561,7 +759,7 @@ pub async fn refresh_gauges(app: &App) {
         drop(shown);
         app.metrics.set_waiting(stats.waiting);
         app.metrics
-            .set_store_entries(stats.entries + app.replay.len() as u64);
+            .set_store_entries(stats.entries + app.replay.records() as u64);
     }
 }
 
@@ -621,7 +819,7 @@ async fn main() {
             std::process::exit(if help { 0 } else { 2 });
         }
     };
-    let (app, router) = match build(&config) {
+    let (app, router) = match build_async(&config).await {
         Ok(x) => x,
         Err(msg) => {
             eprintln!("error: {msg}");

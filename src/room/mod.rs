@@ -48,9 +48,13 @@ mod counts;
 mod engine;
 mod hook;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod schedule;
 mod state;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisRoomState;
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinVerdict};
 pub use memory::MemoryRoomState;

@@ -37,7 +37,9 @@ pub async fn start(extra: &[&str]) -> Demo {
         .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = reservation::Config::parse(args, None).expect("valid flags");
-    let (app, router) = reservation::build(&config).expect("demo builds");
+    let (app, router) = reservation::build_async(&config)
+        .await
+        .expect("demo builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(reservation::serve(app.clone(), router, listener));

@@ -261,8 +261,14 @@ pub async fn sweep_and_isolation<S: RoomState>(s: S) {
 /// Generates one `#[tokio::test]` per check for the state `make` builds.
 #[macro_export]
 macro_rules! room_state_conformance {
+    (ignore = $reason:literal, $make:expr) => {
+        $crate::room_state_conformance!(@all (ignore = $reason) $make);
+    };
     ($make:expr) => {
-        $crate::room_state_conformance!(@tests $make;
+        $crate::room_state_conformance!(@all (cfg_attr(any(), ignore)) $make);
+    };
+    (@all ($attr:meta) $make:expr) => {
+        $crate::room_state_conformance!(@tests ($attr) $make;
             one_chain_per_binding,
             waiting_capacity,
             admission_at_the_rate,
@@ -273,9 +279,10 @@ macro_rules! room_state_conformance {
             sweep_and_isolation,
         );
     };
-    (@tests $make:expr; $($check:ident,)*) => {
+    (@tests ($attr:meta) $make:expr; $($check:ident,)*) => {
         $(
             #[tokio::test]
+            #[$attr]
             async fn $check() {
                 let state = ($make)().await;
                 room_state_support::$check(state).await;
