@@ -481,6 +481,9 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         )
         .liveness(near, millis(config.liveness_ms))
         .map_err(err)?
+        // Waiting places have their own capacity: a join flood fills this,
+        // never the admitted people's.
+        .max_waiting(1_000_000)
         .build()
         .map_err(err)?;
     let app = Arc::new(App {
@@ -816,12 +819,6 @@ async fn main() {
             std::process::exit(if help { 0 } else { 2 });
         }
     };
-    if config.random_secret {
-        eprintln!(
-            "warning: no secret given (--secret-file, QUEUEGATE_SECRET or --secret): \
-             using a random key; tickets die with this process"
-        );
-    }
     let (app, router) = match build_async(&config).await {
         Ok(x) => x,
         Err(msg) => {
@@ -829,6 +826,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if config.random_secret {
+        eprintln!(
+            "warning: no secret given (--secret-file, QUEUEGATE_SECRET or --secret): \
+             using a random key; tickets die with this process"
+        );
+    }
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -996,9 +999,19 @@ async function join() {
 }
 
 async function beat() {
-  try { await after(await call("POST", "/queue/heartbeat")); }
-  catch (e) {
+  try {
+    await after(await call("POST", "/queue/heartbeat"));
+    $("error").hidden = true;
+  } catch (e) {
     if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
+    if (!e.code) {
+      // No answer at all (offline): keep trying; the server decides
+      // whether the place survived.
+      $("error").textContent = "Connection lost: retrying…";
+      $("error").hidden = false;
+      schedule(2000);
+      return;
+    }
     fail(e);
   }
 }

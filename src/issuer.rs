@@ -20,7 +20,7 @@ use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, Repl
 use crate::ticket::{
     encode_signed, mac_input, Binding, Claims, TicketId, TicketKind, DOMAIN_LABEL,
 };
-use crate::verify::{ClientTime, Policy, Presented, Verified, Verifier};
+use crate::verify::{saturate_offset, ClientTime, Policy, Presented, Verified, Verifier};
 
 /// A freshly signed ticket. `Debug` does not print the ticket text.
 #[derive(Clone, PartialEq, Eq)]
@@ -299,8 +299,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             live_until_ms: issued_at.saturating_add(duration_to_ms(decision.live_for)),
             admitted_from_ms,
             expires_at_ms,
-            clock_offset_ms: baseline
-                .map(|o| o.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+            clock_offset_ms: baseline.map(|o| saturate_offset(o) as i32),
             ..prev
         }
     }

@@ -151,7 +151,9 @@ pub enum ReplayReason {
     /// A single-use scope already consumed this chain, by another binding.
     ConsumedByOtherClient,
     /// The ticket was minted before the state store last started empty (an
-    /// in-memory store after a restart), so what it did before is unknown.
+    /// in-memory store after a restart), or its record may have been
+    /// dropped by a clock that read later than this server's (a clock
+    /// stepped back): what it did before is unknown.
     StateReset,
 }
 
@@ -336,19 +338,29 @@ fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-/// "4 minutes", "20 seconds", "1.5 hours": how a person reads a clock error.
+/// "4 minutes", "20 seconds", "1 hour": how a person reads a clock error,
+/// rounded to the nearest unit (an offset of 59 min 59.9 s reads "1 hour").
 fn human_ms(ms: u64) -> String {
-    const MIN: u64 = 60_000;
+    const SEC: u64 = 1_000;
+    const MIN: u64 = 60 * SEC;
     const HOUR: u64 = 60 * MIN;
     const DAY: u64 = 24 * HOUR;
-    if ms >= 2 * DAY {
-        format!("{} days", ms / DAY)
-    } else if ms >= 2 * HOUR {
-        format!("{} hours", ms / HOUR)
-    } else if ms >= 2 * MIN {
-        format!("{} minutes", ms / MIN)
+    let round = |unit: u64| ms.saturating_add(unit / 2) / unit;
+    let plural = |n: u64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    if round(SEC) < 120 {
+        plural(round(SEC).max(1), "second")
+    } else if round(MIN) < 60 {
+        plural(round(MIN), "minute")
+    } else if round(HOUR) < 48 {
+        plural(round(HOUR), "hour")
     } else {
-        format!("{} seconds", ms.div_ceil(1000))
+        plural(round(DAY), "day")
     }
 }
 
@@ -394,6 +406,16 @@ mod tests {
             skew.to_string(),
             "your device clock is 4 minutes off: please set it to the correct time"
         );
+        let hour = Rejection::ClockSkew {
+            offset_ms: 3_599_941,
+            tolerance_ms: 300_000,
+        };
+        assert!(hour.to_string().contains("is 1 hour off"), "{hour}");
+        let jump = Rejection::ClockJump {
+            moved_ms: 20_000,
+            tolerance_ms: 5_000,
+        };
+        assert!(jump.to_string().contains("changed by 20 seconds"), "{jump}");
         let wait = Rejection::NotAdmitted {
             retry_after_ms: 1_500,
         };

@@ -325,7 +325,11 @@ impl Policy {
             )?;
         }
         if let Some(baseline) = baseline {
-            let moved = offset.saturating_sub(i64::from(baseline));
+            // The baseline is stored saturated to i32 (about ±24.8 days), so
+            // compare like with like: a clock steadily further off than that
+            // (possible only while clock_skew is monitored) must not read as
+            // a jump of the difference. Both values fit i32: no overflow.
+            let moved = saturate_offset(offset) - i64::from(baseline);
             let back_jump = self.max_jump_ms.saturating_add(self.max_delay_ms);
             if moved > self.max_jump_ms || moved < back_jump.saturating_neg() {
                 let tolerance = if moved > 0 {
@@ -370,6 +374,11 @@ impl Policy {
             }
         }
     }
+}
+
+/// A measured clock offset as the ticket stores it: saturated to `i32`.
+pub(crate) fn saturate_offset(offset: i64) -> i64 {
+    offset.clamp(i64::from(i32::MIN), i64::from(i32::MAX))
 }
 
 /// A ticket that passed verification (possibly with monitored findings).
@@ -481,7 +490,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
     }
 
     /// The replay check's future, or `None` when the policy keeps no replay
-    /// state (or a monitored finding already covers the replay code).
+    /// state ([`ReplayMode::Off`]).
     pub fn replay(&self, checked: &Verified) -> Option<S::CheckFuture> {
         let consume = match self.policy.replay {
             ReplayMode::Off => return None,

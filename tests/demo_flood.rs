@@ -111,6 +111,10 @@ async fn a_flood_of_bad_tickets_and_joins_changes_nothing_for_real_people() {
         answered += w.await.unwrap();
     }
     assert!(answered >= 1_000, "the flood ran ({answered} requests)");
+    eprintln!(
+        "flood: {answered} requests answered in {:?}, real heartbeat rounds: {beats}",
+        started.elapsed()
+    );
 
     // The real people kept their places and get through.
     let positions: Vec<u64> = real.iter().map(Person::position).collect();

@@ -478,7 +478,7 @@ async fn host_hooks_for_binding_and_client_time() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["code"], "clock_skew", "the host's clock hook is used");
-    assert!(json["detail"].as_str().unwrap().contains("60 minutes off"));
+    assert!(json["detail"].as_str().unwrap().contains("1 hour off"));
     // The default header is not read any more.
     let req = Req::get("/browse")
         .header("queue-ticket", t.clone())

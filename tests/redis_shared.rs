@@ -211,3 +211,83 @@ async fn redis_room_state_answers_like_the_memory_one() {
     assert!(expected.iter().any(|s| s.contains("admitted: true")));
     assert!(expected.iter().any(|s| s.contains("Full")));
 }
+
+/// Joins before the opening wait in a pre-queue; at the opening the live
+/// ones get places 1..=n in a shuffled order, the dead one is dropped.
+async fn opening<S: RoomState>(s: &S, queue: &str) -> (Vec<u32>, Vec<String>) {
+    let t = 1_800_000_000_000i64;
+    let opens = t + 5_000;
+    let rule = |now_ms: i64| AdmissionRule {
+        now_ms,
+        per_sec: 0.0,
+        burst: 1.0,
+        max_admitted: None,
+        opens_at_ms: opens,
+        shuffle_seed: 42,
+    };
+    let mut log = Vec::new();
+    for n in 1..=6u8 {
+        // Person 6's chain dies before the opening.
+        let live = if n == 6 { t + 1_000 } else { t + 60_000 };
+        let j = JoinRecord {
+            binding: binding(n),
+            live_until_ms: live,
+            max_waiting: None,
+        };
+        log.push(format!(
+            "{:?}",
+            s.join(queue, &j, &rule(t + i64::from(n))).await
+        ));
+        if n < 6 {
+            s.record(
+                queue,
+                &IssuedRecord {
+                    binding: binding(n),
+                    ticket_id: TicketId([n; 16]),
+                    ticket: "t",
+                    live_until_ms: live,
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    log.push(format!("{:?}", s.stats(queue, t + 10).await));
+    let mut positions = Vec::new();
+    for n in 1..=5u8 {
+        let beat = BeatRecord {
+            binding: binding(n),
+            ticket_id: TicketId([n; 16]),
+        };
+        let place = s
+            .beat(queue, &beat, &rule(opens + 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!place.admitted);
+        positions.push(place.position);
+    }
+    log.push(format!("{:?}", s.stats(queue, opens + 2).await));
+    (positions, log)
+}
+
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn redis_room_state_opens_like_the_memory_one() {
+    let store = RedisReplayStore::builder("redis://127.0.0.1:6379/")
+        .prefix(&format!("qg-room-test-{}", TicketId::random()))
+        .connect()
+        .await
+        .expect("this test needs Redis on 127.0.0.1:6379");
+    let redis = RedisRoomState::new(&store);
+    let (mut from_memory, memory_log) = opening(&MemoryRoomState::new(), "q").await;
+    let (mut from_redis, redis_log) = opening(&redis, "q").await;
+    store.clear().await.unwrap();
+    assert_eq!(memory_log, redis_log);
+    assert!(memory_log[0].contains("position: 0"), "{}", memory_log[0]);
+    // The order differs between the two shuffles; the places given do not.
+    from_memory.sort_unstable();
+    from_redis.sort_unstable();
+    assert_eq!(from_memory, vec![1, 2, 3, 4, 5]);
+    assert_eq!(from_redis, vec![1, 2, 3, 4, 5]);
+}

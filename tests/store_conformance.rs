@@ -473,3 +473,37 @@ mod memory_capacity {
         assert_eq!(s.len(), 2_000);
     }
 }
+
+/// The Redis fixtures fail (never skip) without Redis: connecting to a port
+/// with nothing behind it is an error within the timeout, and settings that
+/// cannot work are refused before connecting.
+#[cfg(feature = "redis")]
+mod redis_absent {
+    use super::*;
+    use queuegate::replay::RedisReplayStore;
+
+    #[tokio::test]
+    async fn connecting_to_nothing_is_an_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The listener is dropped: nothing listens on `port` any more.
+        let r = RedisReplayStore::builder(&format!("redis://127.0.0.1:{port}/"))
+            .timeout(Duration::from_millis(200))
+            .connect()
+            .await;
+        assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_prefix_with_braces_is_refused() {
+        let r = RedisReplayStore::builder("redis://127.0.0.1:1/")
+            .prefix("a{b}")
+            .connect()
+            .await;
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("prefix"), "{err}");
+    }
+}

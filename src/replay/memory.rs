@@ -121,15 +121,19 @@ struct Shard {
 ///   flat open-addressing table per shard, plus one 32-byte record per
 ///   single-use consumption (scope, ticket id, first 4 bytes of the
 ///   consuming binding). Times are offsets from the first time the store
-///   sees. Measured resident memory is about 40–46 bytes per live chain
-///   record at 1–10 million records (`cargo bench --bench store`).
+///   sees. Resident memory measured by `cargo bench --bench store`: about
+///   47 bytes per live chain record at 1 million records and 43 at 10
+///   million (tables 80–90 % full, plus 4 bytes of expiry wheel per
+///   record).
 /// - **Expiry.** A record is kept until its ticket's expiry plus the
 ///   [tolerance](MemoryReplayStoreBuilder::tolerance), rounded up to the
 ///   second. Expired records are removed in O(expired) work: each call
 ///   drains a few entries of its shard's expiry wheel (8-second buckets),
 ///   and a lookup that meets an expired record drops it. No call scans a
-///   table; at a cap, every shard's due records are drained (one lock at a
-///   time) before the store refuses. [`purge`](Self::purge) drains everything due at once.
+///   table; at a cap, every shard's due buckets are drained (one lock at a
+///   time) before the store refuses, so capacity comes back at most one
+///   bucket (8 s) after records expire. [`purge`](Self::purge) removes
+///   every expired record at once.
 /// - **Capacity.** Waiting and admitted records have separate hard caps,
 ///   so a flood of joins can never lock admitted people out of booking.
 ///   A chain counts as admitted once a ticket of it was admitted;
@@ -151,6 +155,9 @@ pub struct MemoryReplayStore {
     epoch: u32,
     tolerance_ms: i64,
     base_ms: AtomicI64,
+    /// The latest `now` of any call: records whose retention ended before
+    /// it may have been dropped (see [`MemoryReplayStore::may_be_dropped`]).
+    latest_ms: AtomicI64,
     capacity: [usize; 2],
     live: [AtomicUsize; 2],
 }
@@ -243,6 +250,7 @@ impl MemoryReplayStoreBuilder {
             epoch: u32::from_be_bytes(epoch),
             tolerance_ms,
             base_ms: AtomicI64::new(i64::MIN),
+            latest_ms: AtomicI64::new(i64::MIN),
             capacity: [self.waiting_capacity, self.admitted_capacity],
             live: [AtomicUsize::new(0), AtomicUsize::new(0)],
         })
@@ -280,6 +288,7 @@ impl MemoryReplayStore {
     /// Drops every record whose retention ended before `now_ms`, in
     /// O(expired) work per shard (one shard locked at a time).
     pub fn purge(&self, now_ms: i64) {
+        self.latest_ms.fetch_max(now_ms, Ordering::AcqRel);
         let times = self.times(now_ms);
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
@@ -356,8 +365,10 @@ impl MemoryReplayStore {
         Ok(())
     }
 
-    /// Runs `op`; at a cap, drains every shard's expired records (one lock
-    /// at a time, none held by `op`) and runs it once more.
+    /// Runs `op`; at a cap, drains every shard's due expiry buckets (one
+    /// lock at a time, none held by `op`) and runs it once more. Only whole
+    /// due buckets: O(expired), so a flood of refused requests at a cap
+    /// cannot make each one walk the records that are about to expire.
     fn at_cap_retry<T>(
         &self,
         now_ms: i64,
@@ -365,7 +376,13 @@ impl MemoryReplayStore {
     ) -> Result<T, StoreError> {
         match op() {
             Err(StoreError::Capacity) => {
-                self.purge(now_ms);
+                let times = self.times(now_ms);
+                for shard in self.shards.iter() {
+                    let mut shard = lock(shard);
+                    let Shard { chains, uses } = &mut *shard;
+                    chains.drain(times, now_ms, usize::MAX, |s| self.release(s.keep));
+                    uses.drain(times, now_ms, usize::MAX, |s| self.release(s.keep));
+                }
                 op()
             }
             other => other,
@@ -416,7 +433,25 @@ impl MemoryReplayStore {
         }
     }
 
+    /// Whether the record of a ticket expiring at `expires_at_ms` may
+    /// already have been dropped by a call whose clock read later than
+    /// `now_ms` (a purge or a sweep driven by a clock that was ahead, or a
+    /// caller's clock stepped back). Such a ticket cannot be proven fresh:
+    /// without this, a consumed ticket would find no record and be admitted
+    /// again. A caller within the tolerance of the latest clock is never
+    /// affected, since its tickets are unexpired on its own clock.
+    fn may_be_dropped(&self, expires_at_ms: i64, now_ms: i64) -> bool {
+        let latest = self
+            .latest_ms
+            .fetch_max(now_ms, Ordering::AcqRel)
+            .max(now_ms);
+        expires_at_ms.saturating_add(self.tolerance_ms) < latest
+    }
+
     fn check_sync(&self, c: &ReplayCheck) -> Result<ReplayVerdict, StoreError> {
+        if self.may_be_dropped(c.expires_at_ms, c.now_ms) {
+            return Ok(ReplayVerdict::Replayed(ReplayReason::StateReset));
+        }
         let times = self.times(c.now_ms);
         let hash = id_hash(&c.ticket_id.0);
         let mut guard = self.shard(hash);
@@ -480,6 +515,9 @@ impl MemoryReplayStore {
     }
 
     fn advance_sync(&self, a: &AdvanceRequest) -> Result<Advance, StoreError> {
+        if self.may_be_dropped(a.expires_at_ms, a.now_ms) {
+            return Ok(Advance::Stale);
+        }
         let times = self.times(a.now_ms);
         let hash = id_hash(&a.ticket_id.0);
         let mut guard = self.shard(hash);

@@ -129,6 +129,12 @@ pub trait ReplayStore: Send + Sync + 'static {
     fn epoch(&self) -> u32;
 
     /// Checks a presented ticket and records it, atomically.
+    ///
+    /// A store must never answer [`ReplayVerdict::Fresh`] for a ticket whose
+    /// record it may have dropped: a record dropped at a later time than
+    /// `check.now_ms` (by a clock that was ahead) would otherwise let a
+    /// consumed ticket through again. Such a ticket is
+    /// [`ReplayReason::StateReset`].
     fn check(&self, check: &ReplayCheck) -> Self::CheckFuture;
 
     /// Advances a chain for the issuer, atomically.

@@ -38,6 +38,18 @@ if epoch ~= ARGV[1] then
 end
 ";
 
+/// Records expire on Redis's clock (`PXAT`), not the caller's. A ticket
+/// whose retention (`ARGV[6]`) has already ended by Redis's clock may have
+/// had a record that is gone (a caller whose clock is behind Redis's, or
+/// was stepped back, would otherwise find no record of a consumed ticket
+/// and admit it again): it cannot be proven fresh, and gets `{5}`.
+const CLOCK_CHECK: &str = r"
+local t = redis.call('TIME')
+if tonumber(ARGV[6]) <= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+  return {5}
+end
+";
+
 /// Reads a chain record `highest issued seen keep` (or nothing).
 const READ_CHAIN: &str = r"
 local highest, issued, seen, kept
@@ -137,7 +149,10 @@ struct Inner {
 /// can lose a record written just before it (a consumed ticket could be
 /// accepted once more; `WAIT` would narrow but not close this). `PXAT`
 /// runs on Redis's clock, not the instances'; the tolerance must cover the
-/// difference between the clocks. Run Redis with `maxmemory-policy
+/// difference between the clocks. An instance whose clock is further
+/// behind fails closed: a ticket whose retention has ended by Redis's
+/// clock is refused (`replayed`, reason `StateReset`), never checked
+/// against a record that may be gone. Run Redis with `maxmemory-policy
 /// noeviction`: an evicting policy would drop live records and let
 /// replays through, while `noeviction` turns a full Redis into errors,
 /// which fail closed.
@@ -237,8 +252,12 @@ impl RedisReplayStoreBuilder {
             epoch: AtomicU32::new(0),
             timeout: self.timeout,
             tolerance_ms: duration_to_ms(self.tolerance),
-            check: Script::new(&format!("{EPOCH_CHECK}{READ_CHAIN}{CHECK_BODY}")),
-            advance: Script::new(&format!("{EPOCH_CHECK}{READ_CHAIN}{ADVANCE_BODY}")),
+            check: Script::new(&format!(
+                "{EPOCH_CHECK}{CLOCK_CHECK}{READ_CHAIN}{CHECK_BODY}"
+            )),
+            advance: Script::new(&format!(
+                "{EPOCH_CHECK}{CLOCK_CHECK}{READ_CHAIN}{ADVANCE_BODY}"
+            )),
             prefix: self.prefix,
         };
         let candidate = random_epoch();
@@ -412,6 +431,8 @@ impl ReplayStore for RedisReplayStore {
                     inner.reset_to(&reply[1]);
                     ReplayVerdict::Replayed(ReplayReason::StateReset)
                 }
+                // Past its retention by Redis's clock: its record may be gone.
+                5 => ReplayVerdict::Replayed(ReplayReason::StateReset),
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })
@@ -469,6 +490,7 @@ impl ReplayStore for RedisReplayStore {
                     inner.reset_to(&reply[1]);
                     Advance::Stale
                 }
+                5 => Advance::Stale,
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })

@@ -93,7 +93,11 @@ local function admit()
   else
     last_ms = tonumber(last_ms)
     if not paused then
-      tokens = math.min(tokens + per_sec * math.max(now - last_ms, 0) / 1000, burst)
+      -- TokenBucket::refill: what waiting people earned is kept, up to one
+      -- per waiting place; nothing is earned before the opening.
+      local cap = math.max(burst, redis.call('ZCARD', KEYS[3]))
+      local from = math.max(last_ms, tonumber(ARGV[5]))
+      tokens = math.min(tokens + per_sec * math.max(now - from, 0) / 1000, cap)
     end
     last_ms = math.max(last_ms, now)
   end

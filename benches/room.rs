@@ -1,0 +1,259 @@
+//! Heartbeat cost against the position in a queue of 1,000,000 waiting
+//! people, and the in-memory state's memory per waiting person.
+//!
+//! `cargo bench --bench room`. The queue is built once: a million joins
+//! before the opening (each with its first ticket recorded, 176 characters
+//! like a real one), then the opening places them all. Admission is paused
+//! and the clock stands still, so every measured heartbeat finds the same
+//! queue. Besides criterion's figures the bench prints its own quick
+//! measurement of both positions and their ratio (1 means the cost does not
+//! depend on the position), the resident memory per waiting person (RSS
+//! from `/proc/self/statm`, 4 KiB pages), and, in a second queue, what the
+//! heartbeats right after 100,000 of 200,000 people dropped out at once
+//! cost (the longest single call holds the state's lock the longest).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use queuegate::room::schedule::shuffle;
+use queuegate::room::{
+    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, MemoryRoomState, Place, RoomState,
+};
+use queuegate::ticket::{Binding, TicketId, ENCODED_LEN};
+
+const PEOPLE: u32 = 1_000_000;
+const T: i64 = 1_700_000_000_000;
+const OPENS: i64 = T + 1_000;
+/// The opening shuffle's seed (fixed, so the bench knows who got which place).
+const SEED: u64 = 0x5EED;
+const QUEUE: &str = "bench";
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Random-looking 16 bytes for person `i` (bindings and ids are keyed
+/// hashes or random in real use).
+fn bytes(i: u32, salt: u64) -> [u8; 16] {
+    let a = mix(u64::from(i) ^ salt);
+    let b = mix(a);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
+}
+
+fn who(i: u32) -> Binding {
+    Binding(bytes(i, 1))
+}
+
+fn chain(i: u32) -> TicketId {
+    TicketId(bytes(i, 2))
+}
+
+fn rule(now_ms: i64) -> AdmissionRule {
+    AdmissionRule {
+        now_ms,
+        per_sec: 0.0, // paused: the queue stays as built
+        burst: 1.0,
+        max_admitted: None,
+        opens_at_ms: OPENS,
+        shuffle_seed: SEED,
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("resident pages in statm");
+    pages * 4096
+}
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    state: MemoryRoomState,
+    /// Person at position `p` is `by_position[p - 1]`.
+    by_position: Vec<u32>,
+}
+
+impl Setup {
+    fn beat(&self, person: u32) -> Option<Place> {
+        let record = BeatRecord {
+            binding: who(person),
+            ticket_id: chain(person),
+        };
+        self.rt
+            .block_on(self.state.beat(QUEUE, &record, &rule(OPENS)))
+            .expect("memory state")
+    }
+
+    fn at(&self, position: u32) -> u32 {
+        self.by_position[position as usize - 1]
+    }
+}
+
+fn build() -> Setup {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // The opening order, computed the way the state draws it (join order
+    // shuffled with the rule's seed); checked against the state below.
+    let mut by_position: Vec<u32> = (0..PEOPLE).collect();
+    shuffle(&mut by_position, SEED);
+    let ticket = "t".repeat(ENCODED_LEN);
+    let rss_before = rss_bytes();
+    let state = MemoryRoomState::new();
+    let started = Instant::now();
+    let live_until_ms = T + 3_600_000;
+    let before_opening = rule(T);
+    rt.block_on(async {
+        for i in 0..PEOPLE {
+            let join = JoinRecord {
+                binding: who(i),
+                live_until_ms,
+                max_waiting: None,
+            };
+            state.join(QUEUE, &join, &before_opening).await.unwrap();
+            let issued = IssuedRecord {
+                binding: who(i),
+                ticket_id: chain(i),
+                ticket: &ticket,
+                live_until_ms,
+            };
+            state.record(QUEUE, &issued).await.unwrap();
+        }
+    });
+    let setup = Setup {
+        rt,
+        state,
+        by_position,
+    };
+    // The first call after the opening places everyone.
+    let first = setup.beat(setup.at(1)).expect("placed");
+    assert_eq!((first.position, first.ahead), (1, 0));
+    let rss_after = rss_bytes();
+    let stats = setup.rt.block_on(setup.state.stats(QUEUE, OPENS)).unwrap();
+    assert_eq!(stats.waiting, u64::from(PEOPLE));
+    println!(
+        "room: built a queue of {PEOPLE} waiting in {:.1} s; RSS grew by {:.1} MiB = {} bytes per waiting person",
+        started.elapsed().as_secs_f64(),
+        (rss_after.saturating_sub(rss_before)) as f64 / (1024.0 * 1024.0),
+        rss_after.saturating_sub(rss_before) / u64::from(PEOPLE),
+    );
+    setup
+}
+
+/// The longest single call: a heartbeat just after `DROPPED` of twice as
+/// many waiting people stopped heart-beating at the same moment (that call
+/// drops them all). Printed once; a separate queue, so the main one is
+/// untouched.
+fn mass_drop_out(setup: &Setup) {
+    const DROPPED: u32 = 100_000;
+    const MASS: &str = "mass";
+    let ticket = "t".repeat(ENCODED_LEN);
+    let survivors_until = T + 3_600_000;
+    let dead_at = OPENS + 10;
+    let state = &setup.state;
+    setup.rt.block_on(async {
+        for i in PEOPLE..PEOPLE + 2 * DROPPED {
+            // Every other one stops heart-beating.
+            let live_until_ms = if i % 2 == 1 { dead_at } else { survivors_until };
+            let join = JoinRecord {
+                binding: who(i),
+                live_until_ms,
+                max_waiting: None,
+            };
+            state.join(MASS, &join, &rule(T)).await.unwrap();
+            let issued = IssuedRecord {
+                binding: who(i),
+                ticket_id: chain(i),
+                ticket: &ticket,
+                live_until_ms,
+            };
+            state.record(MASS, &issued).await.unwrap();
+        }
+    });
+    let survivor = BeatRecord {
+        binding: who(PEOPLE),
+        ticket_id: chain(PEOPLE),
+    };
+    // The opening, everyone still live.
+    let opening = setup.rt.block_on(state.beat(MASS, &survivor, &rule(OPENS)));
+    opening.unwrap().expect("placed");
+    // Heartbeats of the survivor until every dead one is dropped (each call
+    // drops a bounded batch; bounded here too, in case it never finishes).
+    let (mut calls, mut longest, mut total) = (0u32, Duration::ZERO, Duration::ZERO);
+    let mut held = u64::MAX;
+    while held > u64::from(DROPPED) && calls < 1_000 {
+        let started = Instant::now();
+        let place = setup
+            .rt
+            .block_on(state.beat(MASS, &survivor, &rule(dead_at)))
+            .unwrap()
+            .expect("live");
+        let took = started.elapsed();
+        black_box(place);
+        longest = longest.max(took);
+        total += took;
+        calls += 1;
+        held = setup
+            .rt
+            .block_on(state.stats(MASS, dead_at))
+            .unwrap()
+            .entries;
+    }
+    println!(
+        "room: after {DROPPED} of {} waiting dropped out at once: {calls} heartbeat(s) to drop them all, {total:?} in all, the longest {longest:?}",
+        2 * DROPPED,
+    );
+}
+
+/// Mean time of one heartbeat for `person`, over at most 2 s or 100,000
+/// calls.
+fn quick_mean(setup: &Setup, person: u32) -> Duration {
+    let started = Instant::now();
+    let mut calls = 0u32;
+    while calls < 100_000 && (calls < 3 || started.elapsed() < Duration::from_secs(2)) {
+        black_box(setup.beat(person));
+        calls += 1;
+    }
+    started.elapsed() / calls
+}
+
+fn heartbeat_by_position(c: &mut Criterion) {
+    let setup = build();
+    let near_pos = 10;
+    let far_pos = PEOPLE - 1;
+    let (near, far) = (setup.at(near_pos), setup.at(far_pos));
+    let p = setup.beat(near).expect("waiting");
+    assert_eq!((p.position, p.ahead), (near_pos, u64::from(near_pos) - 1));
+    let p = setup.beat(far).expect("waiting");
+    assert_eq!((p.position, p.ahead), (far_pos, u64::from(far_pos) - 1));
+
+    let near_mean = quick_mean(&setup, near);
+    let far_mean = quick_mean(&setup, far);
+    println!(
+        "room: heartbeat at position {near_pos}: {near_mean:?}; at position {far_pos}: {far_mean:?}; ratio far/near = {:.2}",
+        far_mean.as_secs_f64() / near_mean.as_secs_f64()
+    );
+
+    let mut group = c.benchmark_group("room_heartbeat_1M_waiting");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("position_10", |b| b.iter(|| black_box(setup.beat(near))));
+    group.bench_function("position_999999", |b| b.iter(|| black_box(setup.beat(far))));
+    group.finish();
+    mass_drop_out(&setup);
+}
+
+criterion_group!(benches, heartbeat_by_position);
+criterion_main!(benches);
