@@ -221,11 +221,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                     ticket_id: c.ticket_id,
                 })
             }
-            Err(_) => {
-                return Err(Rejection::StoreUnavailable {
-                    retry_after_ms: 2_000,
-                })
-            }
+            Err(_) => return Err(self.verifier.policy().store_unavailable()),
         };
         let baseline = match (c.clock_offset_ms, current.client_offset_ms) {
             (Some(b), Some(m)) => Some(i64::from(b).max(m)),
