@@ -142,11 +142,15 @@ async fn script<S: RoomState>(s: &S, queue: &str) -> Vec<String> {
         .await
         .unwrap();
     }
-    // Joining again returns the chain and its latest ticket.
-    out.push(format!(
-        "{:?}",
-        s.join(queue, &join(2, t), &rule(t + 1, 0.0)).await
-    ));
+    // Joining again returns the chain and its latest ticket (which `Debug`
+    // does not print: compare it by value).
+    let again = s.join(queue, &join(2, t), &rule(t + 1, 0.0)).await;
+    let ticket = match &again {
+        Ok(Joined::Existing { ticket, .. }) => ticket.clone(),
+        other => panic!("expected the existing chain, got {other:?}"),
+    };
+    assert_eq!(ticket.as_deref(), Some("ticket-2"));
+    out.push(format!("{again:?} {ticket:?}"));
     // A beat with a wrong chain id is nothing; with the right one a place.
     let beat = |n: u8, id: TicketId| BeatRecord {
         binding: binding(n),
