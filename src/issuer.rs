@@ -17,7 +17,7 @@ use crate::error::ConfigError;
 use crate::keys::KeyRing;
 use crate::rejection::{Rejection, ReplayReason};
 use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, ReplayStore};
-use crate::ticket::{encode, Claims, TicketId, TicketKind};
+use crate::ticket::{encode, Binding, Claims, TicketId, TicketKind};
 use crate::verify::{saturate_offset, ClientTime, Policy, Presented, Verified, Verifier};
 
 /// A freshly signed ticket. `Debug` does not print the ticket text.
@@ -139,6 +139,9 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         let keys = self.verifier.keys();
         let queue = self.verifier.policy().queue_id();
         let key_id = keys.signing_key_id();
+        let bound = keys
+            .bind(key_id, queue, binding)
+            .expect("the signing key is in the ring");
         let claims = self.next_claims(
             Claims {
                 kind: TicketKind::Waiting,
@@ -154,14 +157,12 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                 admitted_from_ms: now,
                 expires_at_ms: now.saturating_add(self.waiting_ttl_ms),
                 clock_offset_ms: None,
-                binding: keys
-                    .bind(key_id, queue, binding)
-                    .expect("the signing key is in the ring"),
+                binding: bound,
             },
             0,
             now,
             offset,
-            binding,
+            bound,
             decision,
         );
         Ok(self.sign(claims))
@@ -228,7 +229,12 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             (None, m) => m,
             (b, None) => b.map(i64::from),
         };
-        let claims = self.next_claims(*c, sequence, issued_at, baseline, binding, decision);
+        // Re-bound under the signing key, which may have rotated.
+        let keys = self.verifier.keys();
+        let bound = keys
+            .bind(keys.signing_key_id(), c.queue, binding)
+            .expect("the signing key is in the ring");
+        let claims = self.next_claims(*c, sequence, issued_at, baseline, bound, decision);
         Ok(self.sign(claims))
     }
 
@@ -238,11 +244,10 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         sequence: u32,
         issued_at: i64,
         baseline: Option<i64>,
-        binding: &[u8],
+        binding: Binding,
         decision: &JoinDecision,
     ) -> Claims {
-        let keys = self.verifier.keys();
-        let key_id = keys.signing_key_id();
+        let key_id = self.verifier.keys().signing_key_id();
         let admitting = prev.kind == TicketKind::Waiting && decision.admit;
         let (kind, admitted_from_ms, expires_at_ms) = if prev.is_admitted() {
             (
@@ -266,10 +271,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         Claims {
             kind,
             key_id,
-            // Re-bound under the signing key, which may have rotated.
-            binding: keys
-                .bind(key_id, prev.queue, binding)
-                .expect("the signing key is in the ring"),
+            binding,
             epoch: self.verifier.store().epoch(),
             sequence,
             position: decision.position,
