@@ -53,10 +53,10 @@ impl TokenBucket {
     /// Brings the bucket up to `rule.now_ms`, with `waiting` people in
     /// line. A new bucket starts full (an empty queue admits its first
     /// arrivals at once). Admissions earned while people wait are kept
-    /// (however sparse the calls, the rate holds over time) up to one per
-    /// waiting person; only `rule.burst` may be saved up beyond that. While
-    /// paused or before the opening nothing accumulates. A clock that went
-    /// backwards adds nothing.
+    /// (however sparse the calls, the rate holds over time) up to the
+    /// larger of one per waiting person and `rule.burst` (at least 1), not
+    /// their sum. While paused or before the opening nothing accumulates. A
+    /// clock that went backwards adds nothing.
     pub fn refill(&mut self, rule: &AdmissionRule, waiting: u64) {
         let saved = rule.burst.max(1.0);
         match self.last_ms {
