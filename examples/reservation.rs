@@ -73,8 +73,9 @@ usage: reservation [flags]
                           build with --features redis)
 ";
 
-/// The demo's settings, from the command line.
-#[derive(Debug, Clone)]
+/// The demo's settings, from the command line. `Debug` prints neither the
+/// secret nor the Redis URL (which may carry a password).
+#[derive(Clone)]
 pub struct Config {
     /// Where to serve.
     pub addr: SocketAddr,
@@ -100,6 +101,25 @@ pub struct Config {
     pub max_delay_ms: u64,
     /// Redis URL: shared state instead of this process's memory.
     pub redis: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("queue", &self.queue)
+            .field("secret", &"REDACTED")
+            .field("random_secret", &self.random_secret)
+            .field("admit_per_sec", &self.admit_per_sec)
+            .field("opens_in_ms", &self.opens_in_ms)
+            .field("liveness_ms", &self.liveness_ms)
+            .field("session_ttl_ms", &self.session_ttl_ms)
+            .field("max_skew_ms", &self.max_skew_ms)
+            .field("max_jump_ms", &self.max_jump_ms)
+            .field("max_delay_ms", &self.max_delay_ms)
+            .field("redis", &self.redis.as_ref().map(|_| "REDACTED"))
+            .finish()
+    }
 }
 
 fn number(flag: &str, value: &str) -> Result<u64, String> {

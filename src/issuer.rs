@@ -227,11 +227,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                     ticket_id: c.ticket_id,
                 })
             }
-            Err(_) => {
-                return Err(Rejection::StoreUnavailable {
-                    retry_after_ms: 2_000,
-                })
-            }
+            Err(_) => return Err(self.verifier.policy().store_unavailable()),
         };
         let baseline = match (c.clock_offset_ms, current.client_offset_ms) {
             (Some(b), Some(m)) => Some(i64::from(b).max(m)),
@@ -265,8 +261,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         binding: Binding,
         decision: &JoinDecision,
     ) -> Claims {
-        let keys = self.verifier.keys();
-        let key_id = keys.signing_key_id();
+        let key_id = self.verifier.keys().signing_key_id();
         let admitting = prev.kind == TicketKind::Waiting && decision.admit;
         let (kind, admitted_from_ms, expires_at_ms) = if prev.is_admitted() {
             (

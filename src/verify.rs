@@ -281,6 +281,14 @@ impl Policy {
         self.renewal_grace_ms
     }
 
+    /// The rejection for a state store that failed, with this policy's
+    /// `Retry-After`.
+    pub(crate) fn store_unavailable(&self) -> Rejection {
+        Rejection::StoreUnavailable {
+            retry_after_ms: self.store_retry_after_ms,
+        }
+    }
+
     /// How a code is handled.
     pub fn mode(&self, code: RejectionCode) -> Mode {
         self.modes[code.index()]
@@ -523,9 +531,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
                 reason,
                 ticket_id: checked.claims.ticket_id,
             },
-            Err(_) => Rejection::StoreUnavailable {
-                retry_after_ms: self.policy.store_retry_after_ms,
-            },
+            Err(_) => self.policy.store_unavailable(),
         };
         self.policy.flag(&mut checked.monitored, finding)?;
         Ok(checked)

@@ -243,3 +243,26 @@ fn bad_flags_are_refused_with_a_clear_message() {
     let err = demo_support::reservation::build(&c).err().unwrap();
     assert!(err.starts_with("--redis:"), "{err}");
 }
+
+#[test]
+fn config_debug_prints_no_secret_or_redis_url() {
+    let c = Config::parse(
+        [
+            "--secret",
+            SECRET_HEX,
+            "--redis",
+            "redis://:hunter2-password@127.0.0.1:6379",
+        ]
+        .map(String::from),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.secret, queuegate::keys::decode_hex(SECRET_HEX).unwrap());
+    let shown = format!("{c:?}");
+    assert!(shown.contains("REDACTED"), "{shown}");
+    // The secret is 32 bytes of 0x5e (94): neither its hex nor its bytes.
+    assert!(!shown.contains("5e5e"), "{shown}");
+    assert!(!shown.contains("94, 94"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains(QUEUE), "other settings still print: {shown}");
+}

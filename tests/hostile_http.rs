@@ -59,6 +59,18 @@ impl Gate {
         })
     }
 
+    /// The ticket in the default header or in cookie `queue_ticket`.
+    fn header_or_cookie() -> Self {
+        Self::new(|f| {
+            let layer = QueueGateLayer::builder(f.verifier.clone())
+                .ticket_cookie("queue_ticket")
+                .unwrap()
+                .build()
+                .unwrap();
+            (f, layer)
+        })
+    }
+
     async fn send(&self, req: Request<()>) -> Response<()> {
         let svc =
             ServiceBuilder::new()
@@ -170,14 +182,7 @@ async fn two_ticket_headers_are_ambiguous() {
 
 #[tokio::test]
 async fn header_and_cookie_must_agree() {
-    let g = Gate::new(|f| {
-        let layer = QueueGateLayer::builder(f.verifier.clone())
-            .ticket_cookie("queue_ticket")
-            .unwrap()
-            .build()
-            .unwrap();
-        (f, layer)
-    });
+    let g = Gate::header_or_cookie();
     let t = g.f.admitted(b"me");
     let other = g.f.admitted(b"me");
     for (what, cookie_value) in [
@@ -284,14 +289,7 @@ async fn non_utf8_bytes_are_refused() {
 
 #[tokio::test]
 async fn a_one_megabyte_header_is_refused() {
-    let g = Gate::new(|f| {
-        let layer = QueueGateLayer::builder(f.verifier.clone())
-            .ticket_cookie("queue_ticket")
-            .unwrap()
-            .build()
-            .unwrap();
-        (f, layer)
-    });
+    let g = Gate::header_or_cookie();
     let t = g.f.admitted(b"me");
     let mb = "A".repeat(1 << 20);
     // A 1 MB ticket header.

@@ -346,8 +346,7 @@ fn a_retired_or_foreign_key_is_refused() {
         kind: TicketKind::Waiting,
         ..claims
     };
-    let tag = purpose_key(&SECRET, TicketKind::Admitted).tag(&[&ticket::mac_input(&waiting)]);
-    let cross = ticket::encode(&waiting, &tag);
+    let cross = spec::sign_raw(&SECRET, "admitted", &spec::claims_bytes(&waiting));
     assert_eq!(
         check(&v, cross.as_bytes()),
         Err(RejectionCode::BadSignature)

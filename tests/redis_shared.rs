@@ -142,11 +142,15 @@ async fn script<S: RoomState>(s: &S, queue: &str) -> Vec<String> {
         .await
         .unwrap();
     }
-    // Joining again returns the chain and its latest ticket.
-    out.push(format!(
-        "{:?}",
-        s.join(queue, &join(2, t), &rule(t + 1, 0.0)).await
-    ));
+    // Joining again returns the chain and its latest ticket (which `Debug`
+    // does not print: compare it by value).
+    let again = s.join(queue, &join(2, t), &rule(t + 1, 0.0)).await;
+    let ticket = match &again {
+        Ok(Joined::Existing { ticket, .. }) => ticket.clone(),
+        other => panic!("expected the existing chain, got {other:?}"),
+    };
+    assert_eq!(ticket.as_deref(), Some("ticket-2"));
+    out.push(format!("{again:?} {ticket:?}"));
     // A beat with a wrong chain id is nothing; with the right one a place.
     let beat = |n: u8, id: TicketId| BeatRecord {
         binding: binding(n),
@@ -190,14 +194,19 @@ async fn script<S: RoomState>(s: &S, queue: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-#[ignore = "needs Redis"]
-async fn redis_room_state_answers_like_the_memory_one() {
-    let store = RedisReplayStore::builder("redis://127.0.0.1:6379/")
+/// A store under a prefix of its own (fails when Redis is absent).
+async fn fresh_store() -> RedisReplayStore {
+    RedisReplayStore::builder("redis://127.0.0.1:6379/")
         .prefix(&format!("qg-room-test-{}", TicketId::random()))
         .connect()
         .await
-        .expect("this test needs Redis on 127.0.0.1:6379");
+        .expect("this test needs Redis on 127.0.0.1:6379")
+}
+
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn redis_room_state_answers_like_the_memory_one() {
+    let store = fresh_store().await;
     let redis = RedisRoomState::new(&store);
     let memory = MemoryRoomState::new();
     let expected = script(&memory, "q").await;
@@ -274,11 +283,7 @@ async fn opening<S: RoomState>(s: &S, queue: &str) -> (Vec<u32>, Vec<String>) {
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn redis_room_state_opens_like_the_memory_one() {
-    let store = RedisReplayStore::builder("redis://127.0.0.1:6379/")
-        .prefix(&format!("qg-room-test-{}", TicketId::random()))
-        .connect()
-        .await
-        .expect("this test needs Redis on 127.0.0.1:6379");
+    let store = fresh_store().await;
     let redis = RedisRoomState::new(&store);
     let (mut from_memory, memory_log) = opening(&MemoryRoomState::new(), "q").await;
     let (mut from_redis, redis_log) = opening(&redis, "q").await;

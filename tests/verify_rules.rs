@@ -419,6 +419,23 @@ impl ReplayStore for DownStore {
     }
 }
 
+/// The `Retry-After` of `store_unavailable` is the policy's, on the
+/// verifier and on the issuer's heartbeat alike.
+#[tokio::test]
+async fn store_unavailable_suggests_the_policys_retry_after() {
+    let policy = Policy::new("q").store_retry_after(Duration::from_millis(7_500));
+    let e = env_store(policy, Arc::new(DownStore));
+    let t = e.join(true, 30 * SEC);
+    let r = e.verify(&t.ticket).await.unwrap_err();
+    assert_eq!(r.retry_after_ms(), Some(7_500));
+    let r = e
+        .heartbeat(&t.ticket, ClientTime::Absent, &decision(true, 30 * SEC))
+        .await
+        .unwrap_err();
+    assert_eq!(r.code(), RejectionCode::StoreUnavailable);
+    assert_eq!(r.retry_after_ms(), Some(7_500));
+}
+
 #[tokio::test]
 async fn store_unavailable_fails_closed() {
     let e = env_store(Policy::new("q"), Arc::new(DownStore));

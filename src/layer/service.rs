@@ -141,16 +141,17 @@ where
             binding: binding.as_deref(),
             client_time,
         };
-        let checked = self.verifier.check(&presented);
+        // One clock reading for the checks and the histogram: the offset
+        // recorded for a refused ticket is the one its checks measured.
+        let now_ms = self.verifier.now_ms();
+        let checked = self.verifier.check_at(&presented, now_ms, true);
         // The offset histogram takes every authenticated ticket's clock
         // reading, refused or not: forged tickets must not be able to move
         // the middle of the histogram operators judge the server clock by.
         let offset = match (&checked, client_time) {
             (Ok(v), _) => v.client_offset_ms,
             (Err(Rejection::ClockSkew { offset_ms, .. }), _) => Some(*offset_ms),
-            (Err(r), ClientTime::Millis(t)) if authenticated(r) => {
-                Some(t.saturating_sub(self.verifier.now_ms()))
-            }
+            (Err(r), ClientTime::Millis(t)) if authenticated(r) => Some(t.saturating_sub(now_ms)),
             _ => None,
         };
         if let Some(offset) = offset {

@@ -327,9 +327,10 @@ impl RedisReplayStore {
         }
     }
 
-    /// A clone of the store's connection, for other state kept in the same
-    /// Redis (the room).
-    pub fn connection(&self) -> ConnectionManager {
+    /// A clone of the store's connection, for the room state kept in the
+    /// same Redis. Not public: it would tie the API to the `redis` crate's
+    /// version and let callers write under the store's keys.
+    pub(crate) fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
 

@@ -131,12 +131,6 @@ impl RoomError {
             Self::Ended => None,
         }
     }
-
-    fn store(_: StoreError) -> Self {
-        Self::Rejected(Rejection::StoreUnavailable {
-            retry_after_ms: 2_000,
-        })
-    }
 }
 
 /// Settings that change while the room runs.
@@ -440,6 +434,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         }
     }
 
+    /// A state store failure: `store_unavailable` with the policy's
+    /// `Retry-After` (always fail closed).
+    fn store_failed(&self, _: StoreError) -> RoomError {
+        RoomError::Rejected(self.issuer.verifier().policy().store_unavailable())
+    }
+
     fn bind(&self, material: &[u8]) -> Binding {
         let keys = self.issuer.verifier().keys();
         keys.bind(
@@ -549,7 +549,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             .state
             .join(&self.queue, &record, &rule)
             .await
-            .map_err(RoomError::store)?;
+            .map_err(|e| self.store_failed(e))?;
         self.note_opened(&rule);
         match joined {
             Joined::Full => Err(RoomError::Full),
@@ -591,7 +591,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                         },
                     )
                     .await
-                    .map_err(RoomError::store)?;
+                    .map_err(|e| self.store_failed(e))?;
                 let newly = minted.claims.is_admitted();
                 Ok(self.answer(
                     minted.ticket,
@@ -622,7 +622,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             .state
             .beat(&self.queue, &beat, &rule)
             .await
-            .map_err(RoomError::store)?;
+            .map_err(|e| self.store_failed(e))?;
         self.note_opened(&rule);
         let place = place.ok_or(RoomError::Ended)?;
         let (decision, retry) = self.decide(&place, &rule);
@@ -638,7 +638,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 },
             )
             .await
-            .map_err(RoomError::store)?;
+            .map_err(|e| self.store_failed(e))?;
         let newly = minted.claims.is_admitted() && !verified.claims.is_admitted();
         Ok(self.answer(
             minted.ticket,

@@ -53,10 +53,10 @@ impl TokenBucket {
     /// Brings the bucket up to `rule.now_ms`, with `waiting` people in
     /// line. A new bucket starts full (an empty queue admits its first
     /// arrivals at once). Admissions earned while people wait are kept
-    /// (however sparse the calls, the rate holds over time) up to one per
-    /// waiting person; only `rule.burst` may be saved up beyond that. While
-    /// paused or before the opening nothing accumulates. A clock that went
-    /// backwards adds nothing.
+    /// (however sparse the calls, the rate holds over time) up to the
+    /// larger of one per waiting person and `rule.burst` (at least 1), not
+    /// their sum. While paused or before the opening nothing accumulates. A
+    /// clock that went backwards adds nothing.
     pub fn refill(&mut self, rule: &AdmissionRule, waiting: u64) {
         let saved = rule.burst.max(1.0);
         match self.last_ms {
@@ -132,7 +132,7 @@ impl Liveness {
 
 /// The estimated wait (ms) for a place with `ahead` people in front at
 /// `per_sec` people per second, plus `until_open_ms`; `None` when paused.
-pub fn estimated_wait_ms(ahead: u64, per_sec: f64, until_open_ms: i64) -> Option<i64> {
+pub(crate) fn estimated_wait_ms(ahead: u64, per_sec: f64, until_open_ms: i64) -> Option<i64> {
     if per_sec.is_nan() || per_sec <= 0.0 {
         return None;
     }
@@ -144,7 +144,7 @@ pub fn estimated_wait_ms(ahead: u64, per_sec: f64, until_open_ms: i64) -> Option
 /// When to suggest the next heartbeat: a random point between 40% and 60%
 /// of the liveness deadline, so clients do not return in waves and a lost
 /// response still leaves time for a retry.
-pub fn jittered_retry_ms(live_for_ms: i64, random: u64) -> u64 {
+pub(crate) fn jittered_retry_ms(live_for_ms: i64, random: u64) -> u64 {
     let live = live_for_ms.max(1) as u64;
     let low = live * 2 / 5;
     let span = (live / 5).max(1);
@@ -154,21 +154,21 @@ pub fn jittered_retry_ms(live_for_ms: i64, random: u64) -> u64 {
 /// A small pseudo-random sequence (SplitMix64) for jitter and the opening
 /// shuffle; seeded from the OS random source, never used for secrets.
 #[derive(Debug)]
-pub struct SplitMix(AtomicU64);
+pub(crate) struct SplitMix(AtomicU64);
 
 impl SplitMix {
     /// A sequence starting at `seed`.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(AtomicU64::new(seed))
     }
 
     /// A sequence seeded from the operating system's random source.
-    pub fn from_os() -> Self {
+    pub(crate) fn from_os() -> Self {
         Self::new(os_random_u64())
     }
 
     /// The next value.
-    pub fn next_u64(&self) -> u64 {
+    pub(crate) fn next_u64(&self) -> u64 {
         let x = self
             .0
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
@@ -184,7 +184,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// A random `u64` from the operating system.
-pub fn os_random_u64() -> u64 {
+pub(crate) fn os_random_u64() -> u64 {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).expect("the operating system's random source failed");
     u64::from_le_bytes(b)

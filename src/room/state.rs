@@ -79,8 +79,8 @@ pub struct Place {
     pub live_until_ms: i64,
 }
 
-/// The answer to a join.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer to a join. `Debug` does not print the ticket.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Joined {
     /// A new chain was started at this place.
     New(Place),
@@ -94,6 +94,20 @@ pub enum Joined {
     },
     /// The waiting capacity is used up.
     Full,
+}
+
+impl fmt::Debug for Joined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::New(place) => f.debug_tuple("New").field(place).finish(),
+            Self::Existing { place, ticket } => f
+                .debug_struct("Existing")
+                .field("place", place)
+                .field("ticket", &ticket.as_ref().map(|_| "REDACTED"))
+                .finish(),
+            Self::Full => f.write_str("Full"),
+        }
+    }
 }
 
 /// Counts for operators.
@@ -228,5 +242,38 @@ impl<T: RoomState> RoomState for std::sync::Arc<T> {
         now_ms: i64,
     ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
         (**self).stats(queue, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_ticket() {
+        let place = Place {
+            ticket_id: Some(TicketId([1; 16])),
+            position: 3,
+            ahead: 2,
+            admitted: false,
+            live_until_ms: 10,
+        };
+        let joined = Joined::Existing {
+            place,
+            ticket: Some("AQEAAXNlY3JldC10aWNrZXQtdGV4dA".to_owned()),
+        };
+        let shown = format!("{joined:?}");
+        assert!(!shown.contains("AQEAAXNl"), "{shown}");
+        assert!(
+            shown.contains("REDACTED") && shown.contains("position: 3"),
+            "{shown}"
+        );
+        let record = IssuedRecord {
+            binding: Binding([2; 16]),
+            ticket_id: TicketId([1; 16]),
+            ticket: "AQEAAXNlY3JldC10aWNrZXQtdGV4dA",
+            live_until_ms: 10,
+        };
+        assert!(!format!("{record:?}").contains("AQEAAXNl"));
     }
 }

@@ -1,17 +1,22 @@
 //! Fixtures shared by the adversarial tests (`tests/{prop_ticket,races,
 //! time_faults,hostile_http,flood}.rs`): a key, a clock at a fixed
-//! instant, an issuer and verifier over one store, and an independent
-//! re-implementation of ticket signing (from the format's definition, not
-//! from the crate's private signer) so tests can sign arbitrary claims.
+//! instant, an issuer and verifier over one store, and signing of arbitrary
+//! claims with [`spec`], the format written from `SPEC.md` with the
+//! primitives only (`tests/common`), not with the crate's own signer.
 #![allow(dead_code)]
+
+/// The ticket format written from `SPEC.md` (shared with the protocol
+/// tests, which include it as `common`).
+#[path = "../common/mod.rs"]
+pub mod spec;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use queuegate::ticket::{self, Claims, TicketKind};
+use queuegate::ticket::Claims;
 use queuegate::{
-    ClientTime, Issuer, JoinDecision, KeyRing, MacKey, ManualClock, Minted, Policy, Presented,
-    ReplayStore, Verifier,
+    ClientTime, Issuer, JoinDecision, KeyRing, ManualClock, Minted, Policy, Presented, ReplayStore,
+    Verifier,
 };
 
 /// The test secret (32 bytes, the minimum).
@@ -23,21 +28,9 @@ pub const QUEUE: &str = "adversarial";
 /// 2026-11-25T12:00:00Z.
 pub const NOW_MS: i64 = 1_795_608_000_000;
 
-/// The per-purpose key derived from `secret`, as the format defines it:
-/// `HMAC(HMAC(secret, "queuegate/1 key:" || purpose), label || claims)`.
-pub fn purpose_key(secret: &[u8], kind: TicketKind) -> MacKey {
-    let purpose: &[u8] = match kind {
-        TicketKind::Waiting => b"waiting",
-        TicketKind::Admitted => b"admitted",
-    };
-    let derived = MacKey::new(secret).tag(&[b"queuegate/1 key:", purpose]);
-    MacKey::new(&derived)
-}
-
 /// Signs arbitrary claims under `secret` (whatever their key id says).
 pub fn sign_with(secret: &[u8], claims: &Claims) -> String {
-    let tag = purpose_key(secret, claims.kind).tag(&[&ticket::mac_input(claims)]);
-    ticket::encode(claims, &tag)
+    spec::sign(secret, claims)
 }
 
 /// Signs arbitrary claims under the test secret.

@@ -110,32 +110,21 @@ impl Fixture {
 
     /// An admitted ticket of another queue, same keys.
     pub fn other_queue(&self, session: &str) -> String {
-        let issuer = Issuer::new(
-            self.keys.clone(),
-            Policy::new("another-event"),
-            self.clock.clone(),
-            self.store.clone(),
-        )
-        .unwrap();
-        let decision = JoinDecision {
-            position: 1,
-            live_for: Duration::from_secs(3600),
-            estimated_wait: Duration::ZERO,
-            admit: true,
-        };
-        issuer
-            .join(session.as_bytes(), ClientTime::Absent, &decision)
-            .unwrap()
-            .ticket
+        self.admitted_by(self.keys.clone(), "another-event", session)
     }
 
     /// An admitted ticket signed with key id 2, which the fixture's ring
     /// does not hold.
     pub fn foreign_key(&self, session: &str) -> String {
         let keys = Arc::new(KeyRing::new(2, &[9u8; 32]).unwrap());
+        self.admitted_by(keys, QUEUE, session)
+    }
+
+    /// An admitted ticket for `queue` minted by an issuer on `keys`.
+    fn admitted_by(&self, keys: Arc<KeyRing>, queue: &str, session: &str) -> String {
         let issuer = Issuer::new(
             keys,
-            Policy::new(QUEUE),
+            Policy::new(queue),
             self.clock.clone(),
             self.store.clone(),
         )
