@@ -128,7 +128,7 @@ export function watchVisible(page, selector) {
   let seen = false;
   let running = true;
   const loop = (async () => {
-    while (running) {
+    while (running && !page.isClosed()) {
       try {
         seen ||= await page.locator(selector).isVisible();
       } catch {
@@ -137,6 +137,10 @@ export function watchVisible(page, selector) {
       await new Promise((r) => setTimeout(r, 150));
     }
   })();
+  // A test that fails before calling stop() must not leave this loop running.
+  page.once('close', () => {
+    running = false;
+  });
   return {
     async stop() {
       running = false;

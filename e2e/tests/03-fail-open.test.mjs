@@ -19,8 +19,7 @@ const failOpenPage = `<!doctype html>
 <script>
 let ticket = null;
 const now = () => ({ 'queue-client-time': String(Date.now()) });
-async function book(why) {
-  document.getElementById('state').textContent = 'network error (' + why + '): letting you through';
+async function book() {
   const headers = now();
   if (ticket) headers['queue-ticket'] = ticket;
   const res = await fetch('/reserve', { method: 'POST', headers });
@@ -41,8 +40,9 @@ async function waitInQueue() {
     }
   } catch (e) {
     // The 2021 bug: a network error in the queue means "go ahead".
-    if (navigator.onLine) return book(String(e));
-    window.addEventListener('online', () => book(String(e)), { once: true });
+    document.getElementById('state').textContent = 'network error (' + e + '): letting you through';
+    if (navigator.onLine) return book();
+    window.addEventListener('online', () => book(), { once: true });
   }
 }
 waitInQueue();
