@@ -1,0 +1,827 @@
+//! The booking demo: a waiting room in front of a protected vaccination
+//! booking service, the way the 2021 site should have worked.
+//!
+//! ```sh
+//! cargo run --release --example reservation -- --help
+//! ```
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /` | the waiting-room page |
+//! | `POST /queue/join` | joins; sets cookie `qg_session`, the ticket's binding |
+//! | `POST /queue/heartbeat` | renews the chain (header `queue-ticket`) |
+//! | `GET /slots` | protected, replay mode `session` |
+//! | `POST /reserve` | protected, `single_use`, own scope |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! State lives in this process (nothing survives a restart: people rejoin).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use http::request::Parts;
+use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
+use queuegate::room::{MemoryRoomState, RoomError, RoomTicket, WaitingRoom};
+use queuegate::{
+    ClientTime, Clock, Issuer, KeyRing, MalformedReason, MemoryReplayStore, Metrics, Policy,
+    Presented, Rejection, ReplayMode, ReplayReason, SystemClock, TicketId, Verified, Verifier,
+};
+use serde_json::json;
+
+/// The session cookie the tickets are bound to.
+pub const SESSION_COOKIE: &str = "qg_session";
+const TICKET_HEADER: &str = "queue-ticket";
+const CLIENT_TIME_HEADER: &str = "queue-client-time";
+
+const USAGE: &str = "\
+usage: reservation [flags]
+
+  --addr HOST:PORT        where to serve (default 127.0.0.1:3000)
+  --queue NAME            queue name (default vaccine-53-54)
+  --secret-file PATH      file holding the signing secret (64+ hex chars)
+  --secret HEX            the secret itself (visible in the process list!)
+                          (or set QUEUEGATE_SECRET; none given: a random key)
+  --admit-per-sec N       people admitted per second (default 50; 0 pauses)
+  --opens-in-ms N         the queue opens N ms after start (default 0: now)
+  --liveness-ms N         the longest liveness deadline granted (default 30000)
+  --session-ttl-ms N      time an admitted person has to book (default 600000)
+  --max-skew-ms N         client clock skew tolerated (default 300000)
+  --max-jump-ms N         client clock jump tolerated (default 5000)
+  --max-delay-ms N        network delay bound for backward clock moves (default 10000)
+  --redis URL             shared state in Redis (not built yet)
+";
+
+/// The demo's settings, from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to serve.
+    pub addr: SocketAddr,
+    /// The queue's name.
+    pub queue: String,
+    /// The signing secret, and whether it was generated.
+    pub secret: Vec<u8>,
+    /// Whether the secret was generated at random.
+    pub random_secret: bool,
+    /// People per second.
+    pub admit_per_sec: f64,
+    /// Opening delay.
+    pub opens_in_ms: u64,
+    /// Longest liveness deadline.
+    pub liveness_ms: u64,
+    /// Admitted ticket lifetime.
+    pub session_ttl_ms: u64,
+    /// Clock tolerances.
+    pub max_skew_ms: u64,
+    /// Clock tolerances.
+    pub max_jump_ms: u64,
+    /// Clock tolerances.
+    pub max_delay_ms: u64,
+    /// Redis URL, once supported.
+    pub redis: Option<String>,
+}
+
+fn number(flag: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("{flag}: expected a whole number of milliseconds, got {value:?}"))
+}
+
+fn secret_from_hex(source: &str, text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    if text.len() < 64 {
+        return Err(format!(
+            "{source}: the secret must be at least 64 hex characters (32 bytes), got {}",
+            text.len()
+        ));
+    }
+    queuegate::keys::decode_hex(text).map_err(|_| format!("{source}: the secret is not valid hex"))
+}
+
+impl Config {
+    /// Parses flags (without the program name). `QUEUEGATE_SECRET` is read
+    /// from `env_secret`.
+    pub fn parse<I: IntoIterator<Item = String>>(
+        args: I,
+        env_secret: Option<String>,
+    ) -> Result<Config, String> {
+        let mut addr = "127.0.0.1:3000".to_owned();
+        let mut queue = "vaccine-53-54".to_owned();
+        let mut secret_file = None;
+        let mut secret_hex = None;
+        let mut admit = "50".to_owned();
+        let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
+        let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
+        let mut redis = None;
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.to_owned());
+            }
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.clone(), None),
+            };
+            let known = [
+                "--addr",
+                "--queue",
+                "--secret-file",
+                "--secret",
+                "--admit-per-sec",
+                "--opens-in-ms",
+                "--liveness-ms",
+                "--session-ttl-ms",
+                "--max-skew-ms",
+                "--max-jump-ms",
+                "--max-delay-ms",
+                "--redis",
+            ];
+            if !known.contains(&name.as_str()) {
+                return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+            };
+            match name.as_str() {
+                "--addr" => addr = value,
+                "--queue" => queue = value,
+                "--secret-file" => secret_file = Some(value),
+                "--secret" => secret_hex = Some(value),
+                "--admit-per-sec" => admit = value,
+                "--opens-in-ms" => opens_in_ms = number(&name, &value)?,
+                "--liveness-ms" => liveness_ms = number(&name, &value)?,
+                "--session-ttl-ms" => session_ttl_ms = number(&name, &value)?,
+                "--max-skew-ms" => max_skew_ms = number(&name, &value)?,
+                "--max-jump-ms" => max_jump_ms = number(&name, &value)?,
+                "--max-delay-ms" => max_delay_ms = number(&name, &value)?,
+                "--redis" => redis = Some(value),
+                _ => unreachable!("checked above"),
+            }
+        }
+        let addr: SocketAddr = addr.parse().map_err(|_| {
+            format!("--addr: expected HOST:PORT such as 127.0.0.1:3000, got {addr:?}")
+        })?;
+        if queue.is_empty() || queue.len() > 100 {
+            return Err("--queue: the name must be 1 to 100 characters".to_owned());
+        }
+        let admit_per_sec: f64 = admit
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| {
+                format!("--admit-per-sec: expected a number 0 or more, got {admit:?}")
+            })?;
+        if liveness_ms < 100 {
+            return Err("--liveness-ms: must be at least 100".to_owned());
+        }
+        if session_ttl_ms == 0 {
+            return Err("--session-ttl-ms: must be more than 0".to_owned());
+        }
+        if let Some(url) = &redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!("--redis: expected a redis:// URL, got {url:?}"));
+            }
+        }
+        let (secret, random_secret) = if let Some(path) = secret_file {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("--secret-file {path}: cannot read it: {e}"))?;
+            (secret_from_hex("--secret-file", &text)?, false)
+        } else if let Some(hex) = env_secret.filter(|s| !s.is_empty()) {
+            (secret_from_hex("QUEUEGATE_SECRET", &hex)?, false)
+        } else if let Some(hex) = secret_hex {
+            (secret_from_hex("--secret", &hex)?, false)
+        } else {
+            let mut key = vec![0u8; 32];
+            getrandom::getrandom(&mut key).map_err(|e| format!("no random source: {e}"))?;
+            (key, true)
+        };
+        Ok(Config {
+            addr,
+            queue,
+            secret,
+            random_secret,
+            admit_per_sec,
+            opens_in_ms,
+            liveness_ms,
+            session_ttl_ms,
+            max_skew_ms,
+            max_jump_ms,
+            max_delay_ms,
+            redis,
+        })
+    }
+}
+
+type Room = WaitingRoom<SystemClock, MemoryReplayStore, MemoryRoomState>;
+
+/// Everything the handlers share.
+pub struct App {
+    /// The waiting room.
+    pub room: Room,
+    /// The replay store (shared with the layers).
+    pub replay: Arc<MemoryReplayStore>,
+    /// The counters.
+    pub metrics: Metrics,
+    /// Bookings by chain, so a retried booking gets the same answer.
+    pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// How many of the room's admissions the counter already shows.
+    room_admitted_shown: Mutex<u64>,
+}
+
+/// One booking.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// Its id.
+    pub id: String,
+    /// The slot booked.
+    pub slot: String,
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn base_policy(config: &Config) -> Policy {
+    Policy::new(&config.queue)
+        .max_skew(millis(config.max_skew_ms))
+        .max_jump(millis(config.max_jump_ms))
+        .max_delay(millis(config.max_delay_ms))
+}
+
+/// Builds the app and its router.
+pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
+    if config.redis.is_some() {
+        return Err(
+            "--redis: the Redis room state is not built yet; run without --redis (in-memory state)"
+                .to_owned(),
+        );
+    }
+    let err = |e: queuegate::ConfigError| e.to_string();
+    let keys = Arc::new(KeyRing::new(1, &config.secret).map_err(err)?);
+    let replay = Arc::new(MemoryReplayStore::new());
+    let metrics = Metrics::new();
+    let policy = base_policy(config);
+    let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, replay.clone())
+        .map_err(err)?
+        .admitted_ttl(millis(config.session_ttl_ms));
+    let near = millis(config.liveness_ms.min(10_000));
+    let room = WaitingRoom::builder(issuer, MemoryRoomState::new())
+        .admit_per_sec(config.admit_per_sec)
+        .map_err(err)?
+        .opens_at_ms(
+            SystemClock
+                .now_ms()
+                .saturating_add(i64::try_from(config.opens_in_ms).unwrap_or(i64::MAX)),
+        )
+        .liveness(near, millis(config.liveness_ms))
+        .map_err(err)?
+        .build()
+        .map_err(err)?;
+    let app = Arc::new(App {
+        room,
+        replay: replay.clone(),
+        metrics: metrics.clone(),
+        reservations: Mutex::new(HashMap::new()),
+        room_admitted_shown: Mutex::new(0),
+    });
+
+    let slots_verifier = Verifier::new(
+        keys.clone(),
+        policy.clone().scope("slots").replay(ReplayMode::Session),
+        SystemClock,
+        replay.clone(),
+    )
+    .map_err(err)?;
+    let slots_layer = QueueGateLayer::builder(slots_verifier)
+        .metrics(metrics.clone())
+        .build()
+        .map_err(err)?;
+
+    let reserve_verifier = Verifier::new(
+        keys,
+        policy.scope("reserve").replay(ReplayMode::SingleUse),
+        SystemClock,
+        replay,
+    )
+    .map_err(err)?;
+    let for_hook = app.clone();
+    let reserve_layer = QueueGateLayer::builder(reserve_verifier)
+        .metrics(metrics)
+        .on_reject(
+            move |r: &Rejection, _parts: &Parts| -> Option<Response<Body>> {
+                // The same client retrying a booking whose answer it lost:
+                // the booking it already made.
+                let Rejection::Replayed {
+                    reason: ReplayReason::ConsumedBySameClient,
+                    ticket_id,
+                } = r
+                else {
+                    return None;
+                };
+                let booked = lock(&for_hook.reservations).get(ticket_id).cloned()?;
+                Some(json_response(
+                    StatusCode::OK,
+                    json!({"reservation_id": booked.id, "slot": booked.slot, "replayed": true}),
+                ))
+            },
+        )
+        .build()
+        .map_err(err)?;
+
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/queue/join", post(join))
+        .route("/queue/heartbeat", post(heartbeat))
+        .route("/slots", get(slots).layer(slots_layer))
+        .route("/reserve", post(reserve).layer(reserve_layer))
+        .route("/metrics", get(metrics_text))
+        .with_state(app.clone());
+    Ok((app, router))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut res = Response::new(Body::from(value.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A problem document for a room error (rejections use the layer's).
+fn room_problem(app: &App, e: &RoomError) -> Response<Body> {
+    if let RoomError::Rejected(r) = e {
+        app.metrics.record_rejection(r.code());
+        return problem_response(r).map(Body::from);
+    }
+    let status = e.status();
+    let mut body = json!({
+        "type": format!("urn:queuegate:problem:{}", e.code()),
+        "title": "Could not join the queue",
+        "status": status.as_u16(),
+        "detail": e.to_string(),
+        "code": e.code(),
+    });
+    if let Some(ms) = e.retry_after_ms() {
+        body["retry_after"] = json!(ms.div_ceil(1000));
+    }
+    let mut res = Response::new(Body::from(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(ms) = e.retry_after_ms() {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+    }
+    res
+}
+
+/// The value of cookie `name`, if exactly one such cookie is sent.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    for line in headers.get_all(header::COOKIE) {
+        let Ok(line) = line.to_str() else { continue };
+        for pair in line.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(v);
+                }
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty())
+}
+
+fn client_time(headers: &HeaderMap) -> ClientTime {
+    let mut values = headers.get_all(CLIENT_TIME_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => ClientTime::Absent,
+        (Some(v), None) => ClientTime::parse(v.as_bytes()),
+        _ => ClientTime::Invalid,
+    }
+}
+
+fn room_json(t: &RoomTicket) -> serde_json::Value {
+    json!({
+        "ticket": t.ticket,
+        "position": t.position,
+        "ahead": t.ahead,
+        "admitted": t.admitted,
+        "retry_after_ms": t.retry_after_ms,
+        "estimated_wait_ms": t.estimated_wait.map(|d| d.as_millis() as u64),
+        "opens_in_ms": t.opens_in_ms,
+    })
+}
+
+fn is_session_id(v: &str) -> bool {
+    v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn new_session_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).expect("the operating system's random source failed");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn join(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<Body> {
+    let (session, fresh) = match cookie(&headers, SESSION_COOKIE) {
+        Some(v) if is_session_id(v) => (v.to_owned(), false),
+        _ => (new_session_id(), true),
+    };
+    let mut res = match app
+        .room
+        .join(session.as_bytes(), client_time(&headers))
+        .await
+    {
+        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
+        Err(e) => room_problem(&app, &e),
+    };
+    if fresh {
+        let value = format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+        res.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&value).expect("hex is a valid header value"),
+        );
+    }
+    res
+}
+
+async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<Body> {
+    let mut tickets = headers.get_all(TICKET_HEADER).iter();
+    let ticket = match (tickets.next(), tickets.next()) {
+        (Some(_), Some(_)) => {
+            let r = Rejection::Malformed {
+                reason: MalformedReason::Ambiguous,
+            };
+            return room_problem(&app, &RoomError::Rejected(r));
+        }
+        (t, _) => t.map(|v| v.as_bytes()),
+    };
+    let presented = Presented {
+        ticket,
+        binding: cookie(&headers, SESSION_COOKIE).map(str::as_bytes),
+        client_time: client_time(&headers),
+    };
+    match app.room.heartbeat(&presented).await {
+        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
+        Err(e) => room_problem(&app, &e),
+    }
+}
+
+/// The open slots: a fixed, plausible list.
+fn open_slots() -> Vec<serde_json::Value> {
+    let clinics = [
+        "Jongno Health Centre",
+        "Mapo Community Clinic",
+        "Gangnam Severance",
+    ];
+    let times = ["09:00", "10:30", "13:00", "15:30"];
+    let mut out = Vec::new();
+    for (c, clinic) in clinics.iter().enumerate() {
+        for (t, time) in times.iter().enumerate() {
+            out.push(json!({
+                "id": format!("S{}{}", c + 1, t + 1),
+                "clinic": clinic,
+                "date": "2021-07-26",
+                "time": time,
+                "vaccine": "mRNA",
+            }));
+        }
+    }
+    out
+}
+
+async fn slots(Extension(_v): Extension<Verified>) -> Response<Body> {
+    json_response(StatusCode::OK, json!({ "slots": open_slots() }))
+}
+
+async fn reserve(
+    State(app): State<Arc<App>>,
+    Extension(v): Extension<Verified>,
+    headers: HeaderMap,
+    body: String,
+) -> Response<Body> {
+    let wanted = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b.get("slot").and_then(|s| s.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "S11".to_owned());
+    let slot = if open_slots().iter().any(|s| s["id"] == wanted.as_str()) {
+        wanted
+    } else {
+        "S11".to_owned()
+    };
+    let booked = {
+        let mut map = lock(&app.reservations);
+        map.entry(v.claims.ticket_id)
+            .or_insert_with(|| Reservation {
+                id: format!("R-{}", &new_session_id()[..12]),
+                slot,
+            })
+            .clone()
+    };
+    // The booking is made: the place in the room is no longer needed.
+    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+        let _ = app.room.leave(session.as_bytes()).await;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"reservation_id": booked.id, "slot": booked.slot}),
+    )
+}
+
+/// Brings the gauges, and the count of people whose turn came, up to date.
+pub async fn refresh_gauges(app: &App) {
+    if let Ok(stats) = app.room.stats().await {
+        let mut shown = lock(&app.room_admitted_shown);
+        while *shown < stats.admitted_total {
+            app.metrics.record_room_admitted();
+            *shown += 1;
+        }
+        drop(shown);
+        app.metrics.set_waiting(stats.waiting);
+        app.metrics
+            .set_store_entries(stats.entries + app.replay.len() as u64);
+    }
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
+    refresh_gauges(&app).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render_prometheus(),
+    )
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        Html(PAGE),
+    )
+}
+
+/// Runs the demo on `listener` until the process ends; sweeps dead places
+/// every few seconds.
+pub async fn serve(app: Arc<App>, router: Router, listener: tokio::net::TcpListener) {
+    let sweeper = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let _ = sweeper.room.sweep().await;
+            sweeper.replay.purge(SystemClock.now_ms());
+            refresh_gauges(&sweeper).await;
+        }
+    });
+    if let Err(e) = axum::serve(listener, router).await {
+        eprintln!("server error: {e}");
+    }
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() {
+    let config = match Config::parse(
+        std::env::args().skip(1),
+        std::env::var("QUEUEGATE_SECRET").ok(),
+    ) {
+        Ok(c) => c,
+        Err(msg) => {
+            let help = msg.starts_with("usage:");
+            eprintln!("{}{msg}", if help { "" } else { "error: " });
+            std::process::exit(if help { 0 } else { 2 });
+        }
+    };
+    if config.random_secret {
+        eprintln!(
+            "warning: no secret given (--secret-file, QUEUEGATE_SECRET or --secret): \
+             using a random key; tickets die with this process"
+        );
+    }
+    let (app, router) = match build(&config) {
+        Ok(x) => x,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.addr);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    eprintln!(
+        "queuegate demo: queue {:?}, {} people/s, serving http://{addr}/",
+        config.queue, config.admit_per_sec
+    );
+    serve(app, router, listener).await;
+}
+
+/// The waiting-room page: inline HTML and script, no external assets.
+const PAGE: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Vaccination booking — waiting room</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 34rem; margin: 2rem auto; padding: 0 1rem; color: #1b1b1b; }
+  h1 { font-size: 1.4rem; }
+  .card { border: 1px solid #ccc; border-radius: .5rem; padding: 1rem 1.2rem; margin: 1rem 0; }
+  dl { display: grid; grid-template-columns: auto 1fr; gap: .3rem 1rem; margin: 0; }
+  dt { color: #555; }
+  progress { width: 100%; height: 1.2rem; }
+  #error { color: #a40000; }
+  [hidden] { display: none !important; }
+  button { font-size: 1rem; padding: .4rem 1rem; }
+</style>
+</head>
+<body>
+<h1>COVID-19 vaccination booking (ages 53–54)</h1>
+<p>You are in the waiting room. Keep this page open: it checks in with the
+queue by itself. Going offline or closing the page loses your place.</p>
+
+<div class="card">
+  <p id="status">Joining the queue…</p>
+  <dl>
+    <dt>Your place</dt><dd id="position">–</dd>
+    <dt>People ahead</dt><dd id="ahead">–</dd>
+    <dt>Estimated wait</dt><dd id="wait">–</dd>
+  </dl>
+  <progress id="progress" max="100" value="0"></progress>
+</div>
+
+<form id="book-form" class="card" hidden>
+  <p>It is your turn. Choose a slot and book it.</p>
+  <label for="slot">Slot</label>
+  <select id="slot" name="slot"></select>
+  <button id="book-button" type="submit">Book</button>
+</form>
+
+<p id="reservation" class="card" hidden></p>
+<p id="error" role="alert" hidden></p>
+<button id="rejoin" type="button" hidden>Rejoin the queue</button>
+
+<script>
+"use strict";
+let ticket = null;
+let timer = null;
+let firstAhead = null;
+let booked = false;
+let formShown = false;
+const $ = (id) => document.getElementById(id);
+
+function headers(extra) {
+  const h = Object.assign({ "queue-client-time": String(Date.now()) }, extra || {});
+  if (ticket) h["queue-ticket"] = ticket;
+  return h;
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: headers(body ? { "content-type": "application/json" } : {}),
+                 credentials: "same-origin", cache: "no-store" };
+  if (body) init.body = JSON.stringify(body);
+  const res = await fetch(path, init);
+  const text = await res.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch (_) { data = null; }
+  if (!res.ok) {
+    const err = new Error((data && data.detail) || ("The server answered " + res.status));
+    err.code = data && data.code;
+    err.retryAfter = data && data.retry_after;
+    throw err;
+  }
+  return data;
+}
+
+function words(ms) {
+  if (ms === null || ms === undefined) return "admission is paused";
+  const s = Math.ceil(ms / 1000);
+  if (s < 60) return "about " + s + " s";
+  const m = Math.round(s / 60);
+  return "about " + m + " min";
+}
+
+function show(r) {
+  ticket = r.ticket;
+  if (r.position === 0) {
+    $("status").textContent = "The queue opens in " + words(r.opens_in_ms) +
+      ". Everyone who arrives before then gets a random place.";
+    $("position").textContent = "drawn at the opening";
+    $("ahead").textContent = "–";
+    $("wait").textContent = words(r.estimated_wait_ms);
+    $("progress").value = 0;
+  } else {
+    $("position").textContent = String(r.position);
+    $("ahead").textContent = String(r.ahead);
+    $("wait").textContent = r.admitted ? "none" : words(r.estimated_wait_ms);
+    if (firstAhead === null || r.ahead > firstAhead) firstAhead = r.ahead;
+    const done = r.admitted ? 100 : (firstAhead === 0 ? 90 : Math.round(100 * (firstAhead - r.ahead) / firstAhead));
+    $("progress").value = done;
+    $("status").textContent = r.admitted ? "It is your turn: book below." : "You are waiting in line.";
+  }
+}
+
+function schedule(ms) {
+  clearTimeout(timer);
+  if (!booked) timer = setTimeout(beat, Math.max(100, ms));
+}
+
+function fail(e) {
+  clearTimeout(timer);
+  $("status").textContent = "You are no longer in the queue.";
+  $("error").textContent = e.message;
+  $("error").hidden = false;
+  $("rejoin").hidden = false;
+  $("book-form").hidden = true;
+}
+
+async function loadSlots() {
+  const data = await call("GET", "/slots");
+  const sel = $("slot");
+  sel.innerHTML = "";
+  for (const s of data.slots) {
+    const o = document.createElement("option");
+    o.value = s.id;
+    o.textContent = s.date + " " + s.time + " — " + s.clinic;
+    sel.appendChild(o);
+  }
+  formShown = true;
+  $("book-form").hidden = false;
+}
+
+async function after(r) {
+  show(r);
+  if (r.admitted && !formShown) await loadSlots();
+  schedule(r.retry_after_ms);
+}
+
+async function join() {
+  $("error").hidden = true;
+  $("rejoin").hidden = true;
+  $("reservation").hidden = true;
+  ticket = null; firstAhead = null; booked = false; formShown = false;
+  $("status").textContent = "Joining the queue…";
+  try { await after(await call("POST", "/queue/join")); } catch (e) { fail(e); }
+}
+
+async function beat() {
+  try { await after(await call("POST", "/queue/heartbeat")); }
+  catch (e) {
+    if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
+    fail(e);
+  }
+}
+
+$("book-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("book-button").disabled = true;
+  try {
+    const r = await call("POST", "/reserve", { slot: $("slot").value });
+    booked = true;
+    clearTimeout(timer);
+    $("book-form").hidden = true;
+    $("status").textContent = "Booked.";
+    $("reservation").textContent = "Your reservation number is " + r.reservation_id + " (slot " + r.slot + ").";
+    $("reservation").hidden = false;
+  } catch (e) { fail(e); }
+  finally { $("book-button").disabled = false; }
+});
+$("rejoin").addEventListener("click", join);
+join();
+</script>
+</body>
+</html>
+"##;

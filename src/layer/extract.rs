@@ -1,0 +1,540 @@
+//! Where a request's ticket, binding and clock reading come from.
+//!
+//! Everything here reads the request head in place: no allocation, and a
+//! bounded amount of work whatever the client sends (a 1 MB header or
+//! thousands of cookies are refused after a fixed number of bytes).
+
+use std::borrow::Cow;
+
+use http::header::{HeaderName, COOKIE};
+use http::request::Parts;
+use http::HeaderMap;
+
+use crate::error::ConfigError;
+use crate::rejection::{MalformedReason, Rejection};
+use crate::ticket::ENCODED_LEN;
+use crate::verify::ClientTime;
+
+/// The default header that carries the ticket.
+pub const DEFAULT_TICKET_HEADER: &str = "queue-ticket";
+/// The default cookie that carries the session a ticket is bound to.
+pub const DEFAULT_SESSION_COOKIE: &str = "qg_session";
+/// The default header that carries the client's clock (Unix epoch ms).
+pub const DEFAULT_CLIENT_TIME_HEADER: &str = "queue-client-time";
+
+/// The most bytes of `Cookie` header values scanned per request, over every
+/// `Cookie` header line. A request with more is refused as `malformed`
+/// when the ticket is looked for in a cookie (and has no binding when the
+/// binding is): real cookie headers stay far below this, and scanning a
+/// megabyte per request is an amplification an attacker could use.
+pub const MAX_COOKIE_BYTES: usize = 16 * 1024;
+/// The most `Cookie` header lines read per request (HTTP/2 may split the
+/// cookies of one request into several lines).
+pub const MAX_COOKIE_LINES: usize = 64;
+
+/// Finds the ticket in a request.
+///
+/// Returns `Ok(None)` when the request carries no ticket (`missing`),
+/// `Err` when what it carries cannot be a single ticket (for example two
+/// tickets that disagree: [`MalformedReason::Ambiguous`]). The returned
+/// bytes borrow from the request head, so extraction allocates nothing.
+///
+/// Implemented by [`TicketLocation`] (header, cookie, opt-in query string)
+/// and by any `fn(&Parts) -> Result<Option<&[u8]>, Rejection>`.
+pub trait TicketSource: Send + Sync + 'static {
+    /// The presented ticket text, if any.
+    fn ticket<'a>(&self, parts: &'a Parts) -> Result<Option<&'a [u8]>, Rejection>;
+}
+
+impl<F> TicketSource for F
+where
+    F: for<'a> Fn(&'a Parts) -> Result<Option<&'a [u8]>, Rejection> + Send + Sync + 'static,
+{
+    fn ticket<'a>(&self, parts: &'a Parts) -> Result<Option<&'a [u8]>, Rejection> {
+        self(parts)
+    }
+}
+
+/// Finds what a ticket must be bound to (the binding material, for example
+/// a session id). `None` means the request shows nothing to bind to, which
+/// fails the binding check (`binding_mismatch`).
+///
+/// Implemented by [`SessionCookie`] (the default, cookie `qg_session`), by
+/// [`HeaderBinding`], and by any `fn(&Parts) -> Option<Cow<[u8]>>`.
+pub trait BindingSource: Send + Sync + 'static {
+    /// The binding material of this request.
+    fn binding<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>>;
+}
+
+impl<F> BindingSource for F
+where
+    F: for<'a> Fn(&'a Parts) -> Option<Cow<'a, [u8]>> + Send + Sync + 'static,
+{
+    fn binding<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>> {
+        self(parts)
+    }
+}
+
+/// Reads the client's claimed clock from a request.
+///
+/// Implemented by [`ClientTimeHeader`] (the default, header
+/// `queue-client-time` in Unix epoch milliseconds) and by any
+/// `Fn(&Parts) -> ClientTime`.
+pub trait ClientTimeSource: Send + Sync + 'static {
+    /// The client's claimed time.
+    fn client_time(&self, parts: &Parts) -> ClientTime;
+}
+
+impl<F> ClientTimeSource for F
+where
+    F: Fn(&Parts) -> ClientTime + Send + Sync + 'static,
+{
+    fn client_time(&self, parts: &Parts) -> ClientTime {
+        self(parts)
+    }
+}
+
+/// The ticket in a header (default `queue-ticket`), optionally a cookie,
+/// and, only if the host opts in, a query-string parameter.
+///
+/// A ticket in a URL leaks through access logs, browser history and
+/// `Referer`, so the query string is ignored by default: a request whose
+/// only ticket is there is `missing`. Two ticket headers, or tickets in two
+/// places that disagree, are `malformed` (`ambiguous`).
+#[derive(Debug, Clone)]
+pub struct TicketLocation {
+    header: Option<HeaderName>,
+    cookie: Option<Box<str>>,
+    query: Option<Box<str>>,
+}
+
+impl Default for TicketLocation {
+    fn default() -> Self {
+        Self {
+            header: Some(HeaderName::from_static(DEFAULT_TICKET_HEADER)),
+            cookie: None,
+            query: None,
+        }
+    }
+}
+
+impl TicketLocation {
+    /// The default: header `queue-ticket` only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the ticket from header `name` instead of `queue-ticket`.
+    pub fn header(mut self, name: &str) -> Result<Self, ConfigError> {
+        self.header = Some(header_name(name, "ticket header")?);
+        Ok(self)
+    }
+
+    /// Does not read the ticket from any header.
+    pub fn no_header(mut self) -> Self {
+        self.header = None;
+        self
+    }
+
+    /// Also reads the ticket from cookie `name`.
+    pub fn cookie(mut self, name: &str) -> Result<Self, ConfigError> {
+        self.cookie = Some(cookie_name(name, "ticket cookie")?);
+        Ok(self)
+    }
+
+    /// Also reads the ticket from query parameter `name` (opt-in: tickets
+    /// in URLs leak through logs and `Referer`). The value is taken as is,
+    /// without percent-decoding (base64url needs none).
+    pub fn query(mut self, name: &str) -> Result<Self, ConfigError> {
+        if name.is_empty() || name.bytes().any(|b| matches!(b, b'&' | b'=' | b'#')) {
+            return Err(ConfigError::Invalid {
+                setting: "ticket query parameter",
+                reason: "must be non-empty without '&', '=' or '#'",
+            });
+        }
+        self.query = Some(name.into());
+        Ok(self)
+    }
+}
+
+impl TicketSource for TicketLocation {
+    fn ticket<'a>(&self, parts: &'a Parts) -> Result<Option<&'a [u8]>, Rejection> {
+        let mut found: Option<&'a [u8]> = None;
+        let mut add = |value: &'a [u8]| -> Result<(), Rejection> {
+            match found {
+                Some(previous) if previous != value => Err(Rejection::Malformed {
+                    reason: MalformedReason::Ambiguous,
+                }),
+                _ => {
+                    found = Some(value);
+                    Ok(())
+                }
+            }
+        };
+        if let Some(name) = &self.header {
+            let mut values = parts.headers.get_all(name).iter();
+            if let Some(first) = values.next() {
+                if values.next().is_some() {
+                    // Two ticket headers are ambiguous even when equal: a
+                    // client sends exactly one.
+                    return Err(Rejection::Malformed {
+                        reason: MalformedReason::Ambiguous,
+                    });
+                }
+                add(first.as_bytes())?;
+            }
+        }
+        if let Some(name) = &self.cookie {
+            match find_cookie(&parts.headers, name.as_bytes()) {
+                CookieLookup::Found(value) => add(value)?,
+                CookieLookup::Absent => {}
+                CookieLookup::Ambiguous => {
+                    return Err(Rejection::Malformed {
+                        reason: MalformedReason::Ambiguous,
+                    })
+                }
+                CookieLookup::TooLarge => {
+                    return Err(Rejection::Malformed {
+                        reason: MalformedReason::Length,
+                    })
+                }
+            }
+        }
+        if let (Some(name), Some(query)) = (&self.query, parts.uri.query()) {
+            if let Some(value) = find_query(query.as_bytes(), name.as_bytes())? {
+                add(value)?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The binding is the value of a cookie (default `qg_session`): the session
+/// the client joined the queue with. Two cookies of that name that disagree,
+/// or a cookie header too large to scan, give no binding.
+#[derive(Debug, Clone)]
+pub struct SessionCookie {
+    name: Box<str>,
+}
+
+impl Default for SessionCookie {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_SESSION_COOKIE.into(),
+        }
+    }
+}
+
+impl SessionCookie {
+    /// Binds to cookie `name`.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: cookie_name(name, "binding cookie")?,
+        })
+    }
+}
+
+impl BindingSource for SessionCookie {
+    fn binding<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>> {
+        match find_cookie(&parts.headers, self.name.as_bytes()) {
+            CookieLookup::Found(v) if !v.is_empty() => Some(Cow::Borrowed(v)),
+            _ => None,
+        }
+    }
+}
+
+/// The binding is the value of a header (exactly one, non-empty).
+#[derive(Debug, Clone)]
+pub struct HeaderBinding {
+    name: HeaderName,
+}
+
+impl HeaderBinding {
+    /// Binds to header `name`.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: header_name(name, "binding header")?,
+        })
+    }
+}
+
+impl BindingSource for HeaderBinding {
+    fn binding<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>> {
+        let mut values = parts.headers.get_all(&self.name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) if !v.is_empty() => Some(Cow::Borrowed(v.as_bytes())),
+            _ => None,
+        }
+    }
+}
+
+/// The client's clock in a header (default `queue-client-time`), Unix epoch
+/// milliseconds parsed by [`ClientTime::parse`]. Two such headers are
+/// [`ClientTime::Invalid`].
+#[derive(Debug, Clone)]
+pub struct ClientTimeHeader {
+    name: HeaderName,
+}
+
+impl Default for ClientTimeHeader {
+    fn default() -> Self {
+        Self {
+            name: HeaderName::from_static(DEFAULT_CLIENT_TIME_HEADER),
+        }
+    }
+}
+
+impl ClientTimeHeader {
+    /// Reads header `name`.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: header_name(name, "client time header")?,
+        })
+    }
+}
+
+impl ClientTimeSource for ClientTimeHeader {
+    fn client_time(&self, parts: &Parts) -> ClientTime {
+        let mut values = parts.headers.get_all(&self.name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => ClientTime::Absent,
+            (Some(v), None) => ClientTime::parse(v.as_bytes()),
+            (Some(_), Some(_)) => ClientTime::Invalid,
+        }
+    }
+}
+
+/// The client's clock is never read: every request is [`ClientTime::Absent`].
+impl ClientTimeSource for () {
+    fn client_time(&self, _: &Parts) -> ClientTime {
+        ClientTime::Absent
+    }
+}
+
+pub(crate) fn header_name(name: &str, setting: &'static str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::Invalid {
+        setting,
+        reason: "not a valid HTTP header name",
+    })
+}
+
+fn cookie_name(name: &str, setting: &'static str) -> Result<Box<str>, ConfigError> {
+    // RFC 6265: a cookie name is an RFC 7230 token.
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(ConfigError::Invalid {
+            setting,
+            reason: "not a valid cookie name (RFC 6265 token)",
+        });
+    }
+    Ok(name.into())
+}
+
+enum CookieLookup<'a> {
+    Absent,
+    Found(&'a [u8]),
+    /// The cookie appears with different values.
+    Ambiguous,
+    /// The cookie headers are larger than [`MAX_COOKIE_BYTES`] or span more
+    /// than [`MAX_COOKIE_LINES`] lines.
+    TooLarge,
+}
+
+/// Scans every `Cookie` header for `name`, in place. Refuses before reading
+/// a byte when the headers are too large, so the work is bounded.
+fn find_cookie<'a>(headers: &'a HeaderMap, name: &[u8]) -> CookieLookup<'a> {
+    let mut total = 0usize;
+    for (line, value) in headers.get_all(COOKIE).iter().enumerate() {
+        total = total.saturating_add(value.len());
+        if line >= MAX_COOKIE_LINES || total > MAX_COOKIE_BYTES {
+            return CookieLookup::TooLarge;
+        }
+    }
+    let mut found: Option<&'a [u8]> = None;
+    for value in headers.get_all(COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = trim_ows(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim_ows(&pair[..eq]) != name {
+                continue;
+            }
+            let mut v = trim_ows(&pair[eq + 1..]);
+            // RFC 6265 allows a value in double quotes.
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                v = &v[1..v.len() - 1];
+            }
+            match found {
+                Some(previous) if previous != v => return CookieLookup::Ambiguous,
+                _ => found = Some(v),
+            }
+        }
+    }
+    found.map_or(CookieLookup::Absent, CookieLookup::Found)
+}
+
+/// Finds parameter `name` in a query string, in place. A query longer than
+/// a few tickets is not scanned (the ticket is refused as `malformed`).
+fn find_query<'a>(query: &'a [u8], name: &[u8]) -> Result<Option<&'a [u8]>, Rejection> {
+    const MAX_QUERY: usize = 8 * ENCODED_LEN + 1024;
+    if query.len() > MAX_QUERY {
+        return Err(Rejection::Malformed {
+            reason: MalformedReason::Length,
+        });
+    }
+    let mut found: Option<&'a [u8]> = None;
+    for pair in query.split(|&b| b == b'&') {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        if key != name {
+            continue;
+        }
+        match found {
+            Some(previous) if previous != value => {
+                return Err(Rejection::Malformed {
+                    reason: MalformedReason::Ambiguous,
+                })
+            }
+            _ => found = Some(value),
+        }
+    }
+    Ok(found)
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {
+        build(Request::builder().uri("/book"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn malformed(reason: MalformedReason) -> Rejection {
+        Rejection::Malformed { reason }
+    }
+
+    #[test]
+    fn header_is_the_default_source() {
+        let loc = TicketLocation::new();
+        let p = parts(|b| b.header("queue-ticket", "abc"));
+        assert_eq!(loc.ticket(&p).unwrap(), Some(&b"abc"[..]));
+        assert_eq!(loc.ticket(&parts(|b| b)).unwrap(), None);
+        let two = parts(|b| {
+            b.header("queue-ticket", "abc")
+                .header("queue-ticket", "abc")
+        });
+        assert_eq!(
+            loc.ticket(&two).unwrap_err(),
+            malformed(MalformedReason::Ambiguous)
+        );
+    }
+
+    #[test]
+    fn query_is_ignored_unless_opted_in() {
+        let p = parts(|b| b.uri("/book?queue_ticket=abc&x=1"));
+        assert_eq!(TicketLocation::new().ticket(&p).unwrap(), None);
+        let loc = TicketLocation::new().query("queue_ticket").unwrap();
+        assert_eq!(loc.ticket(&p).unwrap(), Some(&b"abc"[..]));
+        let clash = parts(|b| {
+            b.uri("/book?queue_ticket=abc")
+                .header("queue-ticket", "xyz")
+        });
+        assert_eq!(
+            loc.ticket(&clash).unwrap_err(),
+            malformed(MalformedReason::Ambiguous)
+        );
+        let twice = parts(|b| b.uri("/book?queue_ticket=abc&queue_ticket=abd"));
+        assert_eq!(
+            loc.ticket(&twice).unwrap_err(),
+            malformed(MalformedReason::Ambiguous)
+        );
+    }
+
+    #[test]
+    fn cookie_and_header_must_agree() {
+        let loc = TicketLocation::new().cookie("qt").unwrap();
+        let same = parts(|b| {
+            b.header("queue-ticket", "abc")
+                .header("cookie", "a=1; qt=abc")
+        });
+        assert_eq!(loc.ticket(&same).unwrap(), Some(&b"abc"[..]));
+        let differ = parts(|b| b.header("queue-ticket", "abc").header("cookie", "qt=abd"));
+        assert_eq!(
+            loc.ticket(&differ).unwrap_err(),
+            malformed(MalformedReason::Ambiguous)
+        );
+        let only_cookie = parts(|b| b.header("cookie", "x=y").header("cookie", "qt=\"abc\""));
+        assert_eq!(loc.ticket(&only_cookie).unwrap(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn cookie_scan_is_bounded() {
+        let huge = format!("qg_session=s; {}", "a=b; ".repeat(10_000));
+        let p = parts(|b| b.header("cookie", huge.as_str()));
+        assert_eq!(SessionCookie::default().binding(&p), None);
+        let loc = TicketLocation::new().no_header().cookie("qt").unwrap();
+        assert_eq!(
+            loc.ticket(&p).unwrap_err(),
+            malformed(MalformedReason::Length)
+        );
+        let mut many = parts(|b| b);
+        for _ in 0..=MAX_COOKIE_LINES {
+            many.headers
+                .append(COOKIE, http::HeaderValue::from_static("qg_session=s"));
+        }
+        assert_eq!(SessionCookie::default().binding(&many), None);
+    }
+
+    #[test]
+    fn session_cookie_binding() {
+        let b = SessionCookie::default();
+        let p = parts(|r| r.header("cookie", " other=1 ;qg_session = s-42 ; z=9"));
+        assert_eq!(b.binding(&p).as_deref(), Some(&b"s-42"[..]));
+        let clash = parts(|r| r.header("cookie", "qg_session=a; qg_session=b"));
+        assert_eq!(b.binding(&clash), None);
+        let prefix = parts(|r| r.header("cookie", "xqg_session=a"));
+        assert_eq!(b.binding(&prefix), None);
+    }
+
+    #[test]
+    fn client_time_header() {
+        let k = ClientTimeHeader::default();
+        assert_eq!(k.client_time(&parts(|b| b)), ClientTime::Absent);
+        let p = parts(|b| b.header("queue-client-time", "1700000000000"));
+        assert_eq!(k.client_time(&p), ClientTime::Millis(1_700_000_000_000));
+        let p = parts(|b| b.header("queue-client-time", "soon"));
+        assert_eq!(k.client_time(&p), ClientTime::Invalid);
+        let p = parts(|b| {
+            b.header("queue-client-time", "1")
+                .header("queue-client-time", "1")
+        });
+        assert_eq!(k.client_time(&p), ClientTime::Invalid);
+    }
+
+    #[test]
+    fn bad_names_fail_at_setup() {
+        assert!(TicketLocation::new().header("bad header").is_err());
+        assert!(TicketLocation::new().cookie("a=b").is_err());
+        assert!(TicketLocation::new().query("").is_err());
+        assert!(SessionCookie::new("").is_err());
+        assert!(ClientTimeHeader::new("x\n").is_err());
+    }
+}

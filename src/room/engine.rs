@@ -1,0 +1,656 @@
+//! [`WaitingRoom`]: joins, heartbeats and admission on top of the
+//! [`Issuer`] and a [`RoomState`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+
+use super::hook::{JoinContext, JoinHook, JoinVerdict};
+use super::schedule::{estimated_wait_ms, jittered_retry_ms, AdmissionRule, Liveness, SplitMix};
+use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::MemoryRoomState;
+use crate::clock::{duration_to_ms, Clock, SystemClock};
+use crate::error::{ConfigError, StoreError};
+use crate::issuer::{Issuer, JoinDecision};
+use crate::rejection::Rejection;
+use crate::replay::{MemoryReplayStore, ReplayStore};
+use crate::ticket::{decode, Binding, Claims, TicketId};
+use crate::verify::{ClientTime, Presented};
+
+/// What a join or heartbeat hands back to the client. `Debug` does not
+/// print the ticket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoomTicket {
+    /// The ticket to present on the next heartbeat (and, once admitted, on
+    /// protected routes).
+    pub ticket: String,
+    /// The chain's id.
+    pub ticket_id: TicketId,
+    /// Place in the queue (1 = first); `0` before the opening, when places
+    /// are not drawn yet.
+    pub position: u32,
+    /// Live people waiting in front.
+    pub ahead: u64,
+    /// Estimated wait until admission; `None` while admission is paused.
+    pub estimated_wait: Option<Duration>,
+    /// Whether `ticket` is an admitted ticket.
+    pub admitted: bool,
+    /// Whether this very response carries the chain's first admitted
+    /// ticket.
+    pub newly_admitted: bool,
+    /// When to send the next heartbeat (jittered, well before the
+    /// deadline).
+    pub retry_after_ms: u64,
+    /// The liveness deadline of `ticket` (ms since the epoch).
+    pub live_until_ms: i64,
+    /// Time left until the queue opens (0 once open).
+    pub opens_in_ms: u64,
+}
+
+impl fmt::Debug for RoomTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomTicket")
+            .field("ticket", &"REDACTED")
+            .field("ticket_id", &self.ticket_id)
+            .field("position", &self.position)
+            .field("ahead", &self.ahead)
+            .field("estimated_wait", &self.estimated_wait)
+            .field("admitted", &self.admitted)
+            .field("newly_admitted", &self.newly_admitted)
+            .field("retry_after_ms", &self.retry_after_ms)
+            .field("live_until_ms", &self.live_until_ms)
+            .field("opens_in_ms", &self.opens_in_ms)
+            .finish()
+    }
+}
+
+/// Why a join or heartbeat was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// The presented ticket (or the client clock at join) was refused; the
+    /// state store failing is `store_unavailable` (always fail closed).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The join hook refused the join.
+    #[error("{reason}")]
+    Refused {
+        /// The hook's reason.
+        reason: &'static str,
+        /// When to try again, in ms, if it can help.
+        retry_after_ms: Option<u64>,
+    },
+    /// The room's waiting capacity is used up.
+    #[error("the waiting room is full: please try again in a minute")]
+    Full,
+    /// This session's first join is still being processed.
+    #[error("your place is being set up: please retry in a moment")]
+    Busy,
+    /// The chain is no longer in the room (it left after booking, or was
+    /// dropped): the client must rejoin.
+    #[error("this place in the queue has ended: please rejoin the queue")]
+    Ended,
+}
+
+impl RoomError {
+    /// A stable machine code: the rejection's code, or `join_refused`,
+    /// `room_full`, `busy`, `ended`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Rejected(r) => r.code().as_str(),
+            Self::Refused { .. } => "join_refused",
+            Self::Full => "room_full",
+            Self::Busy => "busy",
+            Self::Ended => "ended",
+        }
+    }
+
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Rejected(r) => r.status(),
+            Self::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Full | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ended => StatusCode::GONE,
+        }
+    }
+
+    /// When to retry, if retrying can help.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::Rejected(r) => r.retry_after_ms(),
+            Self::Refused { retry_after_ms, .. } => *retry_after_ms,
+            Self::Full => Some(60_000),
+            Self::Busy => Some(500),
+            Self::Ended => None,
+        }
+    }
+
+    fn store(_: StoreError) -> Self {
+        Self::Rejected(Rejection::StoreUnavailable {
+            retry_after_ms: 2_000,
+        })
+    }
+}
+
+/// Settings that change while the room runs.
+#[derive(Debug)]
+struct Control {
+    per_sec_bits: AtomicU64,
+    paused: AtomicBool,
+}
+
+/// A waiting room for one queue: people join, heart-beat, and are admitted
+/// at a set rate, each holding a heartbeat chain of signed tickets.
+///
+/// Built with [`WaitingRoom::builder`]. All decisions use the issuer's
+/// (injected, monotone) clock; admission advances on every join and
+/// heartbeat from elapsed time, so no background task is needed (call
+/// [`sweep`](Self::sweep) now and then only to free memory).
+pub struct WaitingRoom<C = SystemClock, S = MemoryReplayStore, R = MemoryRoomState, H = ()> {
+    issuer: Issuer<C, S>,
+    state: R,
+    hook: H,
+    queue: Arc<str>,
+    control: Control,
+    burst_secs: f64,
+    max_admitted: Option<u64>,
+    max_waiting: Option<u64>,
+    opens_at_ms: i64,
+    liveness: Liveness,
+    rng: SplitMix,
+}
+
+impl<C, S, R, H> fmt::Debug for WaitingRoom<C, S, R, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitingRoom")
+            .field("queue", &self.queue)
+            .field("control", &self.control)
+            .field("max_admitted", &self.max_admitted)
+            .field("max_waiting", &self.max_waiting)
+            .field("opens_at_ms", &self.opens_at_ms)
+            .field("liveness", &self.liveness)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`WaitingRoom`]. Defaults: 50 people per second, no cap on
+/// admitted chains or waiting places, open now, [`Liveness::default`], no
+/// join hook, one second of admissions saved up at most.
+#[must_use]
+pub struct WaitingRoomBuilder<C, S, R, H> {
+    issuer: Issuer<C, S>,
+    state: R,
+    hook: H,
+    per_sec: f64,
+    paused: bool,
+    burst_secs: f64,
+    max_admitted: Option<u64>,
+    max_waiting: Option<u64>,
+    opens_at_ms: Option<i64>,
+    liveness: Liveness,
+}
+
+impl<C, S, R, H> fmt::Debug for WaitingRoomBuilder<C, S, R, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitingRoomBuilder")
+            .field("per_sec", &self.per_sec)
+            .field("paused", &self.paused)
+            .field("max_admitted", &self.max_admitted)
+            .field("max_waiting", &self.max_waiting)
+            .field("opens_at_ms", &self.opens_at_ms)
+            .field("liveness", &self.liveness)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_rate(per_sec: f64) -> Result<f64, ConfigError> {
+    if per_sec.is_finite() && per_sec >= 0.0 {
+        Ok(per_sec)
+    } else {
+        Err(ConfigError::Invalid {
+            setting: "admit_per_sec",
+            reason: "must be a finite number of people per second, 0 or more",
+        })
+    }
+}
+
+impl<C: Clock, S: ReplayStore, R: RoomState> WaitingRoom<C, S, R, ()> {
+    /// A builder for a room that issues with `issuer` (which names the
+    /// queue) and keeps its state in `state`.
+    pub fn builder(issuer: Issuer<C, S>, state: R) -> WaitingRoomBuilder<C, S, R, ()> {
+        WaitingRoomBuilder {
+            issuer,
+            state,
+            hook: (),
+            per_sec: 50.0,
+            paused: false,
+            burst_secs: 1.0,
+            max_admitted: None,
+            max_waiting: None,
+            opens_at_ms: None,
+            liveness: Liveness::default(),
+        }
+    }
+}
+
+impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, S, R, H> {
+    /// People admitted per second (0 pauses admission).
+    pub fn admit_per_sec(mut self, per_sec: f64) -> Result<Self, ConfigError> {
+        self.per_sec = check_rate(per_sec)?;
+        Ok(self)
+    }
+
+    /// Caps the admitted chains alive at once (people on the booking form).
+    pub fn max_admitted(mut self, max: u64) -> Self {
+        self.max_admitted = Some(max);
+        self
+    }
+
+    /// Caps the waiting places: joins beyond it are refused as
+    /// [`RoomError::Full`]. Admitted people have their own capacity, so a
+    /// join flood never locks them out.
+    pub fn max_waiting(mut self, max: u64) -> Self {
+        self.max_waiting = Some(max);
+        self
+    }
+
+    /// Starts paused (nobody admitted until [`WaitingRoom::resume`]).
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
+    }
+
+    /// How many seconds' worth of admissions may be saved up while nobody
+    /// is waiting (default 1).
+    pub fn burst(mut self, seconds: Duration) -> Result<Self, ConfigError> {
+        let secs = seconds.as_secs_f64();
+        if secs <= 0.0 {
+            return Err(ConfigError::Invalid {
+                setting: "burst",
+                reason: "must be longer than zero",
+            });
+        }
+        self.burst_secs = secs;
+        Ok(self)
+    }
+
+    /// Opens the queue at `at`: everyone who joins before it is placed in
+    /// random order at the opening.
+    pub fn opens_at(mut self, at: DateTime<Utc>) -> Self {
+        self.opens_at_ms = Some(at.timestamp_millis());
+        self
+    }
+
+    /// Opens the queue at `ms` milliseconds since the Unix epoch.
+    pub fn opens_at_ms(mut self, ms: i64) -> Self {
+        self.opens_at_ms = Some(ms);
+        self
+    }
+
+    /// The liveness deadlines: `near` near the front and while admitted,
+    /// at most `max` far from it.
+    pub fn liveness(mut self, near: Duration, max: Duration) -> Result<Self, ConfigError> {
+        let (near, max) = (duration_to_ms(near), duration_to_ms(max));
+        if near <= 0 || max <= 0 {
+            return Err(ConfigError::Invalid {
+                setting: "liveness",
+                reason: "deadlines must be longer than zero",
+            });
+        }
+        self.liveness = Liveness {
+            near_ms: near.min(max),
+            max_ms: max,
+        };
+        Ok(self)
+    }
+
+    /// Sets the join hook (refuse or slow joins).
+    pub fn join_hook<H2: JoinHook>(self, hook: H2) -> WaitingRoomBuilder<C, S, R, H2> {
+        WaitingRoomBuilder {
+            issuer: self.issuer,
+            state: self.state,
+            hook,
+            per_sec: self.per_sec,
+            paused: self.paused,
+            burst_secs: self.burst_secs,
+            max_admitted: self.max_admitted,
+            max_waiting: self.max_waiting,
+            opens_at_ms: self.opens_at_ms,
+            liveness: self.liveness,
+        }
+    }
+
+    /// Builds the room.
+    pub fn build(self) -> Result<WaitingRoom<C, S, R, H>, ConfigError> {
+        let opens_at_ms = self.opens_at_ms.unwrap_or(i64::MIN);
+        Ok(WaitingRoom {
+            queue: self.issuer.verifier().policy().queue_name().into(),
+            issuer: self.issuer,
+            state: self.state,
+            hook: self.hook,
+            control: Control {
+                per_sec_bits: AtomicU64::new(self.per_sec.to_bits()),
+                paused: AtomicBool::new(self.paused),
+            },
+            burst_secs: self.burst_secs,
+            max_admitted: self.max_admitted,
+            max_waiting: self.max_waiting,
+            opens_at_ms,
+            liveness: self.liveness,
+            rng: SplitMix::from_os(),
+        })
+    }
+}
+
+impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H> {
+    /// The issuer.
+    pub fn issuer(&self) -> &Issuer<C, S> {
+        &self.issuer
+    }
+
+    /// The state.
+    pub fn state(&self) -> &R {
+        &self.state
+    }
+
+    /// The queue's name.
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    /// When the queue opens (ms since the epoch; `i64::MIN` = always open).
+    pub fn opens_at_ms(&self) -> i64 {
+        self.opens_at_ms
+    }
+
+    /// The liveness deadlines in use.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    /// The admission rate (people per second), paused or not.
+    pub fn admit_per_sec(&self) -> f64 {
+        f64::from_bits(self.control.per_sec_bits.load(Ordering::Relaxed))
+    }
+
+    /// Changes the admission rate while running. Admissions already earned
+    /// are kept; the new rate counts from the next operation.
+    pub fn set_admit_per_sec(&self, per_sec: f64) -> Result<(), ConfigError> {
+        let per_sec = check_rate(per_sec)?;
+        self.control
+            .per_sec_bits
+            .store(per_sec.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stops admitting (heartbeats go on; places are kept).
+    pub fn pause(&self) {
+        self.control.paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Admits again, at the current rate, with nothing saved up from the
+    /// pause.
+    pub fn resume(&self) {
+        self.control.paused.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether admission is paused.
+    pub fn is_paused(&self) -> bool {
+        self.control.paused.load(Ordering::Relaxed)
+    }
+
+    fn rule(&self, now_ms: i64) -> AdmissionRule {
+        let per_sec = if self.is_paused() {
+            0.0
+        } else {
+            self.admit_per_sec()
+        };
+        // The opening shuffle's seed: from a sequence seeded by the OS
+        // random source; a state uses only the first one it sees after the
+        // opening time.
+        let shuffle_seed = if now_ms >= self.opens_at_ms {
+            self.rng.next_u64()
+        } else {
+            0
+        };
+        AdmissionRule {
+            now_ms,
+            per_sec,
+            burst: (per_sec * self.burst_secs).max(1.0),
+            max_admitted: self.max_admitted,
+            opens_at_ms: self.opens_at_ms,
+            shuffle_seed,
+        }
+    }
+
+    fn bind(&self, material: &[u8]) -> Binding {
+        let keys = self.issuer.verifier().keys();
+        keys.bind(
+            keys.signing_key_id(),
+            self.issuer.verifier().policy().queue_id(),
+            material,
+        )
+        .expect("the signing key is in the ring")
+    }
+
+    /// What the room decides for a place: deadline, estimate, admission.
+    fn decide(&self, place: &Place, rule: &AdmissionRule) -> (JoinDecision, u64) {
+        let near = self.liveness.near_ms.min(self.liveness.max_ms);
+        let until_open = rule.opens_at_ms.saturating_sub(rule.now_ms).max(0);
+        let (live_for, wait, retry) = if place.admitted {
+            let live = near;
+            (live, Some(0), jittered_retry_ms(live, self.rng.next_u64()))
+        } else if place.position == 0 {
+            // Before the opening: come back just after it, spread over a
+            // second, so the first heartbeat after the shuffle shows the
+            // place drawn.
+            let live = until_open
+                .saturating_add(near)
+                .clamp(near, self.liveness.max_ms);
+            let retry = jittered_retry_ms(live, self.rng.next_u64())
+                .min(until_open.unsigned_abs() + self.rng.next_u64() % 1_000);
+            (live, Some(until_open), retry)
+        } else {
+            let wait = estimated_wait_ms(place.ahead, rule.per_sec, until_open);
+            let live = self.liveness.live_for_ms(false, wait);
+            (live, wait, jittered_retry_ms(live, self.rng.next_u64()))
+        };
+        let decision = JoinDecision {
+            position: place.position,
+            live_for: Duration::from_millis(live_for.unsigned_abs()),
+            estimated_wait: Duration::from_millis(wait.unwrap_or(live_for).unsigned_abs()),
+            admit: place.admitted,
+        };
+        (decision, retry)
+    }
+
+    fn answer(
+        &self,
+        ticket: String,
+        claims: &Claims,
+        place: &Place,
+        (decision, retry_after_ms): (JoinDecision, u64),
+        rule: &AdmissionRule,
+        newly_admitted: bool,
+    ) -> RoomTicket {
+        let until_open = rule.opens_at_ms.saturating_sub(rule.now_ms).max(0);
+        let admitted = claims.is_admitted();
+        RoomTicket {
+            ticket,
+            ticket_id: claims.ticket_id,
+            position: place.position,
+            ahead: if admitted { 0 } else { place.ahead },
+            estimated_wait: if admitted {
+                Some(Duration::ZERO)
+            } else if rule.paused() && place.position != 0 {
+                None
+            } else {
+                Some(decision.estimated_wait)
+            },
+            admitted,
+            newly_admitted,
+            retry_after_ms,
+            live_until_ms: claims.live_until_ms,
+            opens_in_ms: until_open.unsigned_abs(),
+        }
+    }
+
+    /// Joins the queue for the client identified by `binding` (a session
+    /// id). A client that already holds a live chain gets that chain back
+    /// (its latest ticket and current place), never a second place.
+    pub async fn join(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+    ) -> Result<RoomTicket, RoomError> {
+        let now = self.issuer.now_ms();
+        let ctx = JoinContext {
+            now_ms: now,
+            binding,
+            client_time,
+        };
+        if let JoinVerdict::Refuse {
+            reason,
+            retry_after,
+        } = self.hook.on_join(&ctx).await
+        {
+            return Err(RoomError::Refused {
+                reason,
+                retry_after_ms: retry_after.map(|d| duration_to_ms(d).unsigned_abs()),
+            });
+        }
+        // A clock far off is refused before any state is touched.
+        self.issuer.verifier().check_join_clock(client_time, now)?;
+        let bound = self.bind(binding);
+        let rule = self.rule(now);
+        let record = JoinRecord {
+            binding: bound,
+            live_until_ms: now.saturating_add(self.liveness.near_ms),
+            max_waiting: self.max_waiting,
+        };
+        let joined = self
+            .state
+            .join(&self.queue, &record, &rule)
+            .await
+            .map_err(RoomError::store)?;
+        match joined {
+            Joined::Full => Err(RoomError::Full),
+            Joined::Existing { ticket: None, .. } => Err(RoomError::Busy),
+            Joined::Existing {
+                place,
+                ticket: Some(ticket),
+            } => {
+                let claims = decode(ticket.as_bytes())
+                    .and_then(|t| t.claims())
+                    .map_err(|_| RoomError::Busy)?;
+                let (decision, retry) = self.decide(&place, &rule);
+                // Admitted in the state but holding a waiting ticket: come
+                // back at once for the admitted one.
+                let retry = if place.admitted && !claims.is_admitted() {
+                    0
+                } else {
+                    retry
+                };
+                Ok(self.answer(ticket, &claims, &place, (decision, retry), &rule, false))
+            }
+            Joined::New(place) => {
+                let (decision, retry) = self.decide(&place, &rule);
+                let minted = match self.issuer.join(binding, client_time, &decision) {
+                    Ok(m) => m,
+                    Err(r) => {
+                        let _ = self.state.leave(&self.queue, &bound).await;
+                        return Err(r.into());
+                    }
+                };
+                self.state
+                    .record(
+                        &self.queue,
+                        &IssuedRecord {
+                            binding: bound,
+                            ticket_id: minted.claims.ticket_id,
+                            ticket: &minted.ticket,
+                            live_until_ms: minted.claims.live_until_ms,
+                        },
+                    )
+                    .await
+                    .map_err(RoomError::store)?;
+                let newly = minted.claims.is_admitted();
+                Ok(self.answer(
+                    minted.ticket,
+                    &minted.claims,
+                    &place,
+                    (decision, retry),
+                    &rule,
+                    newly,
+                ))
+            }
+        }
+    }
+
+    /// Renews a chain: checks the presented ticket with every rule of the
+    /// issuer (liveness, sequence and its retry grace, binding, client
+    /// clock), asks the state where the chain stands, and issues the next
+    /// ticket, an admitted one once the turn has come.
+    pub async fn heartbeat(&self, presented: &Presented<'_>) -> Result<RoomTicket, RoomError> {
+        let verified = self.issuer.check(presented)?;
+        let material = presented.binding.unwrap_or_default();
+        let bound = self.bind(material);
+        let rule = self.rule(verified.now_ms);
+        let beat = BeatRecord {
+            binding: bound,
+            ticket_id: verified.claims.ticket_id,
+        };
+        let place = self
+            .state
+            .beat(&self.queue, &beat, &rule)
+            .await
+            .map_err(RoomError::store)?
+            .ok_or(RoomError::Ended)?;
+        let (decision, retry) = self.decide(&place, &rule);
+        let minted = self.issuer.renew(&verified, material, &decision).await?;
+        self.state
+            .record(
+                &self.queue,
+                &IssuedRecord {
+                    binding: bound,
+                    ticket_id: minted.claims.ticket_id,
+                    ticket: &minted.ticket,
+                    live_until_ms: minted.claims.live_until_ms,
+                },
+            )
+            .await
+            .map_err(RoomError::store)?;
+        let newly = minted.claims.is_admitted() && !verified.claims.is_admitted();
+        Ok(self.answer(
+            minted.ticket,
+            &minted.claims,
+            &place,
+            (decision, retry),
+            &rule,
+            newly,
+        ))
+    }
+
+    /// Ends the chain of `binding` (for example once the booking is made),
+    /// freeing its admitted slot at once.
+    pub async fn leave(&self, binding: &[u8]) -> Result<(), StoreError> {
+        let bound = self.bind(binding);
+        self.state.leave(&self.queue, &bound).await
+    }
+
+    /// Drops dead chains from the state; returns how many. Only frees
+    /// memory: admission skips dead places by itself.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        self.state.sweep(&self.queue, self.issuer.now_ms()).await
+    }
+
+    /// Counts for operators.
+    pub async fn stats(&self) -> Result<RoomStats, StoreError> {
+        self.state.stats(&self.queue, self.issuer.now_ms()).await
+    }
+}
