@@ -713,7 +713,13 @@ async function call(method, path, body) {
   const init = { method, headers: headers(body ? { "content-type": "application/json" } : {}),
                  credentials: "same-origin", cache: "no-store" };
   if (body) init.body = JSON.stringify(body);
-  const res = await fetch(path, init);
+  let res;
+  try { res = await fetch(path, init); }
+  catch (_) {
+    const err = new Error("The connection to the queue was lost.");
+    err.network = true;
+    throw err;
+  }
   const text = await res.text();
   let data = null;
   try { data = JSON.parse(text); } catch (_) { data = null; }
@@ -801,6 +807,14 @@ async function beat() {
   try { await after(await call("POST", "/queue/heartbeat")); }
   catch (e) {
     if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
+    // A dropped connection is not a verdict: retry with the same ticket. The
+    // server keeps the place if the page is back before its deadline and
+    // answers offline_resumed if not.
+    if (e.network) {
+      $("status").textContent = "Connection lost: retrying. Your place is kept only if this page is back online within seconds.";
+      schedule(1000);
+      return;
+    }
     fail(e);
   }
 }

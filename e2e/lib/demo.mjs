@@ -146,3 +146,74 @@ export async function joinFromOutside(base) {
   if (res.status !== 200) throw new Error(`outside join answered ${res.status}: ${await res.text()}`);
   return res.json();
 }
+
+/**
+ * People outside the browser who join and keep heart-beating (each with its
+ * own qg_session cookie), so the person in the browser has a real queue ahead
+ * of them. Heartbeats follow the server's retry_after_ms, at most every 1 s;
+ * every loop stops at stop() or after `maxMs`.
+ */
+export class Crowd {
+  constructor(base, { maxMs = 120_000 } = {}) {
+    this.base = base;
+    this.people = [];
+    this.running = true;
+    this.deadline = Date.now() + maxMs;
+    this.loops = [];
+  }
+
+  /** Joins `n` people one after another; resolves with their join answers. */
+  async join(n) {
+    const joined = [];
+    for (let i = 0; i < n; i++) {
+      const res = await fetch(`${this.base}/queue/join`, {
+        method: 'POST',
+        headers: { 'queue-client-time': String(Date.now()) },
+        signal: AbortSignal.timeout(5000),
+      });
+      const body = await res.json();
+      if (res.status !== 200) throw new Error(`crowd join answered ${res.status}: ${JSON.stringify(body)}`);
+      const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('qg_session='));
+      const person = { cookie, last: body, first: body, rejection: null };
+      this.people.push(person);
+      joined.push(body);
+      this.loops.push(this.#beat(person));
+    }
+    return joined;
+  }
+
+  async #beat(person) {
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    while (this.running && Date.now() < this.deadline) {
+      await sleep(Math.min(1000, Math.max(100, person.last.retry_after_ms ?? 500)));
+      if (!this.running) return;
+      try {
+        const res = await fetch(`${this.base}/queue/heartbeat`, {
+          method: 'POST',
+          headers: { 'queue-ticket': person.last.ticket, cookie: person.cookie, 'queue-client-time': String(Date.now()) },
+          signal: AbortSignal.timeout(5000),
+        });
+        const body = await res.json();
+        if (res.status === 200) {
+          person.last = body;
+        } else {
+          person.rejection = body;
+          return;
+        }
+      } catch (e) {
+        if (this.running) person.rejection = { code: 'network', detail: String(e) };
+        return;
+      }
+    }
+  }
+
+  /** Whether every person of the crowd has been admitted. */
+  allAdmitted() {
+    return this.people.every((p) => p.last.admitted);
+  }
+
+  async stop() {
+    this.running = false;
+    await Promise.allSettled(this.loops);
+  }
+}
