@@ -86,3 +86,34 @@ test('offline past the liveness window while waiting: offline_resumed, rejoin at
   await page.locator(ids.bookForm).waitFor({ state: 'visible', timeout: 40_000 });
   await shot(page, '02-rejoined-admitted');
 });
+
+test('offline past the liveness window on the booking form: offline_resumed, cannot book', { timeout: 90_000 }, async () => {
+  const livenessMs = 3000;
+  const demo = await startDemo({ 'admit-per-sec': 5, 'liveness-ms': livenessMs, 'max-jump-ms': 5000 });
+  demos.push(demo);
+  const device = await openDevice(browser);
+  const { page, context } = device;
+  await page.goto(demo.base + '/');
+  await page.locator(ids.bookForm).waitFor({ state: 'visible', timeout: 30_000 });
+  const slotsBefore = (await demo.metrics()).get('queuegate_admissions_total');
+
+  await context.setOffline(true);
+  await sleep(3 * livenessMs);
+  await context.setOffline(false);
+
+  const rejection = await rejectionSeen(device, 'offline_resumed', 20_000);
+  assert.equal(rejection.path, '/queue/heartbeat');
+  await page.locator(ids.error).waitFor({ state: 'visible' });
+  assert.ok((await page.locator(ids.error).textContent()).includes(rejection.body.detail));
+  await page.locator(ids.bookForm).waitFor({ state: 'hidden' });
+  await page.locator(ids.rejoin).waitFor({ state: 'visible' });
+  await shot(page, '02-admitted-offline-rejected');
+
+  // The stale admitted ticket cannot book either.
+  const booking = await page.evaluate(() =>
+    call('POST', '/reserve', { slot: 'S11' }).then((r) => ({ id: r.reservation_id }), (e) => ({ code: e.code })),
+  );
+  assert.equal(booking.code, 'offline_resumed', JSON.stringify(booking));
+  const m = await demo.metrics();
+  assert.equal(m.get('queuegate_admissions_total'), slotsBefore, 'no booking let through');
+});
