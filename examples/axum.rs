@@ -1,8 +1,8 @@
 //! A protected booking route in an axum router.
 //!
-//! `cargo run --example axum`, then `curl -i localhost:3000/book` (refused:
-//! `missing`). The waiting room (see the `reservation` example) mints the
-//! tickets that get through.
+//! `cargo run --example axum`, then `curl -i -X POST localhost:3000/book`
+//! (refused: `missing`). The waiting room (see the `reservation` example)
+//! mints the tickets that get through.
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -14,10 +14,8 @@ use queuegate::{
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let keys = Arc::new(KeyRing::from_hex(
-        1,
-        &std::env::var("QUEUEGATE_KEY").unwrap_or_else(|_| "07".repeat(32)),
-    )?);
+    // The waiting room's secret (from configuration in a real host).
+    let keys = Arc::new(KeyRing::new(1, &[7u8; 32])?);
     let store = Arc::new(MemoryReplayStore::new());
     let booking = Policy::new("vaccine-53-54")
         .scope("book")

@@ -283,6 +283,9 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
         )
         .liveness(near, millis(config.liveness_ms))
         .map_err(err)?
+        // Waiting places have their own capacity: a join flood fills this,
+        // never the admitted people's.
+        .max_waiting(1_000_000)
         .build()
         .map_err(err)?;
     let app = Arc::new(App {
@@ -618,12 +621,6 @@ async fn main() {
             std::process::exit(if help { 0 } else { 2 });
         }
     };
-    if config.random_secret {
-        eprintln!(
-            "warning: no secret given (--secret-file, QUEUEGATE_SECRET or --secret): \
-             using a random key; tickets die with this process"
-        );
-    }
     let (app, router) = match build(&config) {
         Ok(x) => x,
         Err(msg) => {
@@ -631,6 +628,12 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if config.random_secret {
+        eprintln!(
+            "warning: no secret given (--secret-file, QUEUEGATE_SECRET or --secret): \
+             using a random key; tickets die with this process"
+        );
+    }
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -713,13 +716,7 @@ async function call(method, path, body) {
   const init = { method, headers: headers(body ? { "content-type": "application/json" } : {}),
                  credentials: "same-origin", cache: "no-store" };
   if (body) init.body = JSON.stringify(body);
-  let res;
-  try { res = await fetch(path, init); }
-  catch (_) {
-    const err = new Error("The connection to the queue was lost.");
-    err.network = true;
-    throw err;
-  }
+  const res = await fetch(path, init);
   const text = await res.text();
   let data = null;
   try { data = JSON.parse(text); } catch (_) { data = null; }
@@ -804,15 +801,17 @@ async function join() {
 }
 
 async function beat() {
-  try { await after(await call("POST", "/queue/heartbeat")); }
-  catch (e) {
+  try {
+    await after(await call("POST", "/queue/heartbeat"));
+    $("error").hidden = true;
+  } catch (e) {
     if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
-    // A dropped connection is not a verdict: retry with the same ticket. The
-    // server keeps the place if the page is back before its deadline and
-    // answers offline_resumed if not.
-    if (e.network) {
-      $("status").textContent = "Connection lost: retrying. Your place is kept only if this page is back online within seconds.";
-      schedule(1000);
+    if (!e.code) {
+      // No answer at all (offline): keep trying; the server decides
+      // whether the place survived.
+      $("error").textContent = "Connection lost: retrying…";
+      $("error").hidden = false;
+      schedule(2000);
       return;
     }
     fail(e);

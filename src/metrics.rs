@@ -20,6 +20,12 @@
 //! The hot path is a handful of relaxed atomic increments: no lock, no
 //! allocation. When the middle of the offset histogram moves away from zero
 //! for everyone at once, the *server's* clock is the suspect.
+//!
+//! With the `metrics` feature, every counter, gauge and offset is also
+//! reported to the [`metrics`](https://docs.rs/metrics) facade, under the
+//! same names and `code` labels. The handles are registered once, when the
+//! [`Metrics`] is created, so the recorder must be installed before that
+//! (the hot path then stays free of key building and allocation).
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -41,6 +47,8 @@ const BUCKETS: usize = OFFSET_BUCKETS_MS.len() + 1;
 
 #[derive(Default)]
 struct Inner {
+    #[cfg(feature = "metrics")]
+    exported: Option<exported::Exported>,
     admissions: AtomicU64,
     rejections: [AtomicU64; RejectionCode::COUNT],
     monitored: [AtomicU64; RejectionCode::COUNT],
@@ -53,9 +61,15 @@ struct Inner {
 }
 
 /// A shared handle on queuegate's counters. Clones share the same counters.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -65,25 +79,44 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh set of counters, all zero.
+    /// A fresh set of counters, all zero (with the `metrics` feature, also
+    /// registered with the `metrics` recorder installed now).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            inner: Arc::new(Inner {
+                #[cfg(feature = "metrics")]
+                exported: Some(exported::Exported::register()),
+                ..Inner::default()
+            }),
+        }
     }
 
-    /// Counts a request let through to the protected service (every
-    /// enforced check passed; monitored findings may exist).
+    /// Counts a request let through to the protected service: every
+    /// enforced check passed (monitored findings included).
     pub fn record_admission(&self) {
         self.inner.admissions.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.admissions.increment(1);
+        }
     }
 
     /// Counts an enforced rejection.
     pub fn record_rejection(&self, code: RejectionCode) {
         self.inner.rejections[code.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.rejections[code.index()].increment(1);
+        }
     }
 
     /// Counts a finding that monitor mode let through ("would reject").
     pub fn record_monitored(&self, code: RejectionCode) {
         self.inner.monitored[code.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.monitored[code.index()].increment(1);
+        }
     }
 
     /// Adds a measured client-clock offset (client minus server time, ms)
@@ -102,21 +135,37 @@ impl Metrics {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
                 Some(s.saturating_add(offset_ms))
             });
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.offset.record(offset_ms as f64);
+        }
     }
 
     /// Counts a client admitted by the waiting room (issuer side).
     pub fn record_room_admitted(&self) {
         self.inner.room_admitted.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.room_admitted.increment(1);
+        }
     }
 
     /// Sets the gauge of clients waiting in the room.
     pub fn set_waiting(&self, waiting: u64) {
         self.inner.waiting.store(waiting, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.waiting.set(waiting as f64);
+        }
     }
 
     /// Sets the gauge of records held by the replay/state store.
     pub fn set_store_entries(&self, entries: u64) {
         self.inner.store_entries.store(entries, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(e) = &self.inner.exported {
+            e.store_entries.set(entries as f64);
+        }
     }
 
     /// Reads every counter. Counters are read one by one, so a snapshot
@@ -215,7 +264,7 @@ impl MetricsSnapshot {
         counter(
             out,
             "queuegate_admissions_total",
-            "Requests let through to the protected service.",
+            "Requests let through to the protected service (monitored ones included).",
             self.admissions,
         )?;
         let per_code = |out: &mut String, name: &str, help: &str, values: &[u64]| {
@@ -276,6 +325,45 @@ impl MetricsSnapshot {
         writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}")?;
         writeln!(out, "{name}_sum {}", self.offset_sum_ms)?;
         writeln!(out, "{name}_count {}", self.offset_count)
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod exported {
+    //! Handles on the `metrics` facade, registered once.
+
+    use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+    use crate::rejection::RejectionCode;
+
+    pub(super) struct Exported {
+        pub(super) admissions: Counter,
+        pub(super) rejections: [Counter; RejectionCode::COUNT],
+        pub(super) monitored: [Counter; RejectionCode::COUNT],
+        pub(super) room_admitted: Counter,
+        pub(super) waiting: Gauge,
+        pub(super) store_entries: Gauge,
+        pub(super) offset: Histogram,
+    }
+
+    impl Exported {
+        pub(super) fn register() -> Self {
+            Self {
+                admissions: counter!("queuegate_admissions_total"),
+                rejections: std::array::from_fn(|k| {
+                    let code = RejectionCode::ALL[k].as_str();
+                    counter!("queuegate_rejections_total", "code" => code)
+                }),
+                monitored: std::array::from_fn(|k| {
+                    let code = RejectionCode::ALL[k].as_str();
+                    counter!("queuegate_monitored_total", "code" => code)
+                }),
+                room_admitted: counter!("queuegate_room_admitted_total"),
+                waiting: gauge!("queuegate_waiting"),
+                store_entries: gauge!("queuegate_store_entries"),
+                offset: histogram!("queuegate_client_clock_offset_ms"),
+            }
+        }
     }
 }
 
@@ -359,5 +447,74 @@ mod tests {
         assert!(text.contains("queuegate_client_clock_offset_ms_sum -1500\n"));
         assert!(text.contains("queuegate_client_clock_offset_ms_count 2\n"));
         assert!(text.contains("# TYPE queuegate_client_clock_offset_ms histogram\n"));
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_metrics_facade_gets_the_same_counts() {
+        use std::collections::HashMap;
+        use std::sync::atomic::AtomicU64;
+        use std::sync::Mutex;
+
+        use ::metrics::{
+            Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+        };
+
+        #[derive(Default)]
+        struct Recorded(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+        impl Recorded {
+            fn cell(&self, key: &Key) -> Arc<AtomicU64> {
+                let labels: Vec<_> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let name = format!("{}{:?}", key.name(), labels);
+                self.0.lock().unwrap().entry(name).or_default().clone()
+            }
+            fn get(&self, name: &str) -> u64 {
+                self.0.lock().unwrap()[name].load(Ordering::Relaxed)
+            }
+        }
+
+        impl Recorder for Recorded {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::from_arc(self.cell(key))
+            }
+            fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::from_arc(self.cell(key))
+            }
+            fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::noop()
+            }
+        }
+
+        let recorder = Recorded::default();
+        let m = ::metrics::with_local_recorder(&recorder, Metrics::new);
+        m.record_rejection(RejectionCode::Replayed);
+        m.record_rejection(RejectionCode::Replayed);
+        m.record_monitored(RejectionCode::ClockSkew);
+        m.record_admission();
+        m.set_store_entries(9);
+        assert_eq!(
+            recorder.get("queuegate_rejections_total[\"code=replayed\"]"),
+            2
+        );
+        assert_eq!(
+            recorder.get("queuegate_rejections_total[\"code=missing\"]"),
+            0
+        );
+        assert_eq!(
+            recorder.get("queuegate_monitored_total[\"code=clock_skew\"]"),
+            1
+        );
+        assert_eq!(recorder.get("queuegate_admissions_total[]"), 1);
+        assert_eq!(
+            f64::from_bits(recorder.get("queuegate_store_entries[]")),
+            9.0
+        );
     }
 }

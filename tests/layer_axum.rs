@@ -450,8 +450,20 @@ async fn host_hooks_for_binding_and_client_time() {
             .get("x-device")
             .map(|v| std::borrow::Cow::Borrowed(v.as_bytes()))
     }
+    fn from_authorization(parts: &Parts) -> Result<Option<&[u8]>, Rejection> {
+        match parts.headers.get(header::AUTHORIZATION) {
+            None => Ok(None),
+            Some(v) => match v.as_bytes().strip_prefix(b"Queue ") {
+                Some(t) => Ok(Some(t)),
+                None => Err(Rejection::Malformed {
+                    reason: queuegate::MalformedReason::Encoding,
+                }),
+            },
+        }
+    }
     let fx = Fixture::new();
     let layer = QueueGateLayer::builder(fx.verifier(Policy::new(QUEUE)))
+        .ticket_source(from_authorization)
         .binding(from_header)
         .client_time(|_: &Parts| queuegate::ClientTime::Millis(T0 + 3_600_000))
         .metrics(fx.metrics.clone())
@@ -460,13 +472,25 @@ async fn host_hooks_for_binding_and_client_time() {
     let app = Router::new().route("/browse", get(browse).layer(layer));
     let t = fx.admitted(SESSION);
     let req = Req::get("/browse")
-        .header("queue-ticket", t.clone())
+        .header("authorization", format!("Queue {t}"))
         .header("x-device", SESSION);
     let (res, body) = send(&app, &req).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["code"], "clock_skew", "the host's clock hook is used");
     assert!(json["detail"].as_str().unwrap().contains("60 minutes off"));
+    // The default header is not read any more.
+    let req = Req::get("/browse")
+        .header("queue-ticket", t.clone())
+        .header("x-device", SESSION);
+    let (_, body) = send(&app, &req).await;
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "missing");
+    let req = Req::get("/browse")
+        .header("authorization", format!("Bearer {t}"))
+        .header("x-device", SESSION);
+    let (res, _) = send(&app, &req).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

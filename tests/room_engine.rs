@@ -430,3 +430,79 @@ async fn sweep_frees_dead_chains() {
     let s = room.stats().await.unwrap();
     assert_eq!((s.entries, s.waiting), (0, 0));
 }
+
+#[tokio::test]
+async fn sparse_heartbeats_lose_no_admissions() {
+    // Far-away people call rarely: the rate must hold over time anyway.
+    let (room, clock) = new_room(1.0);
+    let mut people = Vec::new();
+    for i in 0..6 {
+        let who = format!("p{i}");
+        let t = join(&room, &who).await;
+        people.push((who, t));
+    }
+    assert_eq!(room.stats().await.unwrap().admitted_total, 1);
+    // Three seconds without a single call.
+    clock.advance(Duration::from_secs(3));
+    let (who, t) = &people[4];
+    let t = beat(&room, who, t).await.unwrap();
+    assert_eq!(room.stats().await.unwrap().admitted_total, 4);
+    assert!(!t.admitted);
+    assert_eq!(t.ahead, 0, "positions 2 to 4 were admitted");
+    let (who, t) = &people[3];
+    assert!(beat(&room, who, t).await.unwrap().admitted);
+}
+
+/// A hook that takes its time (as a challenge or a shared rate limiter
+/// would) and lets a limited number of joins through.
+struct SlowLimit {
+    left: std::sync::atomic::AtomicU32,
+}
+
+impl queuegate::room::JoinHook for SlowLimit {
+    fn on_join(
+        &self,
+        _join: &JoinContext<'_>,
+    ) -> impl std::future::Future<Output = JoinVerdict> + Send {
+        let allowed = self
+            .left
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        async move {
+            tokio::task::yield_now().await;
+            if allowed {
+                JoinVerdict::Allow
+            } else {
+                JoinVerdict::Refuse {
+                    reason: "too many joins right now",
+                    retry_after: Some(Duration::from_secs(5)),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_async_hook_can_slow_and_limit_joins() {
+    let clock = ManualClock::new(T0);
+    let room = WaitingRoom::builder(issuer(&clock), MemoryRoomState::new())
+        .join_hook(SlowLimit {
+            left: std::sync::atomic::AtomicU32::new(2),
+        })
+        .build()
+        .unwrap();
+    assert!(room.join(b"a", ClientTime::Absent).await.is_ok());
+    assert!(room.join(b"b", ClientTime::Absent).await.is_ok());
+    let e = room.join(b"c", ClientTime::Absent).await.unwrap_err();
+    assert_eq!(e.code(), "join_refused");
+    assert_eq!(e.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        room.stats().await.unwrap().entries,
+        2,
+        "refused joins hold nothing"
+    );
+}

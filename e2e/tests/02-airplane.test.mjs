@@ -47,7 +47,7 @@ test('offline past the liveness window while waiting: offline_resumed, rejoin at
   const joinedMeanwhile = await behind.join(3);
   await until('everyone ahead admitted', async () => before.allAdmitted(), 30_000, 200);
   await sleep(Math.max(2000, offlineAt + 3 * livenessMs - Date.now()));
-  await page.locator(ids.status).filter({ hasText: /connection lost/i }).waitFor({ timeout: 5000 });
+  await page.getByText(/connection lost/i).first().waitFor({ timeout: 5000 });
   await shot(page, '02-offline');
   await context.setOffline(false);
 

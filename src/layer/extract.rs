@@ -40,7 +40,36 @@ pub const MAX_COOKIE_LINES: usize = 64;
 /// bytes borrow from the request head, so extraction allocates nothing.
 ///
 /// Implemented by [`TicketLocation`] (header, cookie, opt-in query string)
-/// and by any `fn(&Parts) -> Result<Option<&[u8]>, Rejection>`.
+/// and by any `fn(&Parts) -> Result<Option<&[u8]>, Rejection>`. Write a
+/// host extractor as a `fn` item: a closure cannot name the lifetime that
+/// ties its result to its argument.
+///
+/// ```
+/// use http::request::Parts;
+/// use queuegate::layer::QueueGateLayer;
+/// use queuegate::{MalformedReason, Rejection};
+/// # use std::sync::Arc;
+/// # use queuegate::{KeyRing, MemoryReplayStore, Policy, SystemClock, Verifier};
+///
+/// /// `Authorization: Queue <ticket>`.
+/// fn from_authorization(parts: &Parts) -> Result<Option<&[u8]>, Rejection> {
+///     let Some(value) = parts.headers.get(http::header::AUTHORIZATION) else {
+///         return Ok(None);
+///     };
+///     match value.as_bytes().strip_prefix(b"Queue ") {
+///         Some(ticket) => Ok(Some(ticket)),
+///         None => Err(Rejection::Malformed { reason: MalformedReason::Encoding }),
+///     }
+/// }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let keys = Arc::new(KeyRing::new(1, &[7u8; 32])?);
+/// # let verifier = Verifier::new(keys, Policy::new("q"), SystemClock, Arc::new(MemoryReplayStore::new()))?;
+/// let layer = QueueGateLayer::builder(verifier)
+///     .ticket_source(from_authorization)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok(()) }
+/// ```
 pub trait TicketSource: Send + Sync + 'static {
     /// The presented ticket text, if any.
     fn ticket<'a>(&self, parts: &'a Parts) -> Result<Option<&'a [u8]>, Rejection>;
@@ -536,5 +565,44 @@ mod tests {
         assert!(TicketLocation::new().query("").is_err());
         assert!(SessionCookie::new("").is_err());
         assert!(ClientTimeHeader::new("x\n").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn extraction_never_panics_and_borrows_from_the_input(
+            cookie in "(qt=|qg_session=|; |[ -~]){0,100}",
+            query in "(qt=|&|[A-Za-z0-9_=%.~-]){0,100}",
+            header in "[ -~]{0,300}",
+        ) {
+            let p = parts(|b| {
+                b.uri(format!("/book?{query}").as_str())
+                    .header("cookie", cookie.as_str())
+                    .header("queue-ticket", header.as_str())
+            });
+            let loc = TicketLocation::new()
+                .cookie("qt")
+                .unwrap()
+                .query("qt")
+                .unwrap();
+            let within = |v: &[u8]| {
+                let raw = [
+                    p.headers["cookie"].as_bytes(),
+                    p.headers["queue-ticket"].as_bytes(),
+                    p.uri.query().unwrap_or("").as_bytes(),
+                ];
+                raw.iter().any(|r| {
+                    let (start, end) = (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
+                    let at = v.as_ptr() as usize;
+                    v.is_empty() || (at >= start && at + v.len() <= end)
+                })
+            };
+            if let Ok(Some(t)) = loc.ticket(&p) {
+                proptest::prop_assert!(within(t));
+            }
+            if let Some(b) = SessionCookie::default().binding(&p) {
+                proptest::prop_assert!(matches!(b, Cow::Borrowed(_)));
+                proptest::prop_assert!(within(&b));
+            }
+        }
     }
 }

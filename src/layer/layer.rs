@@ -45,7 +45,9 @@ impl<C, St, T, B, K, A, R> fmt::Debug for Gate<C, St, T, B, K, A, R> {
 /// RFC 9457 problem document, see [`problem_response`](super::problem_response))
 /// and never reach it. In monitor mode (per [`Policy`](crate::Policy) and
 /// per rejection code) a request that would be refused is let through and
-/// counted.
+/// counted: with its `Verified` (whose `monitored` names the finding) when
+/// the ticket authenticated, otherwise with the [`Rejection`](crate::Rejection)
+/// in its request extensions.
 ///
 /// Type parameters: the verifier's clock `C` and replay store `St`, then
 /// the [`TicketSource`] `T`, [`BindingSource`] `B`, [`ClientTimeSource`]

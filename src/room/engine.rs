@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 
 use super::hook::{JoinContext, JoinHook, JoinVerdict};
-use super::schedule::{estimated_wait_ms, jittered_retry_ms, AdmissionRule, Liveness, SplitMix};
+use super::schedule::{
+    estimated_wait_ms, jittered_retry_ms, os_random_u64, AdmissionRule, Liveness, SplitMix,
+};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
 use super::MemoryRoomState;
 use crate::clock::{duration_to_ms, Clock, SystemClock};
@@ -161,6 +163,8 @@ pub struct WaitingRoom<C = SystemClock, S = MemoryReplayStore, R = MemoryRoomSta
     max_admitted: Option<u64>,
     max_waiting: Option<u64>,
     opens_at_ms: i64,
+    /// Whether a state operation has run after the opening time.
+    opened: AtomicBool,
     liveness: Liveness,
     rng: SplitMix,
 }
@@ -341,6 +345,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
             max_admitted: self.max_admitted,
             max_waiting: self.max_waiting,
             opens_at_ms,
+            opened: AtomicBool::new(false),
             liveness: self.liveness,
             rng: SplitMix::from_os(),
         })
@@ -410,11 +415,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         } else {
             self.admit_per_sec()
         };
-        // The opening shuffle's seed: from a sequence seeded by the OS
-        // random source; a state uses only the first one it sees after the
-        // opening time.
-        let shuffle_seed = if now_ms >= self.opens_at_ms {
-            self.rng.next_u64()
+        // The opening shuffle's seed comes straight from the OS (not from
+        // the jitter sequence, whose outputs clients see), until a state
+        // operation after the opening time has run: from then on the state
+        // has opened and ignores the seed.
+        let shuffle_seed = if now_ms >= self.opens_at_ms && !self.opened.load(Ordering::Relaxed) {
+            os_random_u64()
         } else {
             0
         };
@@ -425,6 +431,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             max_admitted: self.max_admitted,
             opens_at_ms: self.opens_at_ms,
             shuffle_seed,
+        }
+    }
+
+    fn note_opened(&self, rule: &AdmissionRule) {
+        if rule.is_open() {
+            self.opened.store(true, Ordering::Relaxed);
         }
     }
 
@@ -538,6 +550,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             .join(&self.queue, &record, &rule)
             .await
             .map_err(RoomError::store)?;
+        self.note_opened(&rule);
         match joined {
             Joined::Full => Err(RoomError::Full),
             Joined::Existing { ticket: None, .. } => Err(RoomError::Busy),
@@ -609,8 +622,9 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             .state
             .beat(&self.queue, &beat, &rule)
             .await
-            .map_err(RoomError::store)?
-            .ok_or(RoomError::Ended)?;
+            .map_err(RoomError::store)?;
+        self.note_opened(&rule);
+        let place = place.ok_or(RoomError::Ended)?;
         let (decision, retry) = self.decide(&place, &rule);
         let minted = self.issuer.renew(&verified, material, &decision).await?;
         self.state

@@ -95,7 +95,7 @@ impl Queue {
             self.admitted.pop_first();
             self.chains.remove(&Binding(b));
         }
-        self.bucket.refill(rule);
+        self.bucket.refill(rule, self.waiting.len() as u64);
         if rule.paused() || !self.opened {
             return;
         }

@@ -5,6 +5,44 @@
 //! this process (nothing survives a restart); [`JoinHook`] lets the host
 //! refuse or slow joins; [`schedule`] holds the arithmetic every state
 //! implementation shares.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use queuegate::room::{MemoryRoomState, WaitingRoom};
+//! use queuegate::{ClientTime, Issuer, KeyRing, ManualClock, MemoryReplayStore, Policy, Presented};
+//!
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! # block_on(async {
+//! let clock = ManualClock::new(1_700_000_000_000);
+//! let keys = Arc::new(KeyRing::new(1, &[7u8; 32])?);
+//! let replay = Arc::new(MemoryReplayStore::new());
+//! let issuer = Issuer::new(keys, Policy::new("concert"), clock.clone(), replay)?;
+//! let room = WaitingRoom::builder(issuer, MemoryRoomState::new())
+//!     .admit_per_sec(1.0)?
+//!     .liveness(Duration::from_secs(10), Duration::from_secs(300))?
+//!     .build()?;
+//!
+//! // An empty queue admits its first arrival at once; the next one waits.
+//! assert!(room.join(b"session-1", ClientTime::Absent).await?.admitted);
+//! let waiting = room.join(b"session-2", ClientTime::Absent).await?;
+//! assert_eq!((waiting.position, waiting.ahead, waiting.admitted), (2, 0, false));
+//!
+//! // A second later its heartbeat brings the admitted ticket.
+//! clock.advance(Duration::from_secs(1));
+//! let next = room
+//!     .heartbeat(&Presented {
+//!         ticket: Some(waiting.ticket.as_bytes()),
+//!         binding: Some(b"session-2"),
+//!         client_time: ClientTime::Absent,
+//!     })
+//!     .await?;
+//! assert!(next.admitted);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
 mod engine;
 mod hook;

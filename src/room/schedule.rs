@@ -50,16 +50,23 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// Brings the bucket up to `rule.now_ms`. A new bucket starts full (an
-    /// empty queue admits its first arrivals at once). While paused nothing
-    /// accumulates. A clock that went backwards adds nothing.
-    pub fn refill(&mut self, rule: &AdmissionRule) {
-        let burst = rule.burst.max(1.0);
+    /// Brings the bucket up to `rule.now_ms`, with `waiting` people in
+    /// line. A new bucket starts full (an empty queue admits its first
+    /// arrivals at once). Admissions earned while people wait are kept
+    /// (however sparse the calls, the rate holds over time) up to one per
+    /// waiting person; only `rule.burst` may be saved up beyond that. While
+    /// paused or before the opening nothing accumulates. A clock that went
+    /// backwards adds nothing.
+    pub fn refill(&mut self, rule: &AdmissionRule, waiting: u64) {
+        let saved = rule.burst.max(1.0);
         match self.last_ms {
-            None => self.tokens = burst,
+            None => self.tokens = saved,
             Some(last) if !rule.paused() => {
-                let elapsed = rule.now_ms.saturating_sub(last).max(0) as f64;
-                self.tokens = (self.tokens + rule.per_sec * elapsed / 1000.0).min(burst);
+                let cap = saved.max(waiting as f64);
+                // Nothing is earned before the opening.
+                let from = last.max(rule.opens_at_ms);
+                let elapsed = rule.now_ms.saturating_sub(from).max(0) as f64;
+                self.tokens = (self.tokens + rule.per_sec * elapsed / 1000.0).min(cap);
             }
             Some(_) => {}
         }
@@ -210,25 +217,49 @@ mod tests {
         }
     }
 
+    impl TokenBucket {
+        fn refill_test(&mut self, rule: &AdmissionRule) {
+            self.refill(rule, 0);
+        }
+    }
+
+    #[test]
+    fn bucket_keeps_what_waiting_people_earned() {
+        let mut b = TokenBucket::default();
+        b.refill(&rule(0, 1.0), 10);
+        assert_eq!(b.tokens, 1.0, "a new bucket starts with the burst only");
+        let mut b = TokenBucket {
+            tokens: 0.0,
+            last_ms: Some(0),
+        };
+        b.refill(&rule(3_000, 1.0), 10);
+        assert_eq!(
+            b.tokens, 3.0,
+            "three seconds without a call still earn three"
+        );
+        b.refill(&rule(60_000, 1.0), 10);
+        assert_eq!(b.tokens, 10.0, "never more than the people waiting");
+    }
+
     #[test]
     fn bucket_refills_from_elapsed_time_and_caps_at_burst() {
         let mut b = TokenBucket::default();
-        b.refill(&rule(1_000, 2.0));
+        b.refill_test(&rule(1_000, 2.0));
         assert_eq!(b.tokens, 2.0, "a new bucket starts full");
         assert!(b.take() && b.take() && !b.take());
-        b.refill(&rule(1_500, 2.0));
+        b.refill_test(&rule(1_500, 2.0));
         assert!(b.take() && !b.take(), "half a second at 2/s is one");
-        b.refill(&rule(100_000, 2.0));
+        b.refill_test(&rule(100_000, 2.0));
         assert_eq!(b.tokens, 2.0, "capped at the burst");
         // Paused: nothing accumulates, and resuming does not back-fill.
         b.take();
         b.take();
-        b.refill(&rule(200_000, 0.0));
+        b.refill_test(&rule(200_000, 0.0));
         assert_eq!(b.tokens, 0.0);
-        b.refill(&rule(200_000, 2.0));
+        b.refill_test(&rule(200_000, 2.0));
         assert_eq!(b.tokens, 0.0);
         // A clock going backwards adds nothing.
-        b.refill(&rule(100_000, 2.0));
+        b.refill_test(&rule(100_000, 2.0));
         assert_eq!(b.tokens, 0.0);
     }
 
