@@ -61,6 +61,18 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * The secret goes in through QUEUEGATE_SECRET, not the process list.
  */
 export async function startDemo(flags = {}) {
+  // The free port can be taken between the probe and the demo's bind: try
+  // another port if the demo exits at once saying so.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDemoOnce(flags);
+    } catch (e) {
+      if (attempt >= 3 || !/in use/i.test(String(e.message))) throw e;
+    }
+  }
+}
+
+async function startDemoOnce(flags) {
   const bin = demoBinary();
   const port = await freePort();
   const args = ['--addr', `127.0.0.1:${port}`];
@@ -134,17 +146,6 @@ export async function fetchMetrics(base) {
     if (m) series.set(m[1], Number(m[2]));
   }
   return { text, series, get: (key) => series.get(key) ?? 0 };
-}
-
-/** A client outside the browser (its own qg_session cookie): joins the queue. */
-export async function joinFromOutside(base) {
-  const res = await fetch(`${base}/queue/join`, {
-    method: 'POST',
-    headers: { 'queue-client-time': String(Date.now()) },
-    signal: AbortSignal.timeout(5000),
-  });
-  if (res.status !== 200) throw new Error(`outside join answered ${res.status}: ${await res.text()}`);
-  return res.json();
 }
 
 /**

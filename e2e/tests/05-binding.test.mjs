@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startDemo } from '../lib/demo.mjs';
-import { ids, launchChromium, openDevice, rejectionSeen, shot, until } from '../lib/browser.mjs';
+import { ids, launchChromium, openDevice, rejectionSeen, shot } from '../lib/browser.mjs';
 
 let browser;
 const demos = [];
