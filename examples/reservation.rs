@@ -983,6 +983,9 @@ function schedule(ms) {
 function fail(e) {
   clearTimeout(timer);
   $("status").textContent = "You are no longer in the queue.";
+  // The old place is gone: do not leave it on screen as if it still held.
+  for (const id of ["position", "ahead", "wait"]) $(id).textContent = "–";
+  $("progress").value = 0;
   $("error").textContent = e.message;
   $("error").hidden = false;
   $("rejoin").hidden = false;
