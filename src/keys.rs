@@ -189,6 +189,12 @@ fn ct_eq_32(ours: &[u8; TAG_LEN], tag: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
+/// A binding is the first 16 bytes of its HMAC.
+#[inline]
+fn binding_prefix(tag: &[u8; TAG_LEN]) -> [u8; 16] {
+    tag[..16].try_into().expect("a tag is 32 bytes")
+}
+
 /// Constant-time equality of two bindings.
 #[inline]
 fn ct_eq_binding(a: &[u8; 16], b: &[u8; 16]) -> bool {
@@ -238,6 +244,11 @@ impl KeyEntry {
             admitted: derive("admitted"),
             binding: derive("binding"),
         })
+    }
+
+    /// The first 16 bytes of `HMAC(K_binding, queue_id || material)`.
+    fn bind(&self, queue: &[u8], material: &[u8]) -> [u8; 16] {
+        binding_prefix(&self.binding.tag(&[queue, material]))
     }
 
     fn ticket_key(&self, kind: TicketKind) -> &MacKey {
@@ -316,19 +327,24 @@ impl KeyRing {
     /// Checks a decoded ticket's tag: `unknown_key` when its key id is not
     /// in the ring, `bad_signature` when the tag does not match.
     pub fn verify(&self, ticket: &DecodedTicket) -> Result<(), Rejection> {
+        let (_, key) = self.ticket_key(ticket)?;
+        if key.verify(ticket.mac_input(), ticket.tag()) {
+            Ok(())
+        } else {
+            Err(Rejection::BadSignature)
+        }
+    }
+
+    /// The ring entry and the ticket key a decoded ticket names:
+    /// `unknown_key` when its key id is not in the ring, `malformed` when
+    /// its kind byte is not a kind.
+    fn ticket_key(&self, ticket: &DecodedTicket) -> Result<(&KeyEntry, &MacKey), Rejection> {
         let key_id = ticket.key_id();
         let entry = self.entry(key_id).ok_or(Rejection::UnknownKey { key_id })?;
         let kind = ticket
             .kind()
             .ok_or(Rejection::malformed(MalformedReason::Field))?;
-        if entry
-            .ticket_key(kind)
-            .verify(ticket.mac_input(), ticket.tag())
-        {
-            Ok(())
-        } else {
-            Err(Rejection::BadSignature)
-        }
+        Ok((entry, entry.ticket_key(kind)))
     }
 
     /// Checks a decoded ticket's tag like [`verify`](Self::verify) and, if
@@ -349,12 +365,7 @@ impl KeyRing {
         ticket: &DecodedTicket,
         material: Option<&[u8]>,
     ) -> Result<bool, Rejection> {
-        let key_id = ticket.key_id();
-        let entry = self.entry(key_id).ok_or(Rejection::UnknownKey { key_id })?;
-        let kind = ticket
-            .kind()
-            .ok_or(Rejection::malformed(MalformedReason::Field))?;
-        let key = entry.ticket_key(kind);
+        let (entry, key) = self.ticket_key(ticket)?;
         let claims = ticket.claims_bytes();
         let queue = &claims[CLAIMS_QUEUE];
         let bound: &[u8; 16] = claims[CLAIMS_BINDING].try_into().expect("fixed layout");
@@ -373,21 +384,14 @@ impl KeyRing {
                 compress(&mut t, &input[..BLOCK]);
                 compress(&mut b, &b_block);
                 compress(&mut t, &t_last);
-                let b_tag = entry.binding.outer_tag(&b);
+                let b_tag = binding_prefix(&entry.binding.outer_tag(&b));
                 let t_tag = key.outer_tag(&t);
-                let mut b16 = [0u8; 16];
-                b16.copy_from_slice(&b_tag[..16]);
-                (ct_eq_32(&t_tag, ticket.tag()), ct_eq_binding(&b16, bound))
+                (ct_eq_32(&t_tag, ticket.tag()), ct_eq_binding(&b_tag, bound))
             }
             _ => {
                 let tag_ok = key.verify(input, ticket.tag());
-                let binding_ok = tag_ok
-                    && material.is_some_and(|m| {
-                        let tag = entry.binding.tag(&[queue, m]);
-                        let mut b16 = [0u8; 16];
-                        b16.copy_from_slice(&tag[..16]);
-                        ct_eq_binding(&b16, bound)
-                    });
+                let binding_ok =
+                    tag_ok && material.is_some_and(|m| ct_eq_binding(&entry.bind(queue, m), bound));
                 (tag_ok, binding_ok)
             }
         };
@@ -402,11 +406,7 @@ impl KeyRing {
     /// 16 bytes of `HMAC(K_binding, queue_id || material)`. `None` if the key
     /// is not in the ring.
     pub fn bind(&self, key_id: u8, queue: QueueId, material: &[u8]) -> Option<Binding> {
-        let entry = self.entry(key_id)?;
-        let tag = entry.binding.tag(&[&queue.0, material]);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&tag[..16]);
-        Some(Binding(out))
+        Some(Binding(self.entry(key_id)?.bind(&queue.0, material)))
     }
 
     /// Whether `material` is what `claims` is bound to (constant time).
