@@ -9,9 +9,7 @@ use super::counts::PositionCounts;
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
 use crate::error::StoreError;
-use crate::ticket::{Binding, TicketId, ENCODED_LEN, TICKET_LEN};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use crate::ticket::{decode_bytes, encode_bytes, Binding, TicketId, TICKET_LEN};
 
 /// The most chains one operation drops (about a millisecond or two of
 /// holding the lock). Whatever a mass drop-out leaves is dropped by the
@@ -37,23 +35,17 @@ enum StoredTicket {
 
 impl StoredTicket {
     fn new(text: &str) -> Self {
-        if text.len() == ENCODED_LEN {
-            let mut bytes = [0u8; TICKET_LEN];
-            let mut again = [0u8; ENCODED_LEN];
-            // Packed only if it comes back as exactly the same text.
-            if URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) == Ok(TICKET_LEN)
-                && URL_SAFE_NO_PAD.encode_slice(bytes, &mut again) == Ok(ENCODED_LEN)
-                && again == text.as_bytes()
-            {
-                return Self::Packed(Box::new(bytes));
-            }
+        // Packed only if it is the one canonical encoding of its bytes, so
+        // it comes back as exactly the same text.
+        match decode_bytes(text.as_bytes()) {
+            Some(bytes) => Self::Packed(Box::new(bytes)),
+            None => Self::Text(text.into()),
         }
-        Self::Text(text.into())
     }
 
     fn text(&self) -> String {
         match self {
-            Self::Packed(bytes) => URL_SAFE_NO_PAD.encode(bytes.as_slice()),
+            Self::Packed(bytes) => encode_bytes(bytes),
             Self::Text(text) => text.to_string(),
         }
     }
@@ -486,6 +478,7 @@ impl RoomState for MemoryRoomState {
 mod tests {
     use super::*;
     use crate::room::schedule::SplitMix;
+    use crate::ticket::ENCODED_LEN;
 
     /// Every index agrees with the chains, and the Fenwick count of people
     /// ahead agrees with a walk over the waiting places. With `expired_at`,

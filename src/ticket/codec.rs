@@ -111,6 +111,16 @@ pub fn decode(text: &[u8]) -> Result<DecodedTicket, Rejection> {
     Ok(ticket)
 }
 
+/// The bytes of ticket-sized text under the same strict base64url rules as
+/// [`decode`], without reading them (no version check): `None` for text
+/// that is not exactly one canonical encoding. [`encode_bytes`] gives the
+/// same text back.
+pub(crate) fn decode_bytes(text: &[u8]) -> Option<[u8; TICKET_LEN]> {
+    let text: &[u8; ENCODED_LEN] = text.try_into().ok()?;
+    let mut out = [0u8; TICKET_LEN + SPARE];
+    decode_base64url(text, &mut out).then(|| out[..TICKET_LEN].try_into().expect("fixed layout"))
+}
+
 /// Bytes after the ticket in a decoding buffer: the decoder stores eight
 /// bytes at a time, six of them decoded.
 const SPARE: usize = 2;
@@ -178,10 +188,15 @@ pub fn encode(claims: &Claims, tag: &[u8; TAG_LEN]) -> String {
 /// Encodes claim bytes and their tag as ticket text: base64url, three bytes
 /// to four characters, no padding (the length is a multiple of three).
 pub(crate) fn encode_signed(claims: &[u8; CLAIMS_LEN], tag: &[u8; TAG_LEN]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; TICKET_LEN];
     bytes[..CLAIMS_LEN].copy_from_slice(claims);
     bytes[CLAIMS_LEN..].copy_from_slice(tag);
+    encode_bytes(&bytes)
+}
+
+/// The text of a ticket's bytes (claims then tag), whatever they hold.
+pub(crate) fn encode_bytes(bytes: &[u8; TICKET_LEN]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut text = [0u8; ENCODED_LEN];
     for (three, four) in bytes.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
         let n = u32::from(three[0]) << 16 | u32::from(three[1]) << 8 | u32::from(three[2]);
