@@ -15,13 +15,16 @@ use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict};
 use queuegate::ticket::{self, Binding, QueueId};
 use queuegate::{
     Claims, ClientTime, ClientTimeRule, Issuer, JoinDecision, KeyRing, ManualClock,
-    MemoryReplayStore, Policy, Presented, Rejection, ReplayMode, ReplayStore, StoreError, TicketId,
-    TicketKind, Verifier,
+    MemoryReplayStore, Policy, Presented, Rejection, ReplayMode, ReplayReason, ReplayStore,
+    StoreError, TicketId, TicketKind, Verifier,
 };
 use serde_json::{json, Value};
 
 const T0: i64 = 1_626_087_600_000; // 2021-07-12T11:00:00Z
 const QUEUE: &str = "vaccine-53-54";
+/// A demo session cookie's value: 32 hex digits. The binding material is
+/// this text (32 ASCII bytes), never the 16 bytes it spells (SPEC.md §5).
+const SESSION_COOKIE_TEXT: &[u8] = b"8f14e45fceea167a5a36dedd4bea2543";
 
 fn key_secret(id: u8) -> Vec<u8> {
     match id {
@@ -128,6 +131,37 @@ fn named_tickets() -> Vec<Named> {
             }),
         },
         Named {
+            name: "waiting-pre-queue",
+            note: "joined before a scheduled opening (T0 + 120 s): position 0, no place drawn yet; admitted_from is the opening",
+            material: b"session-42",
+            claims: claims(TicketKind::Waiting, 1, 0x60, b"session-42", |c| {
+                c.sequence = 0;
+                c.position = 0;
+                c.joined_at_ms = T0;
+                c.issued_at_ms = T0;
+                c.live_until_ms = T0 + 130_000;
+                c.admitted_from_ms = T0 + 120_000;
+                c.expires_at_ms = T0 + 12 * 3_600_000;
+            }),
+        },
+        Named {
+            name: "admitted-session-cookie",
+            note: "bound to the demo's session cookie: the material is the cookie's 32-character text, not the 16 bytes it spells",
+            material: SESSION_COOKIE_TEXT,
+            claims: claims(TicketKind::Admitted, 1, 0x70, SESSION_COOKIE_TEXT, |_| {}),
+        },
+        Named {
+            name: "admitted-rotated-key2",
+            note: "the chain of `admitted`, renewed once more after a rotation to key 2: same ticket id and material, sequence 8, binding bytes under key 2",
+            material: b"session-42",
+            claims: claims(TicketKind::Admitted, 2, 0x10, b"session-42", |c| {
+                c.sequence = 8;
+                c.issued_at_ms = T0 + 10_000;
+                c.live_until_ms = T0 + 30_000;
+                c.clock_offset_ms = Some(-120_000);
+            }),
+        },
+        Named {
             name: "extreme-values",
             note: "every integer at an end of its range; empty binding material",
             material: b"",
@@ -144,6 +178,11 @@ fn named_tickets() -> Vec<Named> {
             }),
         },
     ]
+}
+
+/// The 16 bytes the session cookie's hex text spells.
+fn cookie_bytes() -> Vec<u8> {
+    hex::decode(SESSION_COOKIE_TEXT).unwrap()
 }
 
 fn ticket_of(name: &str) -> (String, Claims) {
@@ -208,15 +247,24 @@ fn keys_json() -> Value {
         (1, "vaccine-55-59", b"session-42"),
         (2, QUEUE, b"session-42"),
         (3, QUEUE, b""),
+        (1, QUEUE, SESSION_COOKIE_TEXT),
+        (1, QUEUE, &cookie_bytes()),
     ]
     .into_iter()
     .map(|(id, q, m)| {
-        json!({
+        let mut v = json!({
             "key_id": id,
             "queue": q,
             "material_hex": hex::encode(m),
             "binding": hex::encode(common::binding(&key_secret(id), common::queue_id(q), m).0),
-        })
+        });
+        if m == SESSION_COOKIE_TEXT {
+            v["note"] = "the session cookie's text: the material a cookie binds to".into();
+        } else if m == cookie_bytes() {
+            v["note"] =
+                "the 16 bytes the cookie's hex spells: NOT its material (another binding)".into();
+        }
+        v
     })
     .collect();
     json!({
@@ -455,7 +503,33 @@ fn cases() -> Vec<Case> {
             .note("retry_after_ms = admitted_from - now = 600000"),
         case("admitted-too-early", "admitted-later", T0 + 4_999)
             .expect("not_admitted")
-            .note("1 ms before admitted_from"),
+            .note("1 ms before admitted_from: retry_after_ms is floored at 1000"),
+        case("retry-after-rounds-up", "admitted-later", T0 + 3_999)
+            .expect("not_admitted")
+            .note("1001 ms to wait: Retry-After 2 (seconds, rounded up, never down)"),
+        case("retry-after-whole-second", "admitted-later", T0 + 4_000)
+            .expect("not_admitted")
+            .note("exactly 1000 ms to wait: Retry-After 1"),
+        case("retry-after-five-seconds", "admitted-later", T0)
+            .expect("not_admitted")
+            .note("5000 ms to wait: Retry-After 5"),
+        case("pre-queue-on-protected-route", "waiting-pre-queue", T0)
+            .expect("not_admitted")
+            .note("position 0 (no place drawn before the opening) is a waiting ticket like any other: wait until the opening"),
+        // the binding material is the cookie's text
+        case("cookie-text-ok", "admitted-session-cookie", T0)
+            .note("material: the cookie's 32 characters as ASCII bytes"),
+        case("cookie-decoded-bytes-mismatch", "admitted-session-cookie", T0)
+            .expect("binding_mismatch")
+            .note("material: the 16 bytes the cookie's hex spells, which is not what the ticket is bound to"),
+        // the measured flag, not the offset bytes, says whether a baseline exists
+        case("unmeasured-has-no-baseline", "admitted-key2-unmeasured", T0)
+            .client_offset(200_000)
+            .note("flag clear, offset bytes 0: no baseline, so no jump check; +200 s is within max_skew"),
+        case("measured-zero-is-a-baseline", "admitted-key3-long-secret", T0)
+            .client_offset(200_000)
+            .expect("clock_jump")
+            .note("flag set, offset 0: a baseline of 0, so +200 s is a jump (same bytes but the flag as the unmeasured case)"),
         // expired
         case("at-expiry", "admitted-near-expiry", T0 + 10_000)
             .expect("expired")
@@ -510,7 +584,10 @@ fn cases() -> Vec<Case> {
             "other-session" => c.binding = Some(b"session-43"),
             "no-binding-material" => c.binding = None,
             "other-queue" => c.queue = "vaccine-55-59",
+            "cookie-text-ok" => c.binding = Some(SESSION_COOKIE_TEXT),
+            "cookie-decoded-bytes-mismatch" => c.binding = Some(cookie_bytes().leak()),
             "key2-ok"
+            | "unmeasured-has-no-baseline"
             | "skew-forward-at-tolerance"
             | "skew-backward-at-tolerance"
             | "skew-forward-over"
@@ -550,6 +627,16 @@ fn cases_json() -> Value {
             if let Some(n) = c.ticket_name {
                 o.insert("ticket_name".into(), n.into());
             }
+            if c.expect == "not_admitted" {
+                // SPEC.md §8.1 and §8.6, computed here from the claims.
+                let (_, claims) = ticket_of(c.ticket_name.unwrap());
+                let wait = (claims.admitted_from_ms - c.now_ms).max(1_000) as u64;
+                o.insert("retry_after_ms".into(), wait.into());
+                o.insert(
+                    "retry_after_header".into(),
+                    wait.div_ceil(1_000).to_string().into(),
+                );
+            }
             if !c.note.is_empty() {
                 o.insert("note".into(), c.note.into());
             }
@@ -557,7 +644,7 @@ fn cases_json() -> Value {
         })
         .collect();
     json!({
-        "description": "Verification cases (SPEC.md §8). Verify each ticket on a protected route with the ring below, the policy below (queue as given) and no replay state; now_ms is the server time, binding_material_hex what the request shows (null: nothing), client_time_header the client-time header (null: absent). expect is \"ok\" or the rejection code.",
+        "description": "Verification cases (SPEC.md §8). Verify each ticket on a protected route with the ring below, the policy below (queue as given) and no replay state; now_ms is the server time, binding_material_hex what the request shows (null: nothing), client_time_header the client-time header (null: absent). expect is \"ok\" or the rejection code; a not_admitted case also gives retry_after_ms and the Retry-After header it becomes (§8.6).",
         "ring": { "signing_key_id": 1, "verify_only_key_ids": [2, 3] },
         "policy": {
             "max_skew_ms": 300_000,
@@ -566,6 +653,242 @@ fn cases_json() -> Value {
             "client_time": "optional unless client_time_required",
             "replay": "off"
         },
+        "retry_after": retry_after_json(),
+        "cases": cases,
+    })
+}
+
+// ---------------------------------------------------------- retry after
+
+/// `retry_after_ms` values and the `Retry-After` header each becomes
+/// (SPEC.md §8.6: whole seconds, rounded up).
+const RETRY_AFTER: &[u64] = &[0, 1, 999, 1_000, 1_001, 1_999, 2_000, 60_000, 600_000];
+
+fn retry_after_json() -> Value {
+    RETRY_AFTER
+        .iter()
+        .map(|&ms| json!({ "retry_after_ms": ms, "header": ms.div_ceil(1_000).to_string() }))
+        .collect()
+}
+
+// ---------------------------------------------------------------- heartbeat
+
+/// A heartbeat presented to a room that holds no place for the chain.
+struct BeatCase {
+    name: &'static str,
+    note: &'static str,
+    ticket: &'static str,
+    ticket_text: Option<String>,
+    now_ms: i64,
+    material: &'static [u8],
+    store_epoch: u32,
+    expect: &'static str,
+    status: u16,
+}
+
+const STORE_EPOCH: u32 = 0x0a0b_0c0d;
+
+fn beat_cases() -> Vec<BeatCase> {
+    let b = |name, note, ticket, now_ms, expect, status| BeatCase {
+        name,
+        note,
+        ticket,
+        ticket_text: None,
+        now_ms,
+        material: b"session-42",
+        store_epoch: STORE_EPOCH,
+        expect,
+        status,
+    };
+    vec![
+        b("unknown-waiting-chain", "a live, well-signed waiting ticket whose chain has no place in the room (it left, was dropped, or the room's state was lost)", "waiting-join", T0 + 20_000, "ended", 410),
+        b("unknown-admitted-chain", "an admitted ticket whose chain left the room after booking", "admitted", T0 + 1_000, "ended", 410),
+        b("unknown-pre-queue-chain", "a pre-queue ticket (position 0) the room does not know", "waiting-pre-queue", T0 + 1_000, "ended", 410),
+        b("dead-ticket-first", "the ticket's own checks run before the room is asked: past its deadline it is offline_resumed, not ended", "waiting-join", T0 + 30_000, "offline_resumed", 403),
+        b("expired-first", "expiry before the room", "admitted-near-expiry", T0 + 10_000, "expired", 403),
+        BeatCase {
+            material: b"session-43",
+            ..b("other-client-first", "another client's material: binding_mismatch before the room", "waiting-join", T0 + 20_000, "binding_mismatch", 403)
+        },
+        BeatCase {
+            store_epoch: 0x0102_0304,
+            ..b("other-epoch-first", "minted under another store epoch (the store restarted): replayed before the room", "waiting-join", T0 + 20_000, "replayed", 409)
+        },
+        BeatCase {
+            ticket_text: Some(mutate("waiting-join", |t| t[131] ^= 1)),
+            ..b("forged-first", "a flipped tag bit: bad_signature", "waiting-join", T0 + 20_000, "bad_signature", 403)
+        },
+    ]
+}
+
+fn heartbeat_json() -> Value {
+    let cases: Vec<Value> = beat_cases()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "note": c.note,
+                "ticket_name": c.ticket,
+                "ticket": c.ticket_text.unwrap_or_else(|| ticket_of(c.ticket).0),
+                "queue": QUEUE,
+                "now_ms": c.now_ms,
+                "binding_material_hex": hex::encode(c.material),
+                "client_time_header": null,
+                "store_epoch": c.store_epoch,
+                "expect": c.expect,
+                "status": c.status,
+                "retry_after_header": null,
+            })
+        })
+        .collect();
+    json!({
+        "description": "Heartbeats (SPEC.md §9.4) to a room that holds no place for any chain, by an issuer signing with key 1 (keys 2 and 3 verify only) under the default policy, whose replay store has the given epoch and no records. The ticket's checks (§8 steps 1-18 but 10) decide first; a ticket that passes them and whose chain has no place in the room is `ended` (410, no Retry-After, nothing written): the client must rejoin.",
+        "issuer": { "signing_key_id": 1, "verify_only_key_ids": [2, 3] },
+        "cases": cases,
+    })
+}
+
+// ---------------------------------------------------------------- consume
+
+/// One presentation to a `single_use` scope.
+struct Use {
+    ticket: &'static str,
+    now_ms: i64,
+    material: Option<&'static [u8]>,
+    expect: &'static str,
+    monitored: Option<&'static str>,
+    replay_reason: Option<&'static str>,
+}
+
+fn present(ticket: &'static str, now_ms: i64, material: Option<&'static [u8]>) -> Use {
+    Use {
+        ticket,
+        now_ms,
+        material,
+        expect: "ok",
+        monitored: None,
+        replay_reason: None,
+    }
+}
+
+impl Use {
+    fn replayed(mut self, reason: &'static str) -> Self {
+        self.expect = "replayed";
+        self.replay_reason = Some(reason);
+        self
+    }
+    fn code(mut self, code: &'static str) -> Self {
+        self.expect = code;
+        self
+    }
+    fn monitored(mut self, code: &'static str) -> Self {
+        self.monitored = Some(code);
+        self
+    }
+}
+
+struct ConsumeCase {
+    name: &'static str,
+    note: &'static str,
+    binding_mismatch: &'static str,
+    steps: Vec<Use>,
+}
+
+fn consume_cases() -> Vec<ConsumeCase> {
+    const S42: Option<&[u8]> = Some(b"session-42");
+    const S43: Option<&[u8]> = Some(b"session-43");
+    const SAME: &str = "consumed_by_same_client";
+    const OTHER: &str = "consumed_by_other_client";
+    vec![
+        ConsumeCase {
+            name: "same-client-retry",
+            note: "the same ticket again with the material it is bound to: the same client (a retried booking)",
+            binding_mismatch: "enforce",
+            steps: vec![
+                present("admitted", T0, S42),
+                present("admitted", T0 + 1_000, S42).replayed(SAME),
+            ],
+        },
+        ConsumeCase {
+            name: "same-client-across-rotation",
+            note: "the chain's next ticket, signed and bound under key 2 after a rotation: different binding bytes, same chain and material, so the same client",
+            binding_mismatch: "enforce",
+            steps: vec![
+                present("admitted", T0, S42),
+                present("admitted-rotated-key2", T0 + 11_000, S42).replayed(SAME),
+            ],
+        },
+        ConsumeCase {
+            name: "other-client-enforced",
+            note: "another client presenting the consumed ticket is refused at the binding check, before replay state",
+            binding_mismatch: "enforce",
+            steps: vec![
+                present("admitted", T0, S42),
+                present("admitted", T0 + 1_000, S43).code("binding_mismatch"),
+            ],
+        },
+        ConsumeCase {
+            name: "other-client-monitored",
+            note: "binding_mismatch monitored: the stranger's binding is not verified in its request, so it is another client (the ticket's binding bytes are the owner's and prove nothing)",
+            binding_mismatch: "monitor",
+            steps: vec![
+                present("admitted", T0, S42),
+                present("admitted", T0 + 1_000, S43).replayed(OTHER),
+            ],
+        },
+        ConsumeCase {
+            name: "no-material-monitored",
+            note: "binding_mismatch monitored and no binding material sent: nothing verified, another client",
+            binding_mismatch: "monitor",
+            steps: vec![
+                present("admitted", T0, S42),
+                present("admitted", T0 + 1_000, None).replayed(OTHER),
+            ],
+        },
+        ConsumeCase {
+            name: "holder-after-monitored-stranger",
+            note: "binding_mismatch monitored: a stranger consumed the chain; the holder, whose binding verifies, is the chain's own client",
+            binding_mismatch: "monitor",
+            steps: vec![
+                present("admitted", T0, S43).monitored("binding_mismatch"),
+                present("admitted", T0 + 1_000, S42).replayed(SAME),
+            ],
+        },
+    ]
+}
+
+fn consume_json() -> Value {
+    let cases: Vec<Value> = consume_cases()
+        .into_iter()
+        .map(|c| {
+            let steps: Vec<Value> = c
+                .steps
+                .iter()
+                .map(|u| {
+                    json!({
+                        "ticket_name": u.ticket,
+                        "ticket": ticket_of(u.ticket).0,
+                        "now_ms": u.now_ms,
+                        "binding_material_hex": u.material.map(hex::encode),
+                        "client_time_header": null,
+                        "expect": u.expect,
+                        "monitored": u.monitored,
+                        "replay_reason": u.replay_reason,
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.name,
+                "note": c.note,
+                "binding_mismatch": c.binding_mismatch,
+                "steps": steps,
+            })
+        })
+        .collect();
+    json!({
+        "description": "Single-use consumption (SPEC.md §10): each case is a fresh scope `reserve` of queue vaccine-53-54 in replay mode single_use, verified with every key (1 signs; 2 and 3 verify), the default policy except binding_mismatch (enforce or monitor as given), and an empty replay store of epoch 0x0a0b0c0d. Present the steps in order on a protected route. A consumed chain presented again is replayed, consumed_by_same_client when the request's binding material verified against the presented ticket (§8 step 13 passed), else consumed_by_other_client.",
+        "scope": "reserve",
+        "store_epoch": STORE_EPOCH,
         "cases": cases,
     })
 }
@@ -574,12 +897,14 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-fn all_files() -> [(&'static str, Value); 4] {
+fn all_files() -> [(&'static str, Value); 6] {
     [
         ("keys.json", keys_json()),
         ("tickets.json", tickets_json()),
         ("verify.json", cases_json()),
         ("renew.json", renew_json()),
+        ("heartbeat.json", heartbeat_json()),
+        ("consume.json", consume_json()),
     ]
 }
 
@@ -842,6 +1167,14 @@ fn verify_cases() {
                 if let Some(reason) = c["malformed_reason"].as_str() {
                     assert_eq!(reason_of(&r), Some(reason), "{name}");
                 }
+                if let Some(ms) = c["retry_after_ms"].as_u64() {
+                    assert_eq!(r.retry_after_ms(), Some(ms), "{name}");
+                    let header = c["retry_after_header"].as_str().unwrap();
+                    let res = queuegate::layer::problem_response(&r);
+                    assert_eq!(res.headers()["retry-after"], header, "{name}");
+                    let body: Value = serde_json::from_slice(res.body()).unwrap();
+                    assert_eq!(body["retry_after"].to_string(), header, "{name}");
+                }
             }
         }
     }
@@ -934,6 +1267,15 @@ fn renew_cases() -> Vec<RenewCase> {
             now_ms: T0 + 15_000,
             client_offset_ms: Some(-121_500),
             decision: d(0, 20_000, 0, true),
+            retries: &[],
+        },
+        RenewCase {
+            name: "pre-queue-place-drawn",
+            note: "the first heartbeat after the opening: position 0 becomes the place drawn at the opening",
+            from: "waiting-pre-queue",
+            now_ms: T0 + 120_500,
+            client_offset_ms: None,
+            decision: d(5, 30_000, 10_000, false),
             retries: &[],
         },
         RenewCase {
@@ -1141,6 +1483,160 @@ fn renew_cases_match_the_issuer() {
             match r["expect"].as_str().unwrap() {
                 "same" => assert_eq!(got.unwrap().ticket, next.ticket, "{name}: retry"),
                 code => assert_eq!(code_of(&got.unwrap_err()), code, "{name}: retry"),
+            }
+        }
+    }
+}
+
+fn ring_of(keys: &Value, signing: u64, verify_only: &[u64]) -> Arc<KeyRing> {
+    let mut b = KeyRing::builder();
+    for &id in verify_only {
+        b = b.verify_only_key(id as u8, &secret_of(keys, id)).unwrap();
+    }
+    Arc::new(
+        b.signing_key(signing as u8, &secret_of(keys, signing))
+            .unwrap()
+            .build()
+            .unwrap(),
+    )
+}
+
+fn material_hex(v: &Value) -> Option<Vec<u8>> {
+    v.as_str().map(|h| hex::decode(h).unwrap())
+}
+
+#[test]
+fn retry_after_rounds_up_to_whole_seconds() {
+    let file = load("verify.json");
+    let table = file["retry_after"].as_array().unwrap();
+    assert!(table.len() >= 5);
+    for row in table {
+        let ms = row["retry_after_ms"].as_u64().unwrap();
+        let header = row["header"].as_str().unwrap();
+        let r = Rejection::StoreUnavailable { retry_after_ms: ms };
+        let res = queuegate::layer::problem_response(&r);
+        assert_eq!(res.headers()["retry-after"], header, "{ms} ms");
+        let body: Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(body["retry_after"].to_string(), header, "{ms} ms");
+        // The room's own refusals round the same way.
+        let e = queuegate::RoomError::Refused {
+            reason: "test",
+            retry_after_ms: Some(ms),
+        };
+        assert_eq!(
+            e.retry_after_ms()
+                .map(|ms| ms.div_ceil(1_000).to_string())
+                .as_deref(),
+            Some(header)
+        );
+    }
+}
+
+#[test]
+fn heartbeat_cases_match_the_room() {
+    let keys = load("keys.json");
+    let file = load("heartbeat.json");
+    let ring = ring_of(&keys, 1, &[2, 3]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    assert!(cases.iter().any(|c| c["expect"] == "ended"));
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let clock = ManualClock::new(c["now_ms"].as_i64().unwrap());
+        let store = Arc::new(FixedEpoch(
+            MemoryReplayStore::new(),
+            c["store_epoch"].as_u64().unwrap() as u32,
+        ));
+        let issuer = Issuer::new(
+            ring.clone(),
+            Policy::new(c["queue"].as_str().unwrap()),
+            clock,
+            store.clone(),
+        )
+        .unwrap();
+        let room = queuegate::WaitingRoom::builder(issuer, queuegate::MemoryRoomState::new())
+            .build()
+            .unwrap();
+        let material = material_hex(&c["binding_material_hex"]);
+        let presented = Presented {
+            ticket: c["ticket"].as_str().map(str::as_bytes),
+            binding: material.as_deref(),
+            client_time: ClientTime::Absent,
+        };
+        let e = rt.block_on(room.heartbeat(&presented)).expect_err(name);
+        assert_eq!(e.code(), c["expect"].as_str().unwrap(), "{name}: {e:?}");
+        assert_eq!(
+            u64::from(e.status().as_u16()),
+            c["status"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            e.retry_after_ms().map(|ms| ms.div_ceil(1_000).to_string()),
+            c["retry_after_header"].as_str().map(str::to_owned),
+            "{name}"
+        );
+        // A refused heartbeat writes nothing.
+        assert!(store.0.is_empty(), "{name}: the store grew");
+    }
+}
+
+#[test]
+fn consume_cases_match_the_verifier() {
+    let keys = load("keys.json");
+    let file = load("consume.json");
+    let ring = ring_of(&keys, 1, &[2, 3]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let epoch = file["store_epoch"].as_u64().unwrap() as u32;
+    let scope = file["scope"].as_str().unwrap();
+    for c in file["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let mode = match c["binding_mismatch"].as_str().unwrap() {
+            "enforce" => queuegate::Mode::Enforce,
+            "monitor" => queuegate::Mode::Monitor,
+            other => panic!("{other}"),
+        };
+        let policy = Policy::new(QUEUE)
+            .scope(scope)
+            .replay(ReplayMode::SingleUse)
+            .mode_for(queuegate::RejectionCode::BindingMismatch, mode);
+        let steps = c["steps"].as_array().unwrap();
+        let clock = ManualClock::new(steps[0]["now_ms"].as_i64().unwrap());
+        let store = Arc::new(FixedEpoch(MemoryReplayStore::new(), epoch));
+        let verifier = Verifier::new(ring.clone(), policy, clock.clone(), store).unwrap();
+        for (i, s) in steps.iter().enumerate() {
+            clock.set_ms(s["now_ms"].as_i64().unwrap());
+            let material = material_hex(&s["binding_material_hex"]);
+            let presented = Presented {
+                ticket: s["ticket"].as_str().map(str::as_bytes),
+                binding: material.as_deref(),
+                client_time: ClientTime::Absent,
+            };
+            let got = rt.block_on(verifier.verify(&presented));
+            match (s["expect"].as_str().unwrap(), got) {
+                ("ok", Ok(v)) => assert_eq!(
+                    v.monitored.map(|r| code_of(&r)),
+                    s["monitored"].as_str().map(str::to_owned),
+                    "{name} step {i}"
+                ),
+                (code, Err(r)) => {
+                    assert_eq!(code_of(&r), code, "{name} step {i}: {r:?}");
+                    let reason = match r {
+                        Rejection::Replayed { reason, .. } => Some(match reason {
+                            ReplayReason::ConsumedBySameClient => "consumed_by_same_client",
+                            ReplayReason::ConsumedByOtherClient => "consumed_by_other_client",
+                            ReplayReason::StaleSequence => "stale_sequence",
+                            ReplayReason::StateReset => "state_reset",
+                            _ => "other",
+                        }),
+                        _ => None,
+                    };
+                    assert_eq!(reason, s["replay_reason"].as_str(), "{name} step {i}");
+                }
+                (code, Ok(v)) => panic!("{name} step {i}: accepted ({v:?}), expected {code}"),
             }
         }
     }
