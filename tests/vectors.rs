@@ -742,7 +742,7 @@ fn heartbeat_json() -> Value {
         })
         .collect();
     json!({
-        "description": "Heartbeats (SPEC.md §9.4) to a room that holds no place for any chain, by an issuer signing with key 1 (keys 2 and 3 verify only) under the default policy, whose replay store has the given epoch and no records. The ticket's checks (§8 steps 1-18 but 10) decide first; a ticket that passes them and whose chain has no place in the room is `ended` (410, no Retry-After, nothing written): the client must rejoin.",
+        "description": "Heartbeats (SPEC.md §9.4) to a room that holds no place for any chain, by an issuer signing with key 1 (keys 2 and 3 verify only) under the default policy, whose replay store has the given epoch and no records. The ticket's checks (§8 steps 1-18 but 10) decide first; a ticket that passes them and whose chain has no place in the room is `ended` (410, no Retry-After, the replay store untouched): the client must rejoin.",
         "issuer": { "signing_key_id": 1, "verify_only_key_ids": [2, 3] },
         "cases": cases,
     })

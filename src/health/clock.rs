@@ -614,3 +614,26 @@ mod tests {
         assert_eq!(m.estimate, 333);
     }
 }
+
+#[cfg(all(test, feature = "redis"))]
+mod redis_tests {
+    use super::*;
+    use crate::clock::{Clock, SystemClock};
+
+    /// A real `TIME` round trip: Redis and this machine share a clock, so
+    /// the corrected offset is within the round trip plus a millisecond of
+    /// Redis's truncation to ms.
+    #[tokio::test]
+    #[ignore = "needs Redis"]
+    async fn redis_time_reads_the_shared_clock() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let time = RedisTime::connect(&url).await.expect("Redis at REDIS_URL");
+        let r = time.read(&SystemClock).await.unwrap();
+        assert!(r.round_trip_ms < 1_000, "{r:?}");
+        assert!(r.offset_ms.abs() <= r.round_trip_ms / 2 + 2, "{r:?}");
+        // Against a clock 5 minutes fast, the same round trip reads +5 min.
+        let fast = crate::clock::ManualClock::new(SystemClock.now_ms() + 300_000);
+        let r = time.read(&fast).await.unwrap();
+        assert!((r.offset_ms - 300_000).abs() < 2_000, "{r:?}");
+    }
+}
