@@ -4,7 +4,8 @@
 Recomputes, with the Python standard library only, every derived key, queue
 and scope id and binding in keys.json, every ticket in tickets.json from its
 claims (layout, MAC input, tag, text), and every renewal in renew.json from
-the ticket it renews (the rules of SPEC.md section 9.2). It also verifies
+the ticket it renews (the rules of SPEC.md section 9.2) with the outcome of
+each retry (9.3). It also verifies
 every case of verify.json (section 8, with the Retry-After rounding of 8.6),
 heartbeat.json (section 9.4: the ticket's checks, then `ended`) and
 consume.json (section 10: single-use consumption and the same-client rule)
@@ -267,6 +268,16 @@ def main():
         tag = hmac.new(derive(secrets[signer], nxt["kind"]), b"queuegate/1" + cb, hashlib.sha256).digest()
         text = base64.urlsafe_b64encode(cb + tag).decode().rstrip("=")
         check(f"renew {name} text", text, c["expect_ticket"])
+        # Section 9.3: a retry of ticket n while n + 1 is unused gets the same
+        # successor until the grace ends (exclusive), then replayed. These
+        # retries send the same client offset, so the baseline is unchanged.
+        grace = renew["issuer"]["renewal_grace_ms"]
+        for r in c["retries"]:
+            r_header = r["client_time_header"]
+            r_offset = None if r_header is None else int(r_header) - r["now_ms"]
+            check(f"renew {name} retry offset", r_offset, measured)
+            want = "same" if r["now_ms"] < now + grace else "replayed"
+            check(f"renew {name} retry at {r['now_ms']}", want, r["expect"])
 
     # verify.json: SPEC.md section 8, and the Retry-After of 8.6.
     vf = load("verify.json")
