@@ -13,6 +13,7 @@
 //! | `GET /slots` | protected, replay mode `session` |
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
@@ -34,6 +35,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::error::StoreError;
+use queuegate::health::{ClockCheck, Health};
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
 use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
 use queuegate::room::{
@@ -417,6 +419,10 @@ pub struct App {
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
+    /// `/healthz` and `/readyz`, following the server-clock check.
+    pub health: Health,
+    /// The server-clock check (here against the clients' median only).
+    pub clock_check: Arc<ClockCheck>,
 }
 
 /// One booking.
@@ -506,12 +512,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .max_waiting(1_000_000)
         .build()
         .map_err(err)?;
+    let clock_check = Arc::new(ClockCheck::new());
     let app = Arc::new(App {
         room,
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
         room_admitted_shown: Mutex::new(0),
+        health: Health::new().with_clock_check(clock_check.clone()),
+        clock_check,
     });
 
     let slots_verifier = Verifier::new(
@@ -564,6 +573,14 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .route("/slots", get(slots).layer(slots_layer))
         .route("/reserve", post(reserve).layer(reserve_layer))
         .route("/metrics", get(metrics_text))
+        .route(
+            "/healthz",
+            get(|State(app): State<Arc<App>>| async move { app.health.healthz().map(Body::from) }),
+        )
+        .route(
+            "/readyz",
+            get(|State(app): State<Arc<App>>| async move { app.health.readyz().map(Body::from) }),
+        )
         .with_state(app.clone());
     Ok((app, router))
 }
@@ -790,7 +807,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render_prometheus(),
+        app.metrics.render_prometheus() + &app.clock_check.render_prometheus(),
     )
 }
 
@@ -818,6 +835,7 @@ pub async fn serve(app: Arc<App>, router: Router, listener: tokio::net::TcpListe
             let _ = sweeper.room.sweep().await;
             sweeper.replay.purge(SystemClock.now_ms());
             refresh_gauges(&sweeper).await;
+            sweeper.clock_check.check(&sweeper.metrics.snapshot(), None);
         }
     });
     if let Err(e) = axum::serve(listener, router).await {

@@ -60,6 +60,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod health;
 pub mod issuer;
 pub mod keys;
 pub mod layer;
