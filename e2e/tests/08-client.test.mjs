@@ -20,8 +20,19 @@ const hostPage = `<!doctype html>
 import { WaitingRoom } from '/queue/client.js';
 window.events = [];
 window.proceeded = 0;
+const korean = {
+  joining: '대기열에 들어가는 중입니다…',
+  waiting: '대기 순번 {position}번, 앞에 {ahead}명이 있습니다. 예상 대기 시간: {wait}.',
+  admitted: '차례가 되었습니다. 지금 예약하세요.',
+  paused: '입장이 잠시 멈췄습니다',
+  seconds: '약 {n}초',
+  minutes: '약 {n}분',
+  refused: '대기열에서 빠졌습니다. 다시 줄을 서 주세요.',
+  codes: { ended: '대기 순번이 끝났습니다. 다시 줄을 서 주세요.' },
+};
 const room = new WaitingRoom({
   base: '/queue',
+  messages: location.search === '?lang=ko' ? korean : undefined,
   onAdmitted: async () => {
     // The host's protected call: once, with the admitted ticket.
     window.proceeded += 1;
@@ -63,7 +74,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function openHost(demo) {
   const device = await openDevice(browser);
   const url = demo.base + '/client-host';
-  await device.context.route(url, (route) => route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: hostPage }));
+  await device.context.route((u) => u.href.startsWith(url), (route) => route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: hostPage }));
   // Every protected call the page makes, with the ticket it sent.
   device.protectedCalls = [];
   device.page.on('request', (req) => {
@@ -71,7 +82,7 @@ async function openHost(demo) {
     if (path === '/reserve' || path === '/slots') device.protectedCalls.push({ path, ticket: req.headers()['queue-ticket'] ?? null });
   });
   device.events = () => device.page.evaluate(() => window.events);
-  device.open = () => device.page.goto(url);
+  device.open = (query = '') => device.page.goto(url + query);
   return device;
 }
 
@@ -322,4 +333,53 @@ test('a page looked at again, or resumed from frozen, heart-beats at once', { ti
   const refusals = device.answers.filter((a) => a.status >= 400);
   assert.equal(refusals.length, 0, `early heartbeats are fine: ${JSON.stringify(refusals)}`);
   assert.equal(device.protectedCalls.length, 0);
+});
+
+test('a room closed by the operator, unknown refusals and Korean texts', { timeout: 60_000 }, async () => {
+  const demo = await startDemo({ 'admit-per-sec': 0, 'liveness-ms': 3000 });
+  demos.push(demo);
+  const device = await openHost(demo);
+  const operator = '오늘 예약은 마감되었습니다. 내일 09:00에 다시 열립니다.';
+  const problem = (status, code, detail) => (route) =>
+    route.fulfill({ status, contentType: 'application/problem+json', body: JSON.stringify({ status, code, detail }) });
+  // The first join reaches the room; then the operator closes it; later
+  // joins meet refusals the client has never heard of.
+  const joins = [
+    (route) => route.continue(),
+    problem(418, 'brand_new_code', 'a refusal from a newer server'),
+    (route) => route.fulfill({ status: 404, contentType: 'text/plain', body: 'not found' }),
+    problem(410, 'ended', 'this place in the queue has ended: please rejoin the queue'),
+  ];
+  await device.context.route(demo.base + '/queue/join', (route) => joins.shift()(route));
+  await device.context.route(demo.base + '/queue/heartbeat', problem(403, 'room_closed', operator));
+  await device.open('?lang=ko');
+
+  const waiting = await until('a waiting update', async () => (await device.events()).find((e) => e.type === 'update' && e.state === 'waiting'));
+  assert.equal(waiting.text, `대기 순번 ${waiting.position}번, 앞에 ${waiting.ahead}명이 있습니다. 예상 대기 시간: 입장이 잠시 멈췄습니다.`);
+  const closed = await until('the closed event', async () => (await device.events()).find((e) => e.type === 'closed'));
+  assert.deepEqual([closed.code, closed.status, closed.detail, closed.text], ['room_closed', 403, operator, operator]);
+  assert.equal(await device.page.locator('#text').textContent(), operator);
+  await shot(device.page, '08-client-closed');
+  assert.equal(await device.page.evaluate(() => window.room.state), 'closed');
+
+  const rejoin = async () => {
+    const before = (await device.events()).length;
+    await device.page.evaluate(() => window.room.join());
+    return until('the refusal', async () => (await device.events()).slice(before).find((e) => e.type === 'refused'));
+  };
+  const unknown = await rejoin();
+  assert.deepEqual([unknown.code, unknown.status, unknown.text], ['brand_new_code', 418, 'a refusal from a newer server']);
+  const bare = await rejoin();
+  assert.deepEqual([bare.code, bare.status, bare.detail, bare.text], ['unknown', 404, null, '대기열에서 빠졌습니다. 다시 줄을 서 주세요.']);
+  const ended = await rejoin();
+  assert.deepEqual([ended.code, ended.text], ['ended', '대기 순번이 끝났습니다. 다시 줄을 서 주세요.']);
+
+  await sleep(1500);
+  const events = await device.events();
+  assert.equal(events.filter((e) => e.type === 'retrying').length, 0, 'refusals are not retried');
+  assert.ok(!events.some((e) => e.type === 'admitted'));
+  assert.equal(await device.page.evaluate(() => window.proceeded), 0);
+  assert.equal(device.protectedCalls.length, 0);
+  await device.settled();
+  assert.equal(device.answers.filter((a) => a.path === '/queue/heartbeat').length, 1, 'no heartbeat after the room closed');
 });

@@ -41,7 +41,7 @@ export const defaultMessages = {
 const TIMEOUT_MS = 15_000; // a call that hangs longer counts as a network error
 const MAX_BACKOFF_MS = 30_000; // backoff without Retry-After doubles up to this
 const MAX_WAIT_MS = 600_000; // no wait is longer (setTimeout overflows past 2^31 ms)
-const MIN_BEAT_MS = 500; // never heart-beat faster, whatever an answer says
+const MIN_BEAT_MS = 500; // never call again sooner, whatever an answer says
 
 // Never earlier than asked, up to half as long again later: millions of
 // clients told "retry in 5 s" at once come back spread over 2.5 s.
@@ -198,13 +198,15 @@ export class WaitingRoom extends EventTarget {
     const again = o.lost || o.status === 503 || (o.status === 429 && o.retryMs !== null) || (o.status >= 500 && !o.code);
     if (!again) return this.#end('refused', o);
     this.#failures += 1;
-    const inMs = spread(o.retryMs ?? Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.#failures - 1)));
+    const asked = o.retryMs ?? Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.#failures - 1));
+    const inMs = spread(Math.max(MIN_BEAT_MS, asked));
     const text = o.lost ? this.#text('offline') : this.#text('retrying', { wait: this.#words(inMs) });
     this.#emit('retrying', { reason: o.lost ? 'network' : 'busy', code: o.code ?? null, detail: o.detail ?? null, inMs, text });
     this.#schedule(inMs);
   }
 
   #answered(r) {
+    const generation = this.#generation; // a callback may call join() or leave()
     this.#failures = 0;
     this.#ticket = r.ticket;
     const admitted = r.admitted === true;
@@ -221,9 +223,11 @@ export class WaitingRoom extends EventTarget {
     else if (r.position === 0) place.text = this.#text('opening', { wait: this.#words(r.opens_in_ms) });
     else place.text = this.#text('waiting', { ...place, wait: this.#words(r.estimated_wait_ms) });
     this.#emit('update', place);
+    if (generation !== this.#generation) return;
     if (admitted && !this.#announced) {
       this.#announced = true;
       this.#emit('admitted', { ...place, ticket: r.ticket });
+      if (generation !== this.#generation) return;
     }
     const next = Number(r.retry_after_ms);
     this.#schedule(Math.min(MAX_WAIT_MS, Math.max(MIN_BEAT_MS, Number.isFinite(next) ? next : 5000)));
