@@ -10,6 +10,7 @@
 //! | `GET /` | the waiting-room page |
 //! | `POST /queue/join` | joins; sets cookie `qg_session`, the ticket's binding |
 //! | `POST /queue/heartbeat` | renews the chain (header `queue-ticket`) |
+//! | `GET /queue/client.js` | the browser client shipped in the crate |
 //! | `GET /slots` | protected, replay mode `session` |
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
@@ -570,6 +571,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .route("/", get(page))
         .route("/queue/join", post(join))
         .route("/queue/heartbeat", post(heartbeat))
+        .route("/queue/client.js", get(client_js))
         .route("/slots", get(slots).layer(slots_layer))
         .route("/reserve", post(reserve).layer(reserve_layer))
         .route("/metrics", get(metrics_text))
@@ -821,6 +823,18 @@ async fn page() -> impl IntoResponse {
             ),
         ],
         Html(PAGE),
+    )
+}
+
+/// The browser client shipped in the crate (`queuegate::room::http::CLIENT_JS`).
+async fn client_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        queuegate::room::http::CLIENT_JS,
     )
 }
 

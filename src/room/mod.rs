@@ -47,6 +47,7 @@
 mod counts;
 mod engine;
 mod hook;
+pub mod http;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
