@@ -1,22 +1,6 @@
 //! The client's address, resolved through the proxies the host trusts.
 //!
-//! Behind a load balancer or CDN every connection comes from a proxy; the
-//! client's address is in a header the proxies append to (`X-Forwarded-For`
-//! or the standard `Forwarded`, RFC 7239). A client can write anything into
-//! that header before it reaches the first proxy, so it is read from the
-//! right: the connection's peer, then each hop leftwards, as long as the
-//! address at hand is a trusted proxy. The first address that is not a
-//! trusted proxy is the client (the rightmost untrusted hop): a proxy the
-//! host runs wrote it, so the client cannot forge it. With no trusted
-//! proxies the peer is the client and the headers are not read at all.
-//!
-//! Which header the proxies write is configured ([`ProxyHeader`]), never
-//! guessed: a client that sends the other one would choose its own address.
-//!
-//! An IPv6 client usually has a whole /64 to itself (SLAAC, privacy
-//! addresses rotate within it), so [`ClientAddr::limit_key`] keys IPv6 by
-//! its /64; IPv4 by the address; an IPv4-mapped IPv6 address
-//! (`::ffff:192.0.2.1`, from a dual-stack socket) is the IPv4 address.
+//! The rule is on [`TrustedProxies`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -98,7 +82,24 @@ impl ProxyHeader {
 }
 
 /// The proxies in front of the room whose forwarding header is believed.
-/// See the [module docs](self).
+///
+/// Behind a load balancer or CDN every connection comes from a proxy; the
+/// client's address is in a header the proxies append to (`X-Forwarded-For`
+/// or the standard `Forwarded`, RFC 7239). A client can write anything into
+/// that header before it reaches the first proxy, so it is read from the
+/// right: the connection's peer, then each hop leftwards, as long as the
+/// address at hand is a trusted proxy. The first address that is not a
+/// trusted proxy is the client (the rightmost untrusted hop): a proxy the
+/// host runs wrote it, so the client cannot forge it. With no trusted
+/// proxies the peer is the client and the headers are not read at all.
+///
+/// Which header the proxies write is configured ([`ProxyHeader`]), never
+/// guessed: a client that sends the other one would choose its own address.
+///
+/// An IPv6 client usually has a whole /64 to itself (SLAAC, privacy
+/// addresses rotate within it), so [`ClientAddr::limit_key`] keys IPv6 by
+/// its /64; IPv4 by the address; an IPv4-mapped IPv6 address
+/// (`::ffff:192.0.2.1`, from a dual-stack socket) is the IPv4 address.
 ///
 /// ```
 /// use std::net::IpAddr;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::{ready, Future};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -144,9 +144,7 @@ impl PerAddressLimit {
 
     /// Judges one join from `key` at `now_ms`: `Ok` or the wait (ms).
     fn judge(&self, key: IpAddr, now_ms: i64) -> Result<(), i64> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() % SHARDS as u64) as usize];
+        let shard = &self.shards[(self.hasher.hash_one(key) % SHARDS as u64) as usize];
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let next = match shard.next_ms.get(&key) {
             Some(&t) => t.max(now_ms),

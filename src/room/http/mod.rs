@@ -11,16 +11,49 @@
 //!   [`JoinContext::client_addr`](super::JoinContext::client_addr);
 //! - [`PerAddressLimit`]: an example join hook counting joins per address.
 //!
-//! A join handler, in outline:
+//! A join handler, whatever the web framework:
 //!
-//! ```ignore
-//! let session = sessions.join(&headers, &uri)?;           // cross_site, or the session
-//! let addr = proxies.resolve(peer.ip(), &headers);        // the client's address
-//! let request = JoinRequest::new(session.id().as_bytes(), client_time)
-//!     .client_addr(addr)
-//!     .headers(&headers);
-//! let ticket = room.join_with(&request).await?;
-//! // answer, with session.set_cookie() if there is one (a new session)
+//! ```
+//! use std::net::IpAddr;
+//! use http::{HeaderMap, Response, Uri};
+//! use queuegate::room::http::{RoomSessions, TrustedProxies};
+//! use queuegate::room::{JoinHook, JoinRequest, RoomState, WaitingRoom};
+//! use queuegate::{ClientTime, Clock, ReplayStore};
+//!
+//! async fn join<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook>(
+//!     room: &WaitingRoom<C, S, R, H>,
+//!     sessions: &RoomSessions,
+//!     proxies: &TrustedProxies,
+//!     peer: IpAddr,
+//!     headers: &HeaderMap,
+//!     uri: &Uri,
+//!     client_time: ClientTime,
+//! ) -> Response<bytes::Bytes> {
+//!     // Cross-site requests and unreadable session cookies stop here,
+//!     // with a problem document and no cookie.
+//!     let session = match sessions.join(headers, uri) {
+//!         Ok(session) => session,
+//!         Err(refused) => return refused.problem_response(),
+//!     };
+//!     let request = JoinRequest::new(session.id().as_bytes(), client_time)
+//!         .client_addr(proxies.resolve(peer, headers))
+//!         .headers(headers);
+//!     match room.join_with(&request).await {
+//!         Ok(ticket) => {
+//!             let mut res = Response::new(bytes::Bytes::from(ticket.ticket));
+//!             // Only a new session gets a cookie: a live one is never replaced.
+//!             if let Some(cookie) = session.set_cookie() {
+//!                 res.headers_mut().insert(http::header::SET_COOKIE, cookie.clone());
+//!             }
+//!             res
+//!         }
+//!         Err(e) => {
+//!             let mut res = Response::new(bytes::Bytes::from(e.to_string()));
+//!             *res.status_mut() = e.status();
+//!             res
+//!         }
+//!     }
+//! }
 //! ```
 
 mod client_addr;

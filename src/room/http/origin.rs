@@ -1,35 +1,7 @@
 //! [`CrossSiteGuard`]: refuses state-changing requests that a browser sends
 //! on behalf of another site.
 //!
-//! A page on any site can make a visitor's browser post a form to the room
-//! (`<form method=post action=https://booking.example/queue/join>`). The
-//! `SameSite=Strict` session cookie stays behind, so the room sees a new
-//! visitor, and the session cookie it would set in its answer replaces the
-//! visitor's own: their next heartbeat is `binding_mismatch` and their place
-//! is lost. Browsers say where a request comes from, in a header the page
-//! cannot forge, and the guard reads it:
-//!
-//! 1. `Sec-Fetch-Site` (every current browser): `same-origin` and `none` (the
-//!    person typed the address or used a bookmark) pass; `same-site`,
-//!    `cross-site` and anything else are refused unless the request's
-//!    `Origin` is a trusted origin. `same-site` is refused too: a sibling
-//!    subdomain (`blog.example` next to `booking.example`) is another
-//!    origin, and may be run by someone else.
-//! 2. Without `Sec-Fetch-Site` (older browsers), `Origin` decides: it must be
-//!    the request's own origin — the scheme the host declares (a server
-//!    behind a TLS-terminating proxy cannot see it, so it is configured) and
-//!    the `Host` header (or the HTTP/2 authority), default ports ignored — or
-//!    a trusted origin. `Origin: null` (sandboxed frames, privacy redirects)
-//!    is never the room's own page.
-//! 3. With neither header the request is not from a browser acting for a
-//!    page (curl, a native app, a server), and cross-site forgery needs a
-//!    browser: it passes. Other defences (binding, the join hook) apply.
-//!
-//! This is the rule of Go's `net/http.CrossOriginProtection` and of the
-//! Fetch Metadata guidance (web.dev "Protect your resources from web
-//! attacks with Fetch Metadata"), with the scheme made explicit. A header
-//! given twice is refused: a browser sends each once. The check reads two
-//! headers and allocates nothing.
+//! The rule is on [`CrossSiteGuard`].
 
 use std::fmt;
 
@@ -42,7 +14,37 @@ use crate::error::ConfigError;
 pub const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Refuses cross-site browser requests to state-changing room endpoints
-/// (join, heartbeat, leave). See the [module docs](self) for the rule.
+/// (join, heartbeat, leave).
+///
+/// A page on any site can make a visitor's browser post a form to the room
+/// (`<form method=post action=https://booking.example/queue/join>`). The
+/// `SameSite=Strict` session cookie stays behind, so the room sees a new
+/// visitor, and the session cookie it would set in its answer replaces the
+/// visitor's own: their next heartbeat is `binding_mismatch` and their place
+/// is lost. Browsers say where a request comes from, in a header the page
+/// cannot forge, and the guard reads it:
+///
+/// 1. `Sec-Fetch-Site` (every current browser): `same-origin` and `none` (the
+///    person typed the address or used a bookmark) pass; `same-site`,
+///    `cross-site` and anything else are refused unless the request's
+///    `Origin` is a trusted origin. `same-site` is refused too: a sibling
+///    subdomain (`blog.example` next to `booking.example`) is another
+///    origin, and may be run by someone else.
+/// 2. Without `Sec-Fetch-Site` (older browsers), `Origin` decides: it must be
+///    the request's own origin — the scheme the host declares (a server
+///    behind a TLS-terminating proxy cannot see it, so it is configured) and
+///    the `Host` header (or the HTTP/2 authority), default ports ignored — or
+///    a trusted origin. `Origin: null` (sandboxed frames, privacy redirects)
+///    is never the room's own page.
+/// 3. With neither header the request is not from a browser acting for a
+///    page (curl, a native app, a server), and cross-site forgery needs a
+///    browser: it passes. Other defences (binding, the join hook) apply.
+///
+/// This is the rule of Go's `net/http.CrossOriginProtection` and of the
+/// Fetch Metadata guidance (web.dev "Protect your resources from web
+/// attacks with Fetch Metadata"), with the scheme made explicit. A header
+/// given twice is refused: a browser sends each once. The check reads two
+/// headers and allocates nothing.
 ///
 /// ```
 /// use http::{HeaderMap, Uri};
@@ -128,7 +130,7 @@ impl CrossSiteGuard {
     }
 
     /// Whether a request with these headers (and this URI, for the HTTP/2
-    /// authority) may change state. See the [module docs](self).
+    /// authority) may change state, by the rule above.
     pub fn check(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), CrossSite> {
         let origin = match single(headers, &ORIGIN) {
             One::Absent => None,
