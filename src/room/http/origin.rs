@@ -109,6 +109,13 @@ impl CrossSiteGuard {
     /// `scheme://host` or `scheme://host:port`, with no path (not even
     /// `/`), no user and no query, as browsers send it; case and default
     /// ports do not matter. Anything else fails here, at setup.
+    ///
+    /// Trust a site only to *send people to* the room, and prefer a link
+    /// (a navigation to the room's page) to a form that posts to the join:
+    /// a request from another site never carries a `SameSite=Strict`
+    /// session cookie, so a join posted from a trusted origin looks like a
+    /// first visit, and the new session it is given replaces the one the
+    /// person may already hold.
     pub fn trusted_origin(mut self, origin: &str) -> Result<Self, ConfigError> {
         let parsed = parse_origin(origin.as_bytes()).ok_or(ConfigError::Invalid {
             setting: "trusted origin",
