@@ -567,6 +567,44 @@ mod tests {
         assert!(!format!("{first:?}").contains(first.id()));
     }
 
+    proptest::proptest! {
+        /// The room and the layer read any cookie header alike: the room
+        /// takes a session exactly when the layer's binding is that session.
+        #[test]
+        fn the_room_and_the_layer_agree_on_any_cookie_header(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("qg_session".to_owned()),
+                    proptest::strategy::Just("ID".to_owned()),
+                    proptest::strategy::Just("OTHER".to_owned()),
+                    "[ \t;=\"a-zA-Z_]{1,3}",
+                ],
+                0..12,
+            ),
+        ) {
+            use crate::layer::{BindingSource, SessionCookie};
+            let s = sessions();
+            let id = s.keys().mint();
+            let other = s.keys().mint();
+            let line = parts.concat().replace("OTHER", &other).replace("ID", &id);
+            let Ok(value) = HeaderValue::from_str(&line) else {
+                return Ok(());
+            };
+            let mut req = http::Request::new(());
+            req.headers_mut().insert("cookie", value);
+            let (p, ()) = req.into_parts();
+            let layer = SessionCookie::default().binding(&p);
+            let room = s.check(&p.headers, &uri());
+            match room {
+                Ok(Some(v)) => proptest::prop_assert_eq!(layer.as_deref(), Some(v)),
+                Ok(None) => proptest::prop_assert!(
+                    !matches!(layer.as_deref(), Some(b) if s.keys().verify(b))
+                ),
+                Err(_) => proptest::prop_assert_eq!(layer, None),
+            }
+        }
+    }
+
     #[test]
     fn cross_site_is_refused_before_the_cookie_is_read() {
         let s = sessions();
