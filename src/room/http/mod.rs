@@ -62,10 +62,16 @@ mod client;
 mod client_addr;
 mod limit;
 mod origin;
+mod response;
+mod service;
 pub mod session;
 
 pub use client::CLIENT_JS;
 pub use client_addr::{ClientAddr, ProxyHeader, TrustedProxies, MAX_HOPS};
 pub use limit::PerAddressLimit;
 pub use origin::{CrossSite, CrossSiteGuard, CrossSiteReason, SEC_FETCH_SITE};
+pub use response::{place_response, room_problem_response, RoomBody};
+pub use service::{
+    PeerAddr, RoomEndpoints, RoomFuture, RoomService, SessionSource, CLIENT_TIME_HEADER, TICKET_HEADER,
+};
 pub use session::{JoinSession, RoomSessions, SessionKeys, SessionRefusal, SESSION_ID_LEN};
