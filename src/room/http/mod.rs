@@ -72,6 +72,7 @@ pub use limit::PerAddressLimit;
 pub use origin::{CrossSite, CrossSiteGuard, CrossSiteReason, SEC_FETCH_SITE};
 pub use response::{place_response, room_problem_response, RoomBody};
 pub use service::{
-    PeerAddr, RoomEndpoints, RoomFuture, RoomService, SessionSource, CLIENT_TIME_HEADER, TICKET_HEADER,
+    PeerAddr, RoomEndpoints, RoomFuture, RoomService, SessionSource, CLIENT_TIME_HEADER,
+    TICKET_HEADER,
 };
 pub use session::{JoinSession, RoomSessions, SessionKeys, SessionRefusal, SESSION_ID_LEN};

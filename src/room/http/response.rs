@@ -128,7 +128,10 @@ pub fn room_problem_response(e: &RoomError) -> Response<Bytes> {
         _ => "Could not join the queue",
     };
     let mut json = String::with_capacity(256);
-    let _ = write!(json, "{{\"type\":\"{PROBLEM_TYPE_PREFIX}{code}\",\"title\":");
+    let _ = write!(
+        json,
+        "{{\"type\":\"{PROBLEM_TYPE_PREFIX}{code}\",\"title\":"
+    );
     push_json_str(&mut json, title);
     let _ = write!(json, ",\"status\":{},\"detail\":", status.as_u16());
     push_json_str(&mut json, &e.to_string());
