@@ -57,8 +57,8 @@ use queuegate::room::http::{
     SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place,
-    RoomState, RoomStats, WaitingRoom,
+    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomState,
+    RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
