@@ -93,6 +93,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod cookie;
 pub mod error;
 pub mod health;
 pub mod issuer;
