@@ -60,8 +60,9 @@
 //!
 //! None is on by default. Without any, the crate has the tickets, keys,
 //! verifier and issuer, the tower layer, the waiting room on in-memory
-//! state (one instance), the counters with their Prometheus text, and the
-//! health checks.
+//! state (one instance) with its HTTP building blocks ([`room::http`]:
+//! sessions, cross-site refusal, client addresses, the browser client), the
+//! counters with their Prometheus text, and the health checks.
 //!
 //! - **`axum`**: the axum extractor for the verified ticket,
 //!   [`layer::QueueTicket`] (and its rejection
