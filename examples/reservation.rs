@@ -35,7 +35,9 @@ use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::error::StoreError;
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::replay::{
+    Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
+};
 use queuegate::room::{
     AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomError,
     RoomState, RoomStats, RoomTicket, WaitingRoom,
@@ -290,6 +292,7 @@ impl Replay {
 impl ReplayStore for Replay {
     type CheckFuture = BoxFuture<ReplayVerdict>;
     type AdvanceFuture = BoxFuture<Advance>;
+    type SettleFuture = BoxFuture<()>;
 
     fn epoch(&self) -> u32 {
         match self {
@@ -312,6 +315,14 @@ impl ReplayStore for Replay {
             Self::Memory(m) => Box::pin(m.advance(a)),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.advance(a),
+        }
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.settle(s)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.settle(s),
         }
     }
 }
