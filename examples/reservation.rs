@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::error::StoreError;
-use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
+use queuegate::layer::{problem_response, NoSideEffects, QueueGateLayer, PROBLEM_JSON};
 use queuegate::replay::{
     Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
 };
@@ -426,6 +426,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// Seats taken per slot (each has [`SLOT_SEATS`]).
+    pub seats_taken: Mutex<HashMap<String, usize>>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
 }
@@ -522,6 +524,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
+        seats_taken: Mutex::new(HashMap::new()),
         room_admitted_shown: Mutex::new(0),
     });
 
@@ -537,9 +540,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .build()
         .map_err(err)?;
 
+    // A booking holds the person's turn for at most 15 s while it runs; the
+    // handler is ended after 10 s, so a retry never runs beside it.
     let reserve_verifier = Verifier::new(
         keys,
-        policy.scope("reserve").replay(ReplayMode::SingleUse),
+        policy
+            .scope("reserve")
+            .replay(ReplayMode::SingleUse)
+            .hold(BOOKING_HOLD)
+            .handler_timeout(BOOKING_TIMEOUT),
         SystemClock,
         replay,
     )
@@ -745,6 +754,17 @@ async fn slots(Extension(_v): Extension<Verified>) -> Response<Body> {
     json_response(StatusCode::OK, json!({ "slots": open_slots() }))
 }
 
+/// Seats per slot: a full slot is refused as "slot taken".
+pub const SLOT_SEATS: usize = 500;
+/// How long a booking holds the person's turn while it runs.
+pub const BOOKING_HOLD: Duration = Duration::from_secs(15);
+/// How long a booking may run before the layer ends it.
+pub const BOOKING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Books a slot. A full slot is a refusal free of side effects
+/// ([`NoSideEffects`]): the person may pick another slot at once. The
+/// booking is keyed by chain (the layer's idempotency key), so a retry
+/// after a failure never books twice.
 async fn reserve(
     State(app): State<Arc<App>>,
     Extension(v): Extension<Verified>,
@@ -762,12 +782,27 @@ async fn reserve(
     };
     let booked = {
         let mut map = lock(&app.reservations);
-        map.entry(v.claims.ticket_id)
-            .or_insert_with(|| Reservation {
+        if let Some(booked) = map.get(&v.claims.ticket_id) {
+            booked.clone()
+        } else {
+            let mut seats = lock(&app.seats_taken);
+            let taken = seats.entry(slot.clone()).or_insert(0);
+            if *taken >= SLOT_SEATS {
+                let mut res = json_response(
+                    StatusCode::CONFLICT,
+                    json!({"error": "slot_taken", "slot": slot}),
+                );
+                res.extensions_mut().insert(NoSideEffects);
+                return res;
+            }
+            *taken += 1;
+            let booked = Reservation {
                 id: format!("R-{}", &new_session_id()[..12]),
                 slot,
-            })
-            .clone()
+            };
+            map.insert(v.claims.ticket_id, booked.clone());
+            booked
+        }
     };
     // The booking is made: the place in the room is no longer needed.
     if let Some(session) = cookie(&headers, SESSION_COOKIE) {
