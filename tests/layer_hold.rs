@@ -385,6 +385,100 @@ mod redis {
     scenarios!(store().await, #[ignore = "needs Redis"]);
 }
 
+/// Issue 12 item 9: monitoring `missing`, `replayed` or `in_progress` on a
+/// `single_use` scope is refused unless the host opts in.
+#[test]
+fn monitor_on_single_use_needs_an_explicit_opt_in() {
+    use queuegate::{ConfigError, Mode, RejectionCode};
+    for code in [
+        RejectionCode::Missing,
+        RejectionCode::Replayed,
+        RejectionCode::InProgress,
+    ] {
+        let watching = policy().mode_for(code, Mode::Monitor);
+        assert_eq!(
+            watching.validate(),
+            Err(ConfigError::MonitorSingleUse(code.as_str())),
+            "{code}"
+        );
+        let store = Arc::new(MemoryReplayStore::new());
+        assert!(Verifier::new(keys(), watching.clone(), SystemClock, store.clone()).is_err());
+        let opted = watching.allow_monitor_on_single_use(true);
+        assert_eq!(opted.validate(), Ok(()), "{code}");
+        assert!(Verifier::new(keys(), opted, SystemClock, store).is_ok());
+        // In a session scope it is an ordinary choice.
+        assert_eq!(
+            Policy::new(QUEUE).mode_for(code, Mode::Monitor).validate(),
+            Ok(())
+        );
+    }
+    // Other codes stay monitorable without the opt-in; failing open stays
+    // refused even with it.
+    assert!(policy()
+        .mode_for(RejectionCode::ClockSkew, Mode::Monitor)
+        .validate()
+        .is_ok());
+    assert_eq!(
+        policy()
+            .allow_monitor_on_single_use(true)
+            .mode_for(RejectionCode::StoreUnavailable, Mode::Monitor)
+            .validate(),
+        Err(ConfigError::FailOpenSingleUse)
+    );
+}
+
+/// What the opt-in lets through, as documented: with `missing` monitored, a
+/// request with no ticket reaches the booking handler; with `in_progress`
+/// monitored, a second use runs while the first holds the chain (two
+/// bookings), and with `replayed` monitored a consumed chain books again.
+#[tokio::test]
+async fn what_monitoring_on_single_use_lets_through() {
+    use queuegate::{Mode, RejectionCode};
+    let e = env(Arc::new(MemoryReplayStore::new()));
+    let watching = policy()
+        .mode_for(RejectionCode::Missing, Mode::Monitor)
+        .mode_for(RejectionCode::InProgress, Mode::Monitor)
+        .mode_for(RejectionCode::Replayed, Mode::Monitor)
+        .allow_monitor_on_single_use(true);
+    let verifier = Verifier::new(keys(), watching, e.f.clock.clone(), e.f.store.clone()).unwrap();
+    let slow = Act::Slow(Duration::from_millis(200));
+    let desk = Desk::new(&[slow, slow, Act::Book]);
+    let layer = QueueGateLayer::builder(verifier).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route("/reserve", post(book).layer(layer.clone()))
+        .route(
+            "/open",
+            post({
+                let seen = seen.clone();
+                move |req: Request<Body>| async move {
+                    seen.lock().unwrap().push(
+                        req.extensions()
+                            .get::<queuegate::Rejection>()
+                            .map(|r| r.code()),
+                    );
+                    "let through"
+                }
+            })
+            .layer(layer),
+        )
+        .with_state(desk.clone());
+    // No ticket at all: let through (with the finding in the extensions).
+    let res = app
+        .clone()
+        .oneshot(Request::post("/open").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(*seen.lock().unwrap(), [Some(RejectionCode::Missing)]);
+    // Two at once: both run and both book.
+    let (a, b) = tokio::join!(send(&app, &e.ticket), send(&app, &e.ticket));
+    assert_eq!((a.0, b.0), (200, 200));
+    // And once consumed, once more.
+    assert_eq!(send(&app, &e.ticket).await.0, 200);
+    assert_eq!(desk.bookings(), 3);
+}
+
 /// Item 9 rides along: the hold settings are checked as a whole.
 #[test]
 fn a_hold_shorter_than_the_timeout_is_refused() {
