@@ -355,6 +355,21 @@ pub fn rejection_cases(fx: &Fixture) -> Vec<Case> {
             case(C::NotAdmitted, &t, Req::get("/browse").ticket(&t, SESSION))
         },
         {
+            // The booking handler answers 202 to `x-keep-hold` (outside the
+            // success set, which is 200): its hold stays, and the next use
+            // of the chain is in progress.
+            let t = fx.admitted(SESSION);
+            Case {
+                code: C::InProgress,
+                before: vec![Req::post("/reserve")
+                    .ticket(&t, SESSION)
+                    .header("x-keep-hold", "1".to_owned())],
+                advance: Duration::ZERO,
+                req: Req::post("/reserve").ticket(&t, SESSION),
+                ticket: t,
+            }
+        },
+        {
             let t = fx.admitted(SESSION);
             Case {
                 code: C::Replayed,
