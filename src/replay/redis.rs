@@ -18,7 +18,7 @@ use super::{
 use crate::clock::duration_to_ms;
 use crate::error::{ConfigError, StoreError};
 use crate::rejection::ReplayReason;
-use crate::ticket::{ScopeId, TicketId};
+use crate::ticket::{ScopeId, TicketId, TicketKind};
 
 /// A boxed, sendable store future. The Redis store's futures are boxed: a
 /// network round trip costs far more than one allocation, and it keeps the
@@ -35,9 +35,15 @@ const ADVANCE_BODY: &str = include_str!("redis_advance.lua");
 /// Commit or release of a hold.
 const SETTLE: &str = include_str!("redis_settle.lua");
 
+/// Capacity shards: each chain's records count in the shard of its ticket
+/// id's first byte, each shard holding its share of the capacities.
+const CAP_SHARDS: usize = 16;
+
 struct Inner {
     conn: ConnectionManager,
     prefix: String,
+    /// Per shard: waiting, admitted.
+    shard_capacity: [u64; 2],
     timeout: Duration,
     tolerance_ms: i64,
     epoch: AtomicU32,
@@ -85,7 +91,16 @@ struct Inner {
 /// against a record that may be gone. Run Redis with `maxmemory-policy
 /// noeviction`: an evicting policy would drop live records and let
 /// replays through, while `noeviction` turns a full Redis into errors,
-/// which fail closed.
+/// which fail closed: [`connect`](RedisReplayStoreBuilder::connect) reads
+/// the policy from `INFO memory` and refuses any other unless the host opts
+/// in.
+///
+/// Capacity: separate waiting and admitted caps, as in the memory store,
+/// counted without any global index: 16 shard hashes (each under its own
+/// hash tag) hold counts per kind and per 5-second bucket of retention end,
+/// and a bucket is subtracted once it has passed on Redis's clock. A chain
+/// abandoned while waiting stops counting one liveness window (plus the
+/// tolerance, plus at most one bucket) after its last heartbeat.
 #[derive(Clone)]
 pub struct RedisReplayStore {
     inner: Arc<Inner>,
@@ -110,6 +125,9 @@ pub struct RedisReplayStoreBuilder {
     prefix: String,
     timeout: Duration,
     tolerance: Duration,
+    waiting_capacity: u64,
+    admitted_capacity: u64,
+    allow_evicting_policy: bool,
 }
 
 impl fmt::Debug for RedisReplayStoreBuilder {
@@ -119,6 +137,9 @@ impl fmt::Debug for RedisReplayStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("tolerance", &self.tolerance)
+            .field("waiting_capacity", &self.waiting_capacity)
+            .field("admitted_capacity", &self.admitted_capacity)
+            .field("allow_evicting_policy", &self.allow_evicting_policy)
             .finish()
     }
 }
@@ -144,9 +165,48 @@ impl RedisReplayStoreBuilder {
         self
     }
 
-    /// Connects and reads (or creates) the epoch. Fails if the settings are
-    /// invalid or Redis does not answer within the timeout.
+    /// The most waiting-chain records held at once (default 8 million).
+    /// Counted per shard (16 shards by ticket id, each holding a 16th,
+    /// rounded up): a full shard refuses new records with
+    /// [`StoreError::Capacity`] (`store_unavailable`, failing closed).
+    pub fn waiting_capacity(mut self, records: u64) -> Self {
+        self.waiting_capacity = records;
+        self
+    }
+
+    /// The most admitted-chain, hold and consumption records held at once
+    /// (default 1 million), apart from the waiting ones so that a join
+    /// flood never locks admitted people out of booking.
+    pub fn admitted_capacity(mut self, records: u64) -> Self {
+        self.admitted_capacity = records;
+        self
+    }
+
+    /// Lets the store start on a Redis whose `maxmemory-policy` evicts
+    /// keys (default: refused). Under memory pressure such a Redis drops
+    /// live records, and an evicted consumption lets a consumed ticket book
+    /// again; `noeviction` turns a full Redis into errors instead, which
+    /// fail closed. Opt in only for a Redis that never reaches `maxmemory`.
+    pub fn allow_evicting_policy(mut self, allow: bool) -> Self {
+        self.allow_evicting_policy = allow;
+        self
+    }
+
+    /// Connects, checks Redis's `maxmemory_policy` (read from `INFO
+    /// memory`, since managed Redis refuses `CONFIG GET`), and reads (or
+    /// creates) the epoch. Fails if the settings are invalid, Redis evicts
+    /// keys (unless [allowed](Self::allow_evicting_policy)), or Redis does
+    /// not answer within the timeout.
     pub async fn connect(self) -> Result<RedisReplayStore, StoreError> {
+        if self.waiting_capacity == 0 || self.admitted_capacity == 0 {
+            return Err(StoreError::Backend(
+                ConfigError::Invalid {
+                    setting: "capacity",
+                    reason: "a capacity of zero refuses every ticket",
+                }
+                .to_string(),
+            ));
+        }
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(StoreError::Backend(
                 ConfigError::Invalid {
@@ -177,8 +237,31 @@ impl RedisReplayStoreBuilder {
         )
         .await?
         .map_err(backend)?;
+        if !self.allow_evicting_policy {
+            let mut c = conn.clone();
+            let info: String = timeout(
+                self.timeout,
+                ::redis::cmd("INFO").arg("memory").query_async(&mut c),
+            )
+            .await?
+            .map_err(backend)?;
+            if evicts(&info) {
+                return Err(StoreError::Backend(
+                    ConfigError::Invalid {
+                        setting: "maxmemory-policy",
+                        reason: "Redis evicts keys under memory pressure, and an evicted record could let a consumed ticket back in: set maxmemory-policy noeviction, or opt in with allow_evicting_policy(true)",
+                    }
+                    .to_string(),
+                ));
+            }
+        }
+        let per_shard = |cap: u64| cap.div_ceil(CAP_SHARDS as u64);
         let inner = Inner {
             conn,
+            shard_capacity: [
+                per_shard(self.waiting_capacity),
+                per_shard(self.admitted_capacity),
+            ],
             epoch: AtomicU32::new(0),
             timeout: self.timeout,
             tolerance_ms: duration_to_ms(self.tolerance),
@@ -206,6 +289,46 @@ impl RedisReplayStoreBuilder {
         Ok(RedisReplayStore {
             inner: Arc::new(inner),
         })
+    }
+}
+
+/// Whether `INFO memory` text names an evicting `maxmemory_policy`. A
+/// Redis that does not report one (an old or unusual server) is taken as
+/// evicting: the check fails closed.
+fn evicts(info: &str) -> bool {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+        .map_or(true, |policy| policy.trim() != "noeviction")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evicts;
+
+    #[test]
+    fn only_noeviction_is_safe() {
+        let info = |p: &str| format!("# Memory\r\nused_memory:1\r\nmaxmemory_policy:{p}\r\n");
+        assert!(!evicts(&info("noeviction")));
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            assert!(evicts(&info(p)), "{p}");
+        }
+        assert!(evicts("# Memory\r\nused_memory:1\r\n"), "unreported");
+    }
+}
+
+/// A ticket kind as the scripts name it.
+fn kind_arg(kind: TicketKind) -> &'static str {
+    match kind {
+        TicketKind::Waiting => "w",
+        TicketKind::Admitted => "a",
     }
 }
 
@@ -239,6 +362,13 @@ impl Inner {
         format!("{}:{{{id}}}:u:{scope}", self.prefix)
     }
 
+    /// The capacity shard of a chain: a hash tag of its own, so that on a
+    /// Cluster the shards spread over the primaries.
+    fn cap_key(&self, id: &TicketId) -> String {
+        let shard = usize::from(id.0[0]) % CAP_SHARDS;
+        format!("{p}:{{{p}:cap:{shard}}}", p = self.prefix)
+    }
+
     /// Learns a new epoch from a script's `{4, epoch}` answer.
     fn reset_to(&self, epoch: &::redis::Value) {
         if let Ok(e) = ::redis::from_redis_value::<u32>(epoch) {
@@ -255,6 +385,9 @@ impl RedisReplayStore {
             prefix: "queuegate".to_owned(),
             timeout: Duration::from_millis(500),
             tolerance: Duration::from_secs(60),
+            waiting_capacity: 8_000_000,
+            admitted_capacity: 1_000_000,
+            allow_evicting_policy: false,
         }
     }
 
@@ -342,6 +475,7 @@ impl ReplayStore for RedisReplayStore {
                 .key(inner.epoch_key())
                 .key(inner.chain_key(&c.ticket_id))
                 .key(inner.use_key(&c.ticket_id, &c.scope))
+                .key(inner.cap_key(&c.ticket_id))
                 .arg(inner.epoch.load(Ordering::Relaxed))
                 .arg(random_epoch())
                 .arg(c.sequence)
@@ -352,7 +486,10 @@ impl ReplayStore for RedisReplayStore {
                 .arg(u8::from(c.same_client))
                 .arg(hold.token)
                 .arg(hold.until_ms)
-                .arg(c.expires_at_ms.saturating_add(inner.tolerance_ms));
+                .arg(c.expires_at_ms.saturating_add(inner.tolerance_ms))
+                .arg(kind_arg(c.kind))
+                .arg(inner.shard_capacity[0])
+                .arg(inner.shard_capacity[1]);
             let mut conn = inner.conn.clone();
             let reply: Vec<::redis::Value> =
                 timeout(inner.timeout, invocation.invoke_async(&mut conn))
@@ -374,6 +511,7 @@ impl ReplayStore for RedisReplayStore {
                     Some(Ok(until_ms)) => ReplayVerdict::InProgress { until_ms },
                     _ => return Err(StoreError::Backend("redis script answer".into())),
                 },
+                7 => return Err(StoreError::Capacity),
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })
@@ -387,6 +525,7 @@ impl ReplayStore for RedisReplayStore {
             invocation
                 .key(inner.epoch_key())
                 .key(inner.chain_key(&a.ticket_id))
+                .key(inner.cap_key(&a.ticket_id))
                 .arg(inner.epoch.load(Ordering::Relaxed))
                 .arg(random_epoch())
                 .arg(a.sequence)
@@ -396,7 +535,10 @@ impl ReplayStore for RedisReplayStore {
                     a.live_until_ms,
                     a.expires_at_ms,
                     inner.tolerance_ms,
-                ));
+                ))
+                .arg(kind_arg(a.kind))
+                .arg(inner.shard_capacity[0])
+                .arg(inner.shard_capacity[1]);
             let mut conn = inner.conn.clone();
             let reply: Vec<::redis::Value> =
                 timeout(inner.timeout, invocation.invoke_async(&mut conn))
@@ -436,6 +578,7 @@ impl ReplayStore for RedisReplayStore {
                     Advance::Stale
                 }
                 5 => Advance::Stale,
+                7 => return Err(StoreError::Capacity),
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })
@@ -467,12 +610,14 @@ impl RedisReplayStore {
         let mut invocation = inner.settle.prepare_invoke();
         invocation
             .key(inner.use_key(&s.ticket_id, &s.scope))
+            .key(inner.cap_key(&s.ticket_id))
             .arg(match s.settlement {
                 Settlement::Commit => "c",
                 Settlement::Release => "r",
             })
             .arg(s.hold.token)
-            .arg(s.expires_at_ms.saturating_add(inner.tolerance_ms));
+            .arg(s.expires_at_ms.saturating_add(inner.tolerance_ms))
+            .arg(kind_arg(s.kind));
         let mut conn = inner.conn.clone();
         let _: i64 = timeout(inner.timeout, invocation.invoke_async(&mut conn))
             .await?

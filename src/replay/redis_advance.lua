@@ -1,7 +1,7 @@
--- `ChainState::advance`, atomically (after the prelude). ARGV[3..]:
+-- `ChainState::advance`, atomically (after the prelude). ARGV[3..6]:
 -- sequence, now, grace, chain keep-until. Returns {0, seq, issued} next,
--- {2, seq, issued} retry, {1} stale, {4, epoch} state lost, {5} past
--- retention.
+-- {2, seq, issued} retry, {1} stale, {7} at capacity, {4, epoch} state
+-- lost, {5} past retention.
 local seq, now, grace, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if seq >= 4294967295 then return {1} end
 if rec and seq < highest then
@@ -10,6 +10,11 @@ if rec and seq < highest then
   end
   return {1}
 end
+cap_sweep()
+local kind, chain_keep = chain_plan(keep)
+local need = {w = 0, a = 0}
+if rkind ~= kind then need[kind] = 1 end
+if not cap_check(need) then return {7} end
 highest, issued, seen = seq + 1, now, 0
-write_chain(keep)
+write_chain(kind, chain_keep)
 return {0, highest, issued}
