@@ -81,6 +81,17 @@ def parse_claims(b):
     }
 
 
+def check_retention(check):
+    """SPEC.md section 10: a chain's record is kept until the latest
+    liveness deadline seen, each bounded by its ticket's expiry, plus the
+    tolerance."""
+    retention = load("retention.json")
+    tolerance = retention["tolerance_ms"]
+    for c in retention["cases"]:
+        keep = max(min(s["live_until_ms"], s["expires_at_ms"]) for s in c["steps"]) + tolerance
+        check(f"retention {c['name']}", keep, c["expect_keep_until_ms"])
+
+
 def main():
     failures = []
 
@@ -162,6 +173,8 @@ def main():
         tag = hmac.new(derive(secrets[signer], nxt["kind"]), b"queuegate/1" + cb, hashlib.sha256).digest()
         text = base64.urlsafe_b64encode(cb + tag).decode().rstrip("=")
         check(f"renew {name} text", text, c["expect_ticket"])
+
+    check_retention(check)
 
     if failures:
         print("\n".join(failures))
