@@ -324,6 +324,68 @@ async fn two_at_once_one_booking_one_in_progress<S: ReplayStore>(store: Arc<S>) 
     assert_eq!(send(&app, &e.ticket).await.1, "replayed");
 }
 
+/// Same-client identity of a held or consumed chain survives a signing-key
+/// rotation: the renewed ticket's binding bytes differ (another key), but
+/// its binding check passes, so the retry is the same person.
+async fn same_client_across_a_key_rotation<S: ReplayStore>(store: Arc<S>) {
+    use queuegate::{Issuer, KeyRing, Rejection, ReplayReason, Settlement};
+    let e = env(store.clone());
+    let new_secret = [0x77u8; 32];
+    let rotated = Arc::new(
+        KeyRing::builder()
+            .verify_only_key(KEY_ID, &SECRET)
+            .unwrap()
+            .signing_key(2, &new_secret)
+            .unwrap()
+            .build()
+            .unwrap(),
+    );
+    let issuer = Issuer::new(rotated.clone(), policy(), e.f.clock.clone(), store.clone()).unwrap();
+    let verifier = Verifier::new(rotated, policy(), e.f.clock.clone(), store).unwrap();
+    // A booking starts under the old key and fails (its hold is kept).
+    let first = verifier.verify(&presented(&e.ticket, b"me")).await.unwrap();
+    // The rotation: the next heartbeat is signed, and bound, by key 2.
+    let old = issuer.check(&presented(&e.ticket, b"me")).unwrap();
+    let renewed = issuer
+        .renew(&old, b"me", &admit_now(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(renewed.claims.key_id, 2);
+    assert_ne!(renewed.claims.binding, old.claims.binding);
+    // While held: in progress (not "someone else").
+    let r = verifier.verify(&presented(&renewed.ticket, b"me")).await;
+    assert_eq!(r.unwrap_err().code(), queuegate::RejectionCode::InProgress);
+    // After the hold: the same person retries with the new ticket, books.
+    e.f.clock.advance(HOLD);
+    let retry = verifier
+        .verify(&presented(&renewed.ticket, b"me"))
+        .await
+        .expect("the same client across the rotation");
+    verifier
+        .settle(&retry, Settlement::Commit)
+        .unwrap()
+        .await
+        .unwrap();
+    // A late release of the first attempt changes nothing.
+    verifier
+        .settle(&first, Settlement::Release)
+        .unwrap()
+        .await
+        .unwrap();
+    // A lost answer retried: the same client, so the host can answer with
+    // the booking already made.
+    assert_eq!(
+        verifier
+            .verify(&presented(&renewed.ticket, b"me"))
+            .await
+            .unwrap_err(),
+        Rejection::Replayed {
+            reason: ReplayReason::ConsumedBySameClient,
+            ticket_id: renewed.claims.ticket_id,
+        }
+    );
+}
+
 macro_rules! scenarios {
     ($store:expr $(, #[$attr:meta])*) => {
         #[tokio::test]
@@ -350,6 +412,11 @@ macro_rules! scenarios {
         $(#[$attr])*
         async fn slow_handler_cannot_be_overtaken() {
             super::slow_handler_cannot_be_overtaken($store).await
+        }
+        #[tokio::test]
+        $(#[$attr])*
+        async fn same_client_across_a_key_rotation() {
+            super::same_client_across_a_key_rotation($store).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $(#[$attr])*

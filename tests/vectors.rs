@@ -1157,8 +1157,11 @@ const RETENTION_TOLERANCE_MS: i64 = 60_000;
 const R0: i64 = 1_626_566_400_000; // 2021-07-18T00:00:00Z, whole seconds
 
 /// One step of a retention case: the issuer advancing from `sequence`, or
-/// a verifier presenting `sequence`, with that ticket's deadlines.
-fn retention_cases() -> Vec<(&'static str, Vec<(&'static str, u32, i64, i64, i64)>)> {
+/// a verifier presenting `sequence` (`op`, sequence, now, live until,
+/// expires at).
+type RetentionStep = (&'static str, u32, i64, i64, i64);
+
+fn retention_cases() -> Vec<(&'static str, Vec<RetentionStep>)> {
     const S: i64 = 1_000;
     const H: i64 = 3_600_000;
     vec![

@@ -41,8 +41,10 @@ pub struct NoSideEffects;
 type CommitFn = dyn Fn(StatusCode) -> bool + Send + Sync;
 type ReleaseFn = dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync;
 
-/// Which responses commit and which release a `single_use` hold (see the
-/// [module docs](self)). Set with
+/// Which responses commit and which release a `single_use` hold. A
+/// success (default: 2xx) commits; a response the host declares free of
+/// side effects ([`NoSideEffects`], or its release predicate) releases;
+/// anything else keeps the hold until it expires. Set with
 /// [`QueueGateBuilder::commit_when`](super::QueueGateBuilder::commit_when)
 /// and [`QueueGateBuilder::release_when`](super::QueueGateBuilder::release_when).
 #[derive(Clone)]

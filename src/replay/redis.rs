@@ -301,29 +301,6 @@ fn evicts(info: &str) -> bool {
         .map_or(true, |policy| policy.trim() != "noeviction")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::evicts;
-
-    #[test]
-    fn only_noeviction_is_safe() {
-        let info = |p: &str| format!("# Memory\r\nused_memory:1\r\nmaxmemory_policy:{p}\r\n");
-        assert!(!evicts(&info("noeviction")));
-        for p in [
-            "allkeys-lru",
-            "allkeys-lfu",
-            "allkeys-random",
-            "volatile-lru",
-            "volatile-lfu",
-            "volatile-random",
-            "volatile-ttl",
-        ] {
-            assert!(evicts(&info(p)), "{p}");
-        }
-        assert!(evicts("# Memory\r\nused_memory:1\r\n"), "unreported");
-    }
-}
-
 /// A ticket kind as the scripts name it.
 fn kind_arg(kind: TicketKind) -> &'static str {
     match kind {
@@ -630,5 +607,28 @@ fn code_of(reply: &[::redis::Value]) -> Result<i64, StoreError> {
     match reply.first() {
         Some(v) => ::redis::from_redis_value(v).map_err(backend),
         None => Err(StoreError::Backend("redis script answer".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evicts;
+
+    #[test]
+    fn only_noeviction_is_safe() {
+        let info = |p: &str| format!("# Memory\r\nused_memory:1\r\nmaxmemory_policy:{p}\r\n");
+        assert!(!evicts(&info("noeviction")));
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            assert!(evicts(&info(p)), "{p}");
+        }
+        assert!(evicts("# Memory\r\nused_memory:1\r\n"), "unreported");
     }
 }
