@@ -986,7 +986,7 @@ async function call(method, path, body) {
   try { data = JSON.parse(text); } catch (_) { data = null; }
   if (!res.ok) {
     const err = new Error((data && data.detail) || ("The server answered " + res.status));
-    err.code = data && data.code;
+    err.code = data && (data.code || data.error);
     err.retryAfter = data && data.retry_after;
     throw err;
   }
@@ -1096,7 +1096,15 @@ $("book-form").addEventListener("submit", async (ev) => {
     $("status").textContent = "Booked.";
     $("reservation").textContent = "Your reservation number is " + r.reservation_id + " (slot " + r.slot + ").";
     $("reservation").hidden = false;
-  } catch (e) { fail(e); }
+  } catch (e) {
+    // A full slot or a booking still running keeps the turn: stay on the
+    // form (the heartbeat goes on) and say what to do.
+    if (e.code === "slot_taken" || e.code === "in_progress") {
+      $("error").textContent = e.code === "slot_taken"
+        ? "That slot was just taken: please pick another one." : e.message;
+      $("error").hidden = false;
+    } else { fail(e); }
+  }
   finally { $("book-button").disabled = false; }
 });
 $("rejoin").addEventListener("click", join);
