@@ -242,8 +242,12 @@ impl Policy {
 
     /// How long a `single_use` scope holds a chain while its handler runs
     /// (default 15 s). It must be at least the
-    /// [handler timeout](Self::handler_timeout): a handler is ended before
-    /// its hold expires, so a retry can never overtake a running handler.
+    /// [handler timeout](Self::handler_timeout): the layer ends a handler
+    /// at its timeout and never after its hold, so a retry can never
+    /// overtake a running handler. Keep a margin over the timeout (the
+    /// default has 5 s) for the store round trips before the handler starts
+    /// and for the commit after it ends; with none, a slow store cuts the
+    /// handler's time short.
     /// A hold that is not settled (a 5xx, a panic, the timeout, a client
     /// that went away) blocks the chain in this scope until it expires.
     pub fn hold(mut self, d: Duration) -> Self {
@@ -594,7 +598,11 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         self.clock.now_ms()
     }
 
-    /// Every check.
+    /// Every check. In a `single_use` scope an accepted ticket takes a hold
+    /// on its chain ([`Verified::hold`]): settle it with
+    /// [`settle`](Self::settle) once the action's outcome is known (the
+    /// tower layer does this itself), or it blocks the chain until it
+    /// expires.
     pub async fn verify(&self, presented: &Presented<'_>) -> Result<Verified, Rejection> {
         let checked = self.check(presented)?;
         match self.replay(&checked) {

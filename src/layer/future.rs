@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response};
@@ -189,10 +190,21 @@ where
                                 gate: gate.clone(),
                             };
                             gate.admit(verified, &mut parts);
-                            // The hold outlasts the timeout (Policy::validate),
-                            // so no retry can start while this handler runs.
+                            // The handler ends at its timeout, and never after
+                            // its hold (which began before the store's answer):
+                            // no retry can start while it runs. The hold's
+                            // margin over the timeout (Policy::hold) covers
+                            // the commit's round trip.
+                            let left = holding
+                                .verified
+                                .hold
+                                .map_or(0, |h| h.until_ms.saturating_sub(gate.verifier.now_ms()))
+                                .max(0);
                             let deadline = tokio::time::sleep(
-                                gate.verifier.policy().handler_timeout_duration(),
+                                gate.verifier
+                                    .policy()
+                                    .handler_timeout_duration()
+                                    .min(Duration::from_millis(left.unsigned_abs())),
                             );
                             let future = service.call(Request::from_parts(parts, body));
                             state.set(State::Held {
@@ -268,7 +280,15 @@ where
                 StateProj::Settling { settle, response } => {
                     // A failed settlement leaves the hold to expire; the
                     // response is the handler's either way.
-                    let _ = ready!(settle.poll(cx));
+                    let settled = ready!(settle.poll(cx));
+                    #[cfg(feature = "tracing")]
+                    if let Err(e) = &settled {
+                        tracing::warn!(
+                            error = %e,
+                            "queuegate could not settle a single-use hold: it stays until it expires"
+                        );
+                    }
+                    let _ = settled;
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
