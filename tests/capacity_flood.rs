@@ -12,10 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use queuegate::{
-    Clock, ManualClock, MemoryReplayStore, Policy, RejectionCode, ReplayStore, SystemClock,
-    TicketId,
-};
+#[cfg(feature = "redis")]
+use queuegate::{Clock, SystemClock};
+use queuegate::{ManualClock, MemoryReplayStore, Policy, RejectionCode, ReplayStore, TicketId};
 
 use adversary::*;
 
