@@ -153,11 +153,15 @@ pub enum ReplayReason {
     /// A newer ticket of the same chain has been issued and this older copy
     /// is past its renewal grace (a clone, or a replayed capture).
     StaleSequence,
-    /// A single-use scope already consumed this chain, by the same binding:
-    /// typically a retried request whose response was lost. A host may answer
-    /// it with the result of the first request.
+    /// A single-use scope already consumed this chain (a handler succeeded),
+    /// and this request is the chain's own client (its binding check
+    /// passed, whatever key its ticket was minted under): typically a
+    /// retried request whose response was lost. A host may answer it with
+    /// the result of the first request.
     ConsumedBySameClient,
-    /// A single-use scope already consumed this chain, by another binding.
+    /// A single-use scope consumed or holds this chain, and this request's
+    /// binding check failed (possible only with `binding_mismatch`
+    /// monitored): someone else.
     ConsumedByOtherClient,
     /// The ticket was minted before the state store last started empty (an
     /// in-memory store after a restart), or its record may have been
