@@ -1694,6 +1694,7 @@ fn settle(out: &mut Phase, people: &Arc<Mutex<PhasePeople>>, j: usize, res: Resu
 
 // --------------------------------------------------------------- report --
 
+/// The run's checks: the assertions of the CI smoke run.
 struct Checks {
     honest: u64,
     honest_booked_once: u64,
@@ -1701,6 +1702,61 @@ struct Checks {
     cheater_bookings: u64,
     cheaters_as_expected: bool,
     unexpected: u64,
+}
+
+/// The bookings a cheat gained: any for most kinds; for a double
+/// presentation, those beyond the one booking its person is due.
+fn gained(p: &Person) -> u64 {
+    match p.kind {
+        Kind::Honest => 0,
+        Kind::Double => (p.distinct_ids() as u64).saturating_sub(1),
+        _ => p.distinct_ids() as u64,
+    }
+}
+
+impl Checks {
+    fn of(people: &[Person], unexpected: u64) -> Checks {
+        let honest: Vec<&Person> = people.iter().filter(|p| p.kind == Kind::Honest).collect();
+        let cheaters = || people.iter().filter(|p| p.kind != Kind::Honest);
+        Checks {
+            honest: honest.len() as u64,
+            honest_booked_once: honest.iter().filter(|p| p.distinct_ids() == 1).count() as u64,
+            out_of_order: out_of_order(people),
+            cheater_bookings: cheaters().map(gained).sum(),
+            cheaters_as_expected: cheaters().all(|p| p.fate == Fate::Done && p.extra_places == 0),
+            unexpected,
+        }
+    }
+
+    fn list(&self) -> Vec<(&'static str, bool, String)> {
+        vec![
+            (
+                "every honest person booked exactly once",
+                self.honest_booked_once == self.honest,
+                format!("{} of {}", self.honest_booked_once, self.honest),
+            ),
+            (
+                "admissions out of place order: 0",
+                self.out_of_order == 0,
+                self.out_of_order.to_string(),
+            ),
+            (
+                "cheaters' bookings: 0",
+                self.cheater_bookings == 0,
+                self.cheater_bookings.to_string(),
+            ),
+            (
+                "every cheater refused with its expected code (bots: no extra live place)",
+                self.cheaters_as_expected,
+                self.cheaters_as_expected.to_string(),
+            ),
+            (
+                "requests failed other than by expected refusals: 0",
+                self.unexpected == 0,
+                self.unexpected.to_string(),
+            ),
+        ]
+    }
 }
 
 /// Admissions out of place order: a person P admitted (its first admitted
@@ -2193,8 +2249,6 @@ fn report(
     // Cheaters.
     let _ = writeln!(t, "  outcomes by kind:");
     let mut kinds_json = serde_json::Map::new();
-    let mut cheater_bookings = 0u64;
-    let mut cheaters_ok = true;
     let all_kinds = [
         Kind::Honest,
         Kind::Airplane,
@@ -2205,8 +2259,6 @@ fn report(
         Kind::Bot,
         Kind::FreshBot,
     ];
-    let mut honest = 0u64;
-    let mut honest_once = 0u64;
     for kind in all_kinds {
         let of: Vec<&Person> = people.iter().filter(|p| p.kind == kind).collect();
         if of.is_empty() {
@@ -2219,27 +2271,12 @@ fn report(
             }
         }
         let booked: u64 = of.iter().map(|p| p.distinct_ids() as u64).sum();
-        let as_expected = of.iter().filter(|p| p.fate == Fate::Done).count();
+        let as_expected = of
+            .iter()
+            .filter(|p| p.fate == Fate::Done && p.extra_places == 0)
+            .count();
         let unfinished = of.iter().filter(|p| p.fate == Fate::Pending).count();
-        // The bookings a cheat gained: any for most kinds; beyond the one
-        // booking its owner is due for a double presentation.
-        let gained: u64 = match kind {
-            Kind::Honest => 0,
-            Kind::Double => of
-                .iter()
-                .map(|p| (p.distinct_ids() as u64).saturating_sub(1))
-                .sum(),
-            _ => booked,
-        };
-        if kind == Kind::Honest {
-            honest = of.len() as u64;
-            honest_once = of.iter().filter(|p| p.distinct_ids() == 1).count() as u64;
-        } else {
-            cheater_bookings += gained;
-            if as_expected != of.len() {
-                cheaters_ok = false;
-            }
-        }
+        let gained: u64 = of.iter().map(|p| gained(p)).sum();
         let mut line = format!(
             "    {:<10} {:>6}: as expected {as_expected}, unfinished {unfinished}, bookings {booked}",
             kind.name(),
@@ -2344,41 +2381,7 @@ fn report(
         }
     }
 
-    let checks = Checks {
-        honest,
-        honest_booked_once: honest_once,
-        out_of_order: out_of_order(people),
-        cheater_bookings,
-        cheaters_as_expected: cheaters_ok,
-        unexpected: d.unexpected + phase_failures,
-    };
-    let list = [
-        (
-            "every honest person booked exactly once",
-            checks.honest_booked_once == checks.honest,
-            format!("{} of {}", checks.honest_booked_once, checks.honest),
-        ),
-        (
-            "admissions out of place order: 0",
-            checks.out_of_order == 0,
-            checks.out_of_order.to_string(),
-        ),
-        (
-            "cheaters' bookings: 0",
-            checks.cheater_bookings == 0,
-            checks.cheater_bookings.to_string(),
-        ),
-        (
-            "every cheater refused with its expected code (bots: no extra live place)",
-            checks.cheaters_as_expected,
-            checks.cheaters_as_expected.to_string(),
-        ),
-        (
-            "requests failed other than by expected refusals: 0",
-            checks.unexpected == 0,
-            checks.unexpected.to_string(),
-        ),
-    ];
+    let list = Checks::of(people, d.unexpected + phase_failures).list();
     let _ = writeln!(t, "  checks:");
     let mut pass = true;
     let mut checks_json = Vec::new();
@@ -2418,4 +2421,112 @@ fn report(
         },
     });
     (t, json, pass)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checks themselves: a broken room must fail them (the smoke run
+    //! in CI relies on it).
+    use super::*;
+
+    fn person(kind: Kind, position: u32, admit_recv_us: u64, last_wait_send_us: u64) -> Person {
+        let mut p = Person::new(kind);
+        p.position = position;
+        p.admit_recv_us = admit_recv_us;
+        p.last_wait_send_us = last_wait_send_us;
+        p.fate = Fate::Done;
+        if kind == Kind::Honest {
+            p.ids.push(Arc::from(format!("R-{position}")));
+        }
+        p
+    }
+
+    fn passes(people: &[Person], unexpected: u64) -> Vec<bool> {
+        Checks::of(people, unexpected)
+            .list()
+            .into_iter()
+            .map(|(_, ok, _)| ok)
+            .collect()
+    }
+
+    #[test]
+    fn a_sound_run_passes_every_check() {
+        let mut people = vec![
+            person(Kind::Honest, 1, 1_000, 500),
+            person(Kind::Honest, 2, 2_000, 1_500),
+            person(Kind::Copier, 3, 0, 0),
+            person(Kind::Double, 4, 3_000, 2_500),
+        ];
+        people[3].ids.push(Arc::from("R-4"));
+        people[3].ids.push(Arc::from("R-4")); // the same booking again
+        assert_eq!(passes(&people, 0), vec![true; 5]);
+    }
+
+    #[test]
+    fn an_admission_out_of_place_order_fails() {
+        // Place 2 admitted at t = 1000 µs; place 1, still live, was told
+        // "waiting" by a heartbeat sent at t = 1500 µs.
+        let people = vec![
+            person(Kind::Honest, 1, 3_000, 1_500),
+            person(Kind::Honest, 2, 1_000, 500),
+        ];
+        assert_eq!(out_of_order(&people), 1);
+        assert!(!passes(&people, 0)[1]);
+        // A heartbeat sent before the admission is not a violation.
+        let people = vec![
+            person(Kind::Honest, 1, 3_000, 900),
+            person(Kind::Honest, 2, 1_000, 500),
+        ];
+        assert_eq!(out_of_order(&people), 0);
+    }
+
+    #[test]
+    fn a_cheater_booking_fails() {
+        let mut copier = person(Kind::Copier, 3, 0, 0);
+        copier.ids.push(Arc::from("R-x"));
+        copier.fate = Fate::Wrong;
+        let people = vec![person(Kind::Honest, 1, 1_000, 0), copier];
+        let ok = passes(&people, 1);
+        assert!(!ok[2], "cheater's booking");
+        assert!(!ok[3], "refused otherwise than expected");
+        assert!(!ok[4], "an unexpected answer");
+    }
+
+    #[test]
+    fn a_double_presentation_that_books_twice_fails() {
+        let mut double = person(Kind::Double, 4, 3_000, 0);
+        double.ids.push(Arc::from("R-1"));
+        double.ids.push(Arc::from("R-2"));
+        assert!(!passes(&[double], 0)[2]);
+    }
+
+    #[test]
+    fn an_honest_person_without_a_booking_or_with_two_fails() {
+        let mut none = person(Kind::Honest, 1, 1_000, 0);
+        none.ids.clear();
+        assert!(!passes(&[none], 0)[0]);
+        let mut two = person(Kind::Honest, 1, 1_000, 0);
+        two.ids.push(Arc::from("R-other"));
+        assert!(!passes(&[two], 0)[0]);
+    }
+
+    #[test]
+    fn a_bot_with_a_second_live_place_fails() {
+        let mut bot = person(Kind::Bot, 9, 0, 0);
+        bot.extra_places = 1;
+        assert!(!passes(&[bot], 0)[3]);
+    }
+
+    #[test]
+    fn histogram_quantiles_are_close() {
+        let mut h = Hist::new();
+        for v in 1..=10_000u64 {
+            h.add(v);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 / 5_000.0 - 1.0).abs() < 0.04, "{p50}");
+        assert!((p99 / 9_900.0 - 1.0).abs() < 0.04, "{p99}");
+        assert_eq!(h.max, 10_000);
+    }
 }
