@@ -398,7 +398,8 @@ struct Call {
 #[derive(Debug)]
 struct Reply {
     status: u16,
-    /// `qg_session=VALUE` from `Set-Cookie`, whatever VALUE's format.
+    /// `qg_session=VALUE` from `Set-Cookie` (name and value as given,
+    /// whatever VALUE's format), to send back in `Cookie`.
     session: Option<Arc<str>>,
     body: Value,
 }
@@ -458,7 +459,11 @@ async fn send(
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| v.split(';').next())
             .map(str::trim)
-            .find(|v| v.starts_with("qg_session="))
+            // `qg_session=…`, or a prefixed name (`__Host-qg_session=…`).
+            .find(|v| {
+                v.split_once('=')
+                    .is_some_and(|(k, _)| k.ends_with("qg_session"))
+            })
             .map(Arc::from);
         let bytes = res
             .into_body()
