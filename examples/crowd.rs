@@ -86,6 +86,10 @@ The run:
   --phase-secs N         seconds per CPU phase (default 3)
   --json PATH            write the report as JSON
   --svg PATH             draw the run over time (SVG)
+  --forwarded-for        each person sends its own X-Forwarded-For address
+                         (10.x.y.z; a bot keeps one), for a demo started with
+                         --demo-arg=--trusted-proxy=127.0.0.0/8 and a
+                         per-address join limit (--demo-arg=--joins-per-addr=N)
 ";
 
 // ---------------------------------------------------------------- flags --
@@ -116,6 +120,7 @@ struct Args {
     phase_secs: u64,
     json: Option<String>,
     svg: Option<String>,
+    forwarded_for: bool,
 }
 
 /// The cheater kinds with a share of the crowd, in `--share-KIND` order.
@@ -153,12 +158,17 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         phase_secs: 3,
         json: None,
         svg: None,
+        forwarded_for: false,
     };
     let mut share_set = [false; 5];
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             return Err(USAGE.into());
+        }
+        if flag == "--forwarded-for" {
+            a.forwarded_for = true;
+            continue;
         }
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
@@ -393,6 +403,8 @@ struct Call {
     body: Option<String>,
     /// Sent by the page's script (a browser adds `Sec-Fetch-Site`).
     browser: bool,
+    /// The client's own address as a proxy in front would name it.
+    forwarded: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -431,6 +443,10 @@ async fn send(
         .uri(format!("{base}{}", route.path()));
     if call.browser {
         b = b.header("sec-fetch-site", "same-origin");
+    }
+    if let Some(n) = call.forwarded {
+        let [_, x, y, z] = n.to_be_bytes();
+        b = b.header("x-forwarded-for", format!("10.{x}.{y}.{z}"));
     }
     if let Some(skew) = call.skew_ms {
         b = b.header("queue-client-time", (wall_ms() + skew).to_string());
@@ -774,6 +790,10 @@ impl Person {
 
 const NONE: u32 = u32::MAX;
 
+/// The phase people's `--forwarded-for` addresses start here (10.128.0.0),
+/// clear of the crowd's.
+const PHASE_ADDRS: u32 = 0x0080_0000;
+
 /// What a scheduled step or a finished request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
@@ -918,6 +938,7 @@ impl Driver {
             skew_ms: Some(p.skew_ms),
             body,
             browser: !p.kind.is_bot(),
+            forwarded: self.a.forwarded_for.then_some(who),
         }
     }
 
@@ -1587,6 +1608,7 @@ async fn phase(
     pids: &[u32],
     people: &Arc<Mutex<PhasePeople>>,
     timeout: Duration,
+    forwarded: bool,
 ) -> Phase {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<Reply, String>)>();
     let cpu0 = total(pids, cpu_us);
@@ -1618,6 +1640,7 @@ async fn phase(
                     Call {
                         skew_ms: Some(0),
                         browser: true,
+                        forwarded: forwarded.then_some(PHASE_ADDRS + j as u32),
                         ..Call::default()
                     },
                 ),
@@ -1639,6 +1662,7 @@ async fn phase(
                             skew_ms: Some(0),
                             body: is_book.then(|| json!({"slot": "S11"}).to_string()),
                             browser: true,
+                            forwarded: forwarded.then_some(PHASE_ADDRS + j as u32),
                         },
                     )
                 }
@@ -2005,6 +2029,7 @@ async fn run(a: Args) -> Result<bool, String> {
                 &pids,
                 &phase_people,
                 timeout,
+                a.forwarded_for,
             )
             .await;
             phases.push(p);
@@ -2096,6 +2121,7 @@ async fn run(a: Args) -> Result<bool, String> {
                 &pids,
                 &phase_people,
                 timeout,
+                a.forwarded_for,
             )
             .await;
             phases.push(p);
