@@ -402,6 +402,12 @@ pub struct Verified {
     pub client_offset_ms: Option<i64>,
     /// The server time the checks used.
     pub now_ms: i64,
+    /// Whether this request's binding material verified against the
+    /// ticket's binding (SPEC.md §8 step 13 passed, not merely monitored).
+    /// With the ticket id, it is what identifies the chain's own client:
+    /// a single-use chain consumed before and presented again by a request
+    /// whose binding verified is a retry by the same client (SPEC.md §10).
+    pub binding_verified: bool,
 }
 
 /// Verifies tickets for one [`Policy`].
@@ -528,7 +534,20 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         let finding = match answer {
             Ok(ReplayVerdict::Fresh) => return Ok(checked),
             Ok(ReplayVerdict::Replayed(reason)) => Rejection::Replayed {
-                reason,
+                reason: match reason {
+                    // Same chain and a binding verified in this request: the
+                    // chain's own client, whatever binding bytes the store
+                    // kept (they change with a key rotation, and a ticket's
+                    // bytes prove nothing when the mismatch is monitored).
+                    ReplayReason::ConsumedBySameClient | ReplayReason::ConsumedByOtherClient => {
+                        if checked.binding_verified {
+                            ReplayReason::ConsumedBySameClient
+                        } else {
+                            ReplayReason::ConsumedByOtherClient
+                        }
+                    }
+                    other => other,
+                },
                 ticket_id: checked.claims.ticket_id,
             },
             Err(_) => self.policy.store_unavailable(),
@@ -603,6 +622,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
             monitored: found,
             client_offset_ms: offset,
             now_ms,
+            binding_verified: bound,
         })
     }
 

@@ -4,8 +4,12 @@
 Recomputes, with the Python standard library only, every derived key, queue
 and scope id and binding in keys.json, every ticket in tickets.json from its
 claims (layout, MAC input, tag, text), and every renewal in renew.json from
-the ticket it renews (the rules of SPEC.md section 9.2). Exits non-zero on any
-difference.
+the ticket it renews (the rules of SPEC.md section 9.2) with the outcome of
+each retry (9.3). It also verifies
+every case of verify.json (section 8, with the Retry-After rounding of 8.6),
+heartbeat.json (section 9.4: the ticket's checks, then `ended`) and
+consume.json (section 10: single-use consumption and the same-client rule)
+with its own verifier. Exits non-zero on any difference.
 
     python3 tests/vectors/check_vectors.py
 """
@@ -18,6 +22,7 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+QUEUE_OF_VECTORS = "vaccine-53-54"
 
 
 def load(name):
@@ -79,6 +84,107 @@ def parse_claims(b):
         "clock_offset_ms": offset if flags & 1 else None,
         "binding": b[84:100].hex(),
     }
+
+
+B64URL = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+STATUS = {"malformed": 400, "not_admitted": 429, "replayed": 409, "store_unavailable": 503, "ended": 410}
+
+
+def sat(v):
+    return max(I64_MIN, min(I64_MAX, v))
+
+
+def sat32(v):
+    return max(-(2**31), min(2**31 - 1, v))
+
+
+def retry_after_header(ms):
+    """SPEC.md 8.6: whole seconds, rounded up."""
+    return str(-(-ms // 1000))
+
+
+def parse_client_time(h):
+    """SPEC.md 8: optional '-' then 1 to 16 ASCII digits."""
+    if h is None:
+        return "absent"
+    digits = h[1:] if h.startswith("-") else h
+    if not 1 <= len(digits) <= 16 or not all(c in "0123456789" for c in digits):
+        return "invalid"
+    return -int(digits) if h.startswith("-") else int(digits)
+
+
+class Refused(Exception):
+    def __init__(self, code, reason=None, retry_after_ms=None):
+        super().__init__(code)
+        self.code, self.reason, self.retry_after_ms = code, reason, retry_after_ms
+
+
+def verify(text, queue, now, material, client_time, ring, policy, protected=True, monitored=()):
+    """SPEC.md 8.1 steps 1-17 (no replay state). `ring` maps key id to secret.
+    Returns (claims, first monitored finding, binding verified); raises Refused."""
+    found = []
+
+    def flag(code, **kw):
+        if code in monitored:
+            found.append(code)
+        else:
+            raise Refused(code, **kw)
+
+    if text is None:
+        raise Refused("missing")
+    raw = text.encode()
+    if len(raw) != 176:
+        raise Refused("malformed", "length")
+    if not set(raw) <= B64URL:
+        raise Refused("malformed", "encoding")
+    b = base64.urlsafe_b64decode(raw + b"==")
+    claims, tag = b[:100], b[100:]
+    if claims[0] != 1:
+        raise Refused("malformed", "version")
+    key_id = claims[3]
+    if key_id not in ring:
+        raise Refused("unknown_key")
+    if claims[1] not in (0, 1):
+        raise Refused("malformed", "field")
+    want = hmac.new(derive(ring[key_id], ("waiting", "admitted")[claims[1]]), b"queuegate/1" + claims, hashlib.sha256).digest()
+    if not hmac.compare_digest(want, tag):
+        raise Refused("bad_signature")
+    if claims[2] & 0xFE or (not claims[2] & 1 and claims[80:84] != b"\0\0\0\0"):
+        raise Refused("malformed", "field")
+    c = parse_claims(claims)
+    if bytes.fromhex(c["queue_id"]) != short_id(b"queuegate/1 queue:", queue):
+        flag("wrong_queue")
+    if protected and (c["kind"] != "admitted" or now < c["admitted_from_ms"]):
+        flag("not_admitted", retry_after_ms=max(sat(c["admitted_from_ms"] - now), 1000))
+    if now >= c["expires_at_ms"]:
+        flag("expired")
+    if now >= c["live_until_ms"]:
+        flag("offline_resumed")
+    bound = material is not None and hmac.compare_digest(
+        binding(ring[key_id], bytes.fromhex(c["queue_id"]), material), bytes.fromhex(c["binding"])
+    )
+    if not bound:
+        flag("binding_mismatch")
+    t = parse_client_time(client_time)
+    if t == "invalid":
+        flag("malformed", reason="client_time")
+    elif t == "absent":
+        if policy.get("client_time_required"):
+            flag("malformed", reason="client_time_missing")
+    else:
+        offset = sat(t - now)
+        skew, jump, delay = policy["max_skew_ms"], policy["max_jump_ms"], policy["max_delay_ms"]
+        if offset > skew or offset < -(skew + delay):
+            flag("clock_skew")
+        if c["clock_offset_ms"] is not None:
+            moved = sat32(offset) - c["clock_offset_ms"]
+            if moved > jump or moved < -(jump + delay):
+                flag("clock_jump")
+    return c, (found[0] if found else None), bound
+
+
+DEFAULT_POLICY = {"max_skew_ms": 300_000, "max_jump_ms": 60_000, "max_delay_ms": 10_000}
 
 
 def main():
@@ -162,6 +268,88 @@ def main():
         tag = hmac.new(derive(secrets[signer], nxt["kind"]), b"queuegate/1" + cb, hashlib.sha256).digest()
         text = base64.urlsafe_b64encode(cb + tag).decode().rstrip("=")
         check(f"renew {name} text", text, c["expect_ticket"])
+        # Section 9.3: a retry of ticket n while n + 1 is unused gets the same
+        # successor until the grace ends (exclusive), then replayed. These
+        # retries send the same client offset, so the baseline is unchanged.
+        grace = renew["issuer"]["renewal_grace_ms"]
+        for r in c["retries"]:
+            r_header = r["client_time_header"]
+            r_offset = None if r_header is None else int(r_header) - r["now_ms"]
+            check(f"renew {name} retry offset", r_offset, measured)
+            want = "same" if r["now_ms"] < now + grace else "replayed"
+            check(f"renew {name} retry at {r['now_ms']}", want, r["expect"])
+
+    # verify.json: SPEC.md section 8, and the Retry-After of 8.6.
+    vf = load("verify.json")
+    ring = {i: secrets[i] for i in [vf["ring"]["signing_key_id"]] + vf["ring"]["verify_only_key_ids"]}
+    for row in vf["retry_after"]:
+        check(f"retry after {row['retry_after_ms']}", retry_after_header(row["retry_after_ms"]), row["header"])
+    for c in vf["cases"]:
+        name = c["name"]
+        material = None if c["binding_material_hex"] is None else bytes.fromhex(c["binding_material_hex"])
+        policy = dict(vf["policy"], client_time_required=c["client_time_required"])
+        try:
+            verify(c["ticket"], c["queue"], c["now_ms"], material, c["client_time_header"], ring, policy)
+            got, reason, retry = "ok", None, None
+        except Refused as r:
+            got, reason, retry = r.code, r.reason, r.retry_after_ms
+        check(f"verify {name}", got, c["expect"])
+        if "malformed_reason" in c:
+            check(f"verify {name} reason", reason, c["malformed_reason"])
+        if "retry_after_ms" in c:
+            check(f"verify {name} retry_after_ms", retry, c["retry_after_ms"])
+            check(f"verify {name} Retry-After", retry_after_header(retry or 0), c["retry_after_header"])
+
+    # heartbeat.json: SPEC.md section 9.4. The room knows no chain, so a
+    # ticket that passes its checks (step 10 excepted; step 18 the epoch) is
+    # ended.
+    hb = load("heartbeat.json")
+    ring = {i: secrets[i] for i in [hb["issuer"]["signing_key_id"]] + hb["issuer"]["verify_only_key_ids"]}
+    for c in hb["cases"]:
+        name = c["name"]
+        try:
+            t, _, _ = verify(
+                c["ticket"], c["queue"], c["now_ms"], bytes.fromhex(c["binding_material_hex"]),
+                c["client_time_header"], ring, DEFAULT_POLICY, protected=False,
+            )
+            if t["epoch"] != c["store_epoch"]:
+                raise Refused("replayed", "state_reset")
+            raise Refused("ended")
+        except Refused as r:
+            check(f"heartbeat {name}", r.code, c["expect"])
+            check(f"heartbeat {name} status", STATUS.get(r.code, 403), c["status"])
+            check(f"heartbeat {name} Retry-After", None, c["retry_after_header"])
+
+    # consume.json: SPEC.md section 10, single_use.
+    cf = load("consume.json")
+    ring = {1: secrets[1], 2: secrets[2], 3: secrets[3]}
+    for c in cf["cases"]:
+        monitored = ("binding_mismatch",) if c["binding_mismatch"] == "monitor" else ()
+        highest, consumed = None, False
+        for i, st in enumerate(c["steps"]):
+            what = f"consume {c['name']} step {i}"
+            material = None if st["binding_material_hex"] is None else bytes.fromhex(st["binding_material_hex"])
+            got = {"expect": "ok", "monitored": None, "replay_reason": None}
+            try:
+                t, finding, bound = verify(
+                    st["ticket"], QUEUE_OF_VECTORS, st["now_ms"], material,
+                    st["client_time_header"], ring, DEFAULT_POLICY, monitored=monitored,
+                )
+                if t["epoch"] != cf["store_epoch"]:
+                    raise Refused("replayed", "state_reset")
+                # Sequences in these cases only rise (no renewal grace needed).
+                if highest is not None and t["sequence"] < highest:
+                    raise Refused("replayed", "stale_sequence")
+                if consumed:
+                    # Same chain; the same client iff its binding verified now.
+                    raise Refused("replayed", "consumed_by_same_client" if bound else "consumed_by_other_client")
+                highest = t["sequence"] if highest is None else max(highest, t["sequence"])
+                consumed = True
+                got["monitored"] = finding
+            except Refused as r:
+                got = {"expect": r.code, "monitored": None, "replay_reason": r.reason if r.code == "replayed" else None}
+            for k in got:
+                check(f"{what} {k}", got[k], st[k])
 
     if failures:
         print("\n".join(failures))
