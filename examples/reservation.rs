@@ -15,6 +15,8 @@
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
+//! | `GET /ping` | `pong`: the cheapest route, the load test's CPU floor |
+//! | `GET /stats` | JSON counts for the load test (waiting, records, replay heap bytes) |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
@@ -685,6 +687,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
             "/readyz",
             get(|State(app): State<Arc<App>>| async move { app.health.readyz().map(Body::from) }),
         )
+        .route("/ping", get(|| async { "pong" }))
+        .route("/stats", get(stats))
         .with_state(app.clone());
     Ok((app, router))
 }
@@ -928,6 +932,30 @@ async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         app.metrics.render_prometheus() + &app.clock_check.render_prometheus(),
+    )
+}
+
+/// Counts for the load test (`examples/crowd.rs`): the room's figures and
+/// what the in-memory replay store holds (records, allocated heap bytes), so
+/// that resident memory can be split between room state and replay store.
+async fn stats(State(app): State<Arc<App>>) -> Response<Body> {
+    let room = app.room.stats().await.ok();
+    let (records, heap_bytes) = match &*app.replay {
+        Replay::Memory(m) => (Some(m.len()), Some(m.heap_bytes())),
+        #[cfg(feature = "redis")]
+        Replay::Redis(_) => (None, None),
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "waiting": room.map(|s| s.waiting),
+            "admitted_alive": room.map(|s| s.admitted_alive),
+            "admitted_total": room.map(|s| s.admitted_total),
+            "room_entries": room.map(|s| s.entries),
+            "replay_records": records,
+            "replay_heap_bytes": heap_bytes,
+            "reservations": lock(&app.reservations).len(),
+        }),
     )
 }
 
