@@ -17,6 +17,8 @@
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
+//! | `GET /ping` | `pong`: the cheapest route, the load test's CPU floor |
+//! | `GET /stats` | JSON counts for the load test (waiting, records, replay heap bytes) |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
@@ -50,8 +52,10 @@ use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
-use queuegate::layer::QueueGateLayer;
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::layer::{NoSideEffects, QueueGateLayer};
+use queuegate::replay::{
+    Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
+};
 use queuegate::room::http::{
     CrossSiteGuard, PeerAddr, PerAddressLimit, RoomEndpoints, RoomService, RoomSessions,
     SessionKeys, TrustedProxies,
@@ -356,6 +360,7 @@ impl Replay {
 impl ReplayStore for Replay {
     type CheckFuture = BoxFuture<ReplayVerdict>;
     type AdvanceFuture = BoxFuture<Advance>;
+    type SettleFuture = BoxFuture<()>;
 
     fn epoch(&self) -> u32 {
         match self {
@@ -378,6 +383,14 @@ impl ReplayStore for Replay {
             Self::Memory(m) => Box::pin(m.advance(a)),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.advance(a),
+        }
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.settle(s)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.settle(s),
         }
     }
 }
@@ -481,6 +494,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// Seats taken per slot (each has [`SLOT_SEATS`]).
+    pub seats_taken: Mutex<HashMap<String, usize>>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
@@ -605,6 +620,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
+        seats_taken: Mutex::new(HashMap::new()),
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
@@ -622,9 +638,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .build()
         .map_err(err)?;
 
+    // A booking holds the person's turn for at most 15 s while it runs; the
+    // handler is ended after 10 s, so a retry never runs beside it.
     let reserve_verifier = Verifier::new(
         keys,
-        policy.scope("reserve").replay(ReplayMode::SingleUse),
+        policy
+            .scope("reserve")
+            .replay(ReplayMode::SingleUse)
+            .hold(BOOKING_HOLD)
+            .handler_timeout(BOOKING_TIMEOUT),
         SystemClock,
         replay,
     )
@@ -671,6 +693,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
             "/readyz",
             get(|State(app): State<Arc<App>>| async move { app.health.readyz().map(Body::from) }),
         )
+        .route("/ping", get(|| async { "pong" }))
+        .route("/stats", get(stats))
         .with_state(app.clone());
     Ok((app, router))
 }
@@ -734,6 +758,17 @@ async fn slots(Extension(_v): Extension<Verified>) -> Response<Body> {
     json_response(StatusCode::OK, json!({ "slots": open_slots() }))
 }
 
+/// Seats per slot: a full slot is refused as "slot taken".
+pub const SLOT_SEATS: usize = 500;
+/// How long a booking holds the person's turn while it runs.
+pub const BOOKING_HOLD: Duration = Duration::from_secs(15);
+/// How long a booking may run before the layer ends it.
+pub const BOOKING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Books a slot. A full slot is a refusal free of side effects
+/// ([`NoSideEffects`]): the person may pick another slot at once. The
+/// booking is keyed by chain (the layer's idempotency key), so a retry
+/// after a failure never books twice.
 async fn reserve(
     State(app): State<Arc<App>>,
     Extension(v): Extension<Verified>,
@@ -751,12 +786,27 @@ async fn reserve(
     };
     let booked = {
         let mut map = lock(&app.reservations);
-        map.entry(v.claims.ticket_id)
-            .or_insert_with(|| Reservation {
+        if let Some(booked) = map.get(&v.claims.ticket_id) {
+            booked.clone()
+        } else {
+            let mut seats = lock(&app.seats_taken);
+            let taken = seats.entry(slot.clone()).or_insert(0);
+            if *taken >= SLOT_SEATS {
+                let mut res = json_response(
+                    StatusCode::CONFLICT,
+                    json!({"error": "slot_taken", "slot": slot}),
+                );
+                res.extensions_mut().insert(NoSideEffects);
+                return res;
+            }
+            *taken += 1;
+            let booked = Reservation {
                 id: format!("R-{}", random_hex(6)),
                 slot,
-            })
-            .clone()
+            };
+            map.insert(v.claims.ticket_id, booked.clone());
+            booked
+        }
     };
     // The booking is made: the place in the room is no longer needed.
     if let Some(session) = find_cookie(&headers, SESSION_COOKIE).value() {
@@ -791,6 +841,30 @@ async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         app.metrics.render_prometheus() + &app.clock_check.render_prometheus(),
+    )
+}
+
+/// Counts for the load test (`examples/crowd.rs`): the room's figures and
+/// what the in-memory replay store holds (records, allocated heap bytes), so
+/// that resident memory can be split between room state and replay store.
+async fn stats(State(app): State<Arc<App>>) -> Response<Body> {
+    let room = app.room.stats().await.ok();
+    let (records, heap_bytes) = match &*app.replay {
+        Replay::Memory(m) => (Some(m.len()), Some(m.heap_bytes())),
+        #[cfg(feature = "redis")]
+        Replay::Redis(_) => (None, None),
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "waiting": room.map(|s| s.waiting),
+            "admitted_alive": room.map(|s| s.admitted_alive),
+            "admitted_total": room.map(|s| s.admitted_total),
+            "room_entries": room.map(|s| s.entries),
+            "replay_records": records,
+            "replay_heap_bytes": heap_bytes,
+            "reservations": lock(&app.reservations).len(),
+        }),
     )
 }
 
@@ -1032,7 +1106,7 @@ async function call(method, path, body) {
   try { data = await res.json(); } catch (_) { data = null; }
   if (!res.ok) {
     const err = new Error((data && data.detail) || ("The server answered " + res.status));
-    err.code = data && data.code;
+    err.code = data && (data.code || data.error);
     err.retryAfter = data && data.retry_after;
     throw err;
   }
@@ -1052,7 +1126,19 @@ $("book-form").addEventListener("submit", async (ev) => {
     $("reservation").textContent = "Your reservation number is " + r.reservation_id + " (slot " + r.slot + ").";
     $("reservation").hidden = false;
   } catch (e) {
-    $("error").textContent = e.message;
+    // A full slot or a booking still running keeps the turn: stay on the
+    // form (the heartbeat goes on) and say what to do; so does a booking
+    // that got no answer (it may be retried: it never books twice).
+    if (e.code === "slot_taken") {
+      $("error").textContent = "That slot was just taken: please pick another one.";
+    } else if (e.code === "in_progress" || !e.code) {
+      $("error").textContent = e.message;
+    } else {
+      // Refused: the place is gone.
+      room.leave();
+      fail(e.message);
+      return;
+    }
     $("error").hidden = false;
   } finally {
     $("book-button").disabled = false;

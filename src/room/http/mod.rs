@@ -1,6 +1,8 @@
-//! The room's HTTP endpoints' building blocks, for the host's join,
-//! heartbeat and leave handlers (the demo's are in
-//! `examples/reservation.rs`):
+//! The room's HTTP endpoints: [`RoomService`] (built by
+//! [`RoomEndpoints`]) answers join, heartbeat, leave, status and the
+//! client script as one tower service, with the contract the README
+//! states; [`place_response`] and [`room_problem_response`] are its
+//! answers. Its building blocks, for a host that writes its own handlers:
 //!
 //! - [`session`]: signed, server-issued session ids in a cookie that a
 //!   cross-site request can neither use nor replace ([`RoomSessions`]);
