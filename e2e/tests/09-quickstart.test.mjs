@@ -22,8 +22,13 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * `axum` feature (`--all-features`, as the Rust tests build, so it reuses
  * their build).
  */
+let built = null;
 function quickstartBinary() {
-  if (process.env.QG_QUICKSTART_BIN) return process.env.QG_QUICKSTART_BIN;
+  built ??= process.env.QG_QUICKSTART_BIN || buildQuickstart();
+  return built;
+}
+
+function buildQuickstart() {
   const out = spawnSync(
     'cargo',
     ['build', '--all-features', '--example', 'quickstart', '--message-format=json-render-diagnostics'],
