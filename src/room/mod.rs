@@ -54,7 +54,9 @@ pub mod schedule;
 mod state;
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisRoomState;
+pub use self::redis::{
+    RedisRoomState, RedisRoomStateBuilder, RoomSettings, SettingsError, LAYOUT as REDIS_LAYOUT,
+};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinVerdict};
 pub use memory::MemoryRoomState;
