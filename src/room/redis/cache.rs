@@ -109,9 +109,16 @@ impl Snapshot {
             .and_then(|i| self.counts.get(i as usize)))
         .copied()
         .map_or(0, u64::from);
+        // The block's count includes `place` itself only if the place was
+        // handed out before the snapshot (places are handed out in order).
+        let others = if place <= self.next {
+            own_count.saturating_sub(1)
+        } else {
+            own_count
+        };
         let block_start = own * BLOCK;
         let between = place - self.front.max(block_start);
-        sum + between.min(own_count.saturating_sub(1))
+        sum + between.min(others)
     }
 }
 
@@ -177,5 +184,8 @@ mod tests {
         assert_eq!((s.ahead(2), s.ahead(3), s.ahead(4)), (0, 1, 2));
         s.joined(BLOCK * 3 + 5);
         assert_eq!(s.ahead(BLOCK * 3 + 5), 3);
+        // A place another instance handed out after this snapshot: the
+        // snapshot's counts do not hold it, so nobody is subtracted for it.
+        assert_eq!(s.ahead(BLOCK * 3 + 9), 4);
     }
 }

@@ -643,7 +643,7 @@ impl Inner {
     /// new or changed, then ticks if due. Returns whether it ticked.
     async fn maybe_tick(&self, queue: &str, rule: &AdmissionRule) -> Result<bool, StoreError> {
         let wanted = RoomSettings::of(rule);
-        let (due, mode) = {
+        let (due, mode, last_settings) = {
             let mut map = lock(&self.queues);
             let local = map.entry(queue.to_owned()).or_default();
             local.last_now_ms = Some(
@@ -662,13 +662,23 @@ impl Inner {
                     None => true,
                     Some(t) => rule.now_ms >= t.saturating_add(TICK_MS) || rule.now_ms < t,
                 };
-            (due, mode)
+            (due, mode, local.last_settings)
         };
         if !due {
             return Ok(false);
         }
         if let Some(mode) = mode {
-            let [a, b, c, d, e] = wanted.args();
+            // Only what this instance changed is written: its other
+            // settings (say an opening time of its own) stay as shared.
+            let mut args = wanted.args();
+            if let Some(last) = last_settings {
+                for (arg, old) in args.iter_mut().zip(last.args()) {
+                    if *arg == old {
+                        arg.clear();
+                    }
+                }
+            }
+            let [a, b, c, d, e] = args;
             let reply = self
                 .queue_eval(
                     &self.scripts.settings,
