@@ -77,7 +77,9 @@ pub use keys::{KeyRing, KeyRingBuilder, MacKey};
 pub use layer::{QueueGate, QueueGateBuilder, QueueGateLayer};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use rejection::{MalformedReason, Rejection, RejectionCode, ReplayReason};
-pub use replay::{MemoryReplayStore, ReplayMode, ReplayStore};
+pub use replay::{Hold, MemoryReplayStore, ReplayMode, ReplayStore, Settlement};
 pub use room::{MemoryRoomState, RoomError, RoomState, RoomTicket, WaitingRoom};
 pub use ticket::{Claims, TicketId, TicketKind};
-pub use verify::{ClientTime, ClientTimeRule, Mode, Policy, Presented, Verified, Verifier};
+pub use verify::{
+    ClientTime, ClientTimeRule, IdempotencyKey, Mode, Policy, Presented, Verified, Verifier,
+};

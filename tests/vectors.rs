@@ -1055,8 +1055,12 @@ struct FixedEpoch(MemoryReplayStore, u32);
 impl ReplayStore for FixedEpoch {
     type CheckFuture = std::future::Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = std::future::Ready<Result<Advance, StoreError>>;
+    type SettleFuture = std::future::Ready<Result<(), StoreError>>;
     fn epoch(&self) -> u32 {
         self.1
+    }
+    fn settle(&self, s: &queuegate::replay::SettleHold) -> Self::SettleFuture {
+        self.0.settle(s)
     }
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
         self.0.check(c)
