@@ -830,8 +830,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Admits up to `n` live people from `front` in place order, asking
-    /// each person's slot; the dead are skipped for free.
+    /// Admits up to `n` live people from `front` in place order: a chunk
+    /// of places is checked at once on the people's slots (the dead are
+    /// skipped for free), then the live ones are admitted, never more than
+    /// `n` (each admission re-checks on the person's slot).
     async fn admit_front(
         &self,
         queue: &str,
@@ -839,13 +841,32 @@ impl Inner {
         front: &[(String, String)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        const CHUNK: usize = 128;
         let mut admitted = 0;
-        let mut at = 0;
         let mut outcome: Vec<String> = vec![String::new()];
-        'rounds: while admitted < n && at < front.len() {
-            let round = &front[at..(at + n - admitted).min(front.len())];
-            at += round.len();
-            let calls = round.iter().map(|(b, place)| async move {
+        for chunk in front.chunks(CHUNK) {
+            if admitted >= n {
+                break;
+            }
+            let checks = self.check_all(queue, "w", chunk, true, now_ms).await?;
+            let mut stop = false;
+            let mut live = Vec::new();
+            for (entry, (code, _)) in chunk.iter().zip(checks) {
+                match code {
+                    0 => outcome.extend([entry.0.clone(), entry.1.clone(), "0".into(), "0".into()]),
+                    1 => live.push(entry),
+                    // A join being set up at this place: keep the order.
+                    _ => {
+                        stop = true;
+                        break;
+                    }
+                }
+                if admitted + live.len() >= n {
+                    stop = true;
+                    break;
+                }
+            }
+            let calls = live.iter().map(|(b, place)| async move {
                 let Some(binding) = parse_binding(b) else {
                     return Ok((0, 0));
                 };
@@ -862,19 +883,9 @@ impl Inner {
                 Ok::<_, StoreError>((code, live))
             });
             let results: Vec<Result<(i64, i64), StoreError>> = join_all(calls).await;
-            let mut stop = false;
-            for ((b, place), r) in round.iter().zip(results) {
-                let (code, live) = match r {
-                    Ok(x) => x,
-                    // Unknown outcome: leave the place for the next tick.
-                    Err(_) => {
-                        stop = true;
-                        continue;
-                    }
-                };
-                match code {
-                    3 => stop = true,
-                    0..=2 => {
+            for ((b, place), r) in live.iter().zip(results) {
+                match r {
+                    Ok((code @ 0..=2, live)) => {
                         if code == 1 {
                             admitted += 1;
                         }
@@ -885,11 +896,13 @@ impl Inner {
                             live.to_string(),
                         ]);
                     }
-                    _ => return Err(bad_answer()),
+                    // Being set up, or an unknown outcome: the place stays
+                    // for the next tick.
+                    Ok(_) | Err(_) => stop = true,
                 }
             }
             if stop {
-                break 'rounds;
+                break;
             }
         }
         if outcome.len() > 1 {
