@@ -362,17 +362,10 @@ impl RoomState for Rooms {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let (queue, ticket) = (queue.to_owned(), issued.ticket.to_owned());
-        let (binding, ticket_id, live_until_ms) =
-            (issued.binding, issued.ticket_id, issued.live_until_ms);
-        each_room!(self, s => s.record(&queue, &IssuedRecord {
-            binding,
-            ticket_id,
-            ticket: &ticket,
-            live_until_ms,
-        }))
+        let (queue, issued) = (queue.to_owned(), *issued);
+        each_room!(self, s => s.record(&queue, &issued))
     }
 
     fn leave(

@@ -8,14 +8,18 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{Script, Value};
 
 use super::schedule::AdmissionRule;
-use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};
 use crate::error::StoreError;
 use crate::replay::RedisReplayStore;
 use crate::ticket::{Binding, QueueId, TicketId};
 
 /// Shared by every script: `KEYS` are the queue's meta hash, pre-queue
 /// list, waiting zset (score: position), admitted zset (score: deadline),
-/// chains hash (binding → `tid|position|status|deadline|ticket`) and
+/// chains hash (room binding → `tid|position|status|deadline|facts`, the
+/// facts being `sequence:joined:expires:admitted-from` with `-` for no
+/// admitted-from, see [`ChainFacts`]) and
 /// deadlines zset (every chain by deadline, for the sweep). `ARGV[1..6]`
 /// are the admission rule: now, rate, burst, admitted cap (-1: none),
 /// opening time, shuffle seed. The functions mirror `MemoryRoomState`.
@@ -24,11 +28,11 @@ local now = tonumber(ARGV[1])
 local function get_chain(b)
   local v = redis.call('HGET', KEYS[5], b)
   if not v then return nil end
-  local tid, pos, st, live, ticket = string.match(v, '^([^|]*)|(%d+)|(%a)|(%-?%d+)|(.*)$')
-  return {tid = tid, pos = tonumber(pos), st = st, live = tonumber(live), ticket = ticket}
+  local tid, pos, st, live, facts = string.match(v, '^([^|]*)|(%d+)|(%a)|(%-?%d+)|(.*)$')
+  return {tid = tid, pos = tonumber(pos), st = st, live = tonumber(live), facts = facts}
 end
 local function put_chain(b, c)
-  redis.call('HSET', KEYS[5], b, string.format('%s|%d|%s|%d|%s', c.tid, c.pos, c.st, c.live, c.ticket))
+  redis.call('HSET', KEYS[5], b, string.format('%s|%d|%s|%d|%s', c.tid, c.pos, c.st, c.live, c.facts))
   redis.call('ZADD', KEYS[6], c.live, b)
 end
 local function is_live(b)
@@ -134,25 +138,24 @@ local function place(b)
   end
   local admitted = 0
   if c.st == 'a' then admitted = 1 end
-  return {c.tid, c.pos, ahead, admitted, c.live}
+  return {c.tid, c.pos, ahead, admitted, c.live, c.facts}
 end
 ";
 
 /// `ARGV[7..9]`: binding, provisional deadline, waiting cap (-1: none).
-/// Returns `{0, place}` new, `{1, place, ticket}` existing, `{2}` full.
+/// Returns `{0, place}` new, `{1, place}` existing, `{2}` full.
 const JOIN: &str = r"
 open_if_due()
 admit()
 local b, max_waiting = ARGV[7], tonumber(ARGV[9])
 if is_live(b) then
-  local c = get_chain(b)
-  return {1, place(b), c.ticket}
+  return {1, place(b)}
 end
 remove(b)
 if max_waiting >= 0 and redis.call('ZCARD', KEYS[3]) + redis.call('LLEN', KEYS[2]) >= max_waiting then
   return {2}
 end
-local c = {tid = '', pos = 0, st = 'p', live = tonumber(ARGV[8]), ticket = ''}
+local c = {tid = '', pos = 0, st = 'p', live = tonumber(ARGV[8]), facts = ''}
 if opened() then
   c.pos = redis.call('HINCRBY', KEYS[1], 'last', 1)
   c.st = 'w'
@@ -179,13 +182,16 @@ end
 return {place(b)}
 ";
 
-/// `ARGV[7..10]`: binding, ticket id, ticket, deadline.
+/// `ARGV[7..10]`: binding, ticket id, facts, deadline. Facts of a later
+/// sequence than the recorded ones are kept.
 const RECORD: &str = r"
 local b = ARGV[7]
 local c = get_chain(b)
 if not c or (c.tid ~= '' and c.tid ~= ARGV[8]) then return 0 end
 local old = c.live
-c.tid, c.ticket, c.live = ARGV[8], ARGV[9], math.max(old, tonumber(ARGV[10]))
+local function seq(f) return tonumber(string.match(f, '^(%d+):') or '-1') end
+if seq(ARGV[9]) >= seq(c.facts) then c.facts = ARGV[9] end
+c.tid, c.live = ARGV[8], math.max(old, tonumber(ARGV[10]))
 put_chain(b, c)
 if c.st == 'a' and c.live ~= old then
   redis.call('ZADD', KEYS[4], c.live, b)
@@ -409,16 +415,48 @@ fn parse_place(v: &Value) -> Result<Place, StoreError> {
     let Value::Array(items) = v else {
         return Err(bad_answer());
     };
-    let [tid, pos, ahead, admitted, live] = items.as_slice() else {
+    let [tid, pos, ahead, admitted, live, facts] = items.as_slice() else {
         return Err(bad_answer());
     };
     let tid: String = ::redis::from_redis_value(tid).map_err(backend)?;
+    let facts: String = ::redis::from_redis_value(facts).map_err(backend)?;
+    let chain = match parse_ticket_id(&tid) {
+        Some(id) => Some(parse_facts(id, &facts).ok_or_else(bad_answer)?),
+        None => None,
+    };
     Ok(Place {
-        ticket_id: parse_ticket_id(&tid),
-        position: u32::try_from(int(pos)?).map_err(|_| bad_answer())?,
+        chain,
+        position: u64::try_from(int(pos)?).map_err(|_| bad_answer())?,
         ahead: u64::try_from(int(ahead)?).map_err(|_| bad_answer())?,
         admitted: int(admitted)? == 1,
         live_until_ms: int(live)?,
+    })
+}
+
+/// `sequence:joined:expires:admitted-from` (`-`: not admitted).
+fn format_facts(f: &ChainFacts) -> String {
+    match f.admitted_from_ms {
+        Some(a) => format!("{}:{}:{}:{a}", f.sequence, f.joined_at_ms, f.expires_at_ms),
+        None => format!("{}:{}:{}:-", f.sequence, f.joined_at_ms, f.expires_at_ms),
+    }
+}
+
+fn parse_facts(ticket_id: TicketId, text: &str) -> Option<ChainFacts> {
+    let mut parts = text.split(':');
+    let mut next = || parts.next();
+    let sequence = next()?.parse().ok()?;
+    let joined_at_ms = next()?.parse().ok()?;
+    let expires_at_ms = next()?.parse().ok()?;
+    let admitted_from_ms = match next()? {
+        "-" => None,
+        a => Some(a.parse().ok()?),
+    };
+    Some(ChainFacts {
+        ticket_id,
+        sequence,
+        joined_at_ms,
+        expires_at_ms,
+        admitted_from_ms,
     })
 }
 
@@ -457,13 +495,7 @@ impl RoomState for RedisRoomState {
             let reply = items(fut.await?)?;
             match reply.as_slice() {
                 [code, place] if int(code)? == 0 => Ok(Joined::New(parse_place(place)?)),
-                [code, place, ticket] if int(code)? == 1 => {
-                    let ticket: String = ::redis::from_redis_value(ticket).map_err(backend)?;
-                    Ok(Joined::Existing {
-                        place: parse_place(place)?,
-                        ticket: (!ticket.is_empty()).then_some(ticket),
-                    })
-                }
+                [code, place] if int(code)? == 1 => Ok(Joined::Existing(parse_place(place)?)),
                 [code] if int(code)? == 2 => Ok(Joined::Full),
                 _ => Err(bad_answer()),
             }
@@ -495,7 +527,7 @@ impl RoomState for RedisRoomState {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let fut = self.run(
             &self.scripts.record,
@@ -503,8 +535,8 @@ impl RoomState for RedisRoomState {
             RuleArgs::at(0),
             vec![
                 hex_binding(&issued.binding),
-                issued.ticket_id.to_string(),
-                issued.ticket.to_owned(),
+                issued.chain.ticket_id.to_string(),
+                format_facts(&issued.chain),
                 issued.live_until_ms.to_string(),
             ],
         );
@@ -551,7 +583,7 @@ impl RoomState for RedisRoomState {
                 admitted_alive: count(alive)?,
                 admitted_total: count(total)?,
                 entries: count(entries)?,
-                last_position: u32::try_from(int(last)?).map_err(|_| bad_answer())?,
+                last_position: u64::try_from(int(last)?).map_err(|_| bad_answer())?,
                 opened: int(opened)? == 1,
             })
         }
