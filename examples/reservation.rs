@@ -35,7 +35,9 @@ use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::error::StoreError;
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::replay::{
+    Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
+};
 use queuegate::room::{
     AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomError,
     RoomState, RoomStats, RoomTicket, WaitingRoom,
@@ -290,6 +292,7 @@ impl Replay {
 impl ReplayStore for Replay {
     type CheckFuture = BoxFuture<ReplayVerdict>;
     type AdvanceFuture = BoxFuture<Advance>;
+    type SettleFuture = BoxFuture<()>;
 
     fn epoch(&self) -> u32 {
         match self {
@@ -312,6 +315,14 @@ impl ReplayStore for Replay {
             Self::Memory(m) => Box::pin(m.advance(a)),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.advance(a),
+        }
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.settle(s)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.settle(s),
         }
     }
 }
@@ -362,17 +373,10 @@ impl RoomState for Rooms {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let (queue, ticket) = (queue.to_owned(), issued.ticket.to_owned());
-        let (binding, ticket_id, live_until_ms) =
-            (issued.binding, issued.ticket_id, issued.live_until_ms);
-        each_room!(self, s => s.record(&queue, &IssuedRecord {
-            binding,
-            ticket_id,
-            ticket: &ticket,
-            live_until_ms,
-        }))
+        let (queue, issued) = (queue.to_owned(), *issued);
+        each_room!(self, s => s.record(&queue, &issued))
     }
 
     fn leave(

@@ -5,10 +5,21 @@
 #![cfg(feature = "redis")]
 
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, RedisRoomState, RoomState,
+    AdmissionRule, BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, RedisRoomState,
+    RoomState,
 };
 use queuegate::ticket::Binding;
 use queuegate::TicketId;
+
+fn facts(ticket_id: TicketId) -> ChainFacts {
+    ChainFacts {
+        ticket_id,
+        sequence: 0,
+        joined_at_ms: 1_700_000_000_000,
+        expires_at_ms: 1_700_003_600_000,
+        admitted_from_ms: None,
+    }
+}
 
 const T: i64 = 1_700_000_000_000;
 /// The snapshot's block of places (see `room::redis::cache`).
@@ -57,11 +68,10 @@ async fn fill(s: &RedisRoomState, q: &str, n: u32, dies: impl Fn(u32) -> bool) {
         let Joined::New(place) = s.join(q, &join, &rule(T, 0.0)).await.unwrap() else {
             panic!("a new place");
         };
-        assert_eq!(place.position, i + 1);
+        assert_eq!(place.position, u64::from(i) + 1);
         let issued = IssuedRecord {
             binding,
-            ticket_id,
-            ticket: "t",
+            chain: facts(ticket_id),
             live_until_ms,
         };
         s.record(q, &issued).await.unwrap();
@@ -75,7 +85,7 @@ async fn ahead_of(s: &RedisRoomState, q: &str, i: u32, r: &AdmissionRule) -> u64
         .await
         .unwrap()
         .expect("alive");
-    assert_eq!(place.position, i + 1);
+    assert_eq!(place.position, u64::from(i) + 1);
     place.ahead
 }
 

@@ -61,4 +61,6 @@ pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinVerdict};
 pub use memory::MemoryRoomState;
 pub use schedule::{AdmissionRule, Liveness, TokenBucket};
-pub use state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+pub use state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict};
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, SettleHold};
 use queuegate::{
     ClientTime, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore, Metrics, Policy,
     ReplayStore, StoreError, Verifier,
@@ -163,9 +163,14 @@ pub struct DownStore {
 impl ReplayStore for DownStore {
     type CheckFuture = std::future::Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = std::future::Ready<Result<Advance, StoreError>>;
+    type SettleFuture = std::future::Ready<Result<(), StoreError>>;
 
     fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    fn settle(&self, _: &SettleHold) -> Self::SettleFuture {
+        std::future::ready(Err(StoreError::Timeout))
     }
 
     fn check(&self, _: &ReplayCheck) -> Self::CheckFuture {
@@ -201,9 +206,20 @@ impl<T: Unpin> Future for YieldOnce<T> {
 impl ReplayStore for SlowStore {
     type CheckFuture = YieldOnce<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = YieldOnce<Result<Advance, StoreError>>;
+    type SettleFuture = YieldOnce<Result<(), StoreError>>;
 
     fn epoch(&self) -> u32 {
         self.0.epoch()
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        // Eager, as the trait requires: the work is done before the
+        // future is returned.
+        let value = now_or_never(self.0.settle(s));
+        YieldOnce {
+            value: Some(value),
+            yielded: false,
+        }
     }
 
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {

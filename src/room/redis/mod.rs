@@ -9,7 +9,8 @@
 //!
 //! - `<prefix>:rp:{<binding>}:<queue id>`: a hash with the chain's id,
 //!   place, status (`j` joining, `p` pre-queue, `w` waiting, `a`
-//!   admitted), liveness deadline and latest ticket; it expires by itself
+//!   admitted), liveness deadline and the latest ticket's chain facts
+//!   (`sequence:joined:expires:admitted-from`); it expires by itself
 //!   a minute after its deadline.
 //!
 //! Per queue, under the queue's hash tag `{<queue id>}` (one slot), few
@@ -57,7 +58,9 @@ use futures_util::future::join_all;
 use self::cache::Snapshot;
 use self::conn::{ClusterConn, Conn, Lua};
 use super::schedule::{os_random_u64, AdmissionRule};
-use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};
 use crate::error::StoreError;
 use crate::replay::RedisReplayStore;
 use crate::ticket::{Binding, QueueId, TicketId};
@@ -426,12 +429,12 @@ struct Record {
     place: u64,
     status: String,
     live: i64,
-    ticket: String,
+    facts: String,
 }
 
 impl Record {
     fn parse(items: &[Value]) -> Result<Self, StoreError> {
-        let [tid, place, status, live, ticket] = items else {
+        let [tid, place, status, live, facts] = items else {
             return Err(bad_answer());
         };
         Ok(Self {
@@ -439,7 +442,7 @@ impl Record {
             place: u64::try_from(int(place)?).map_err(|_| bad_answer())?,
             status: text(status)?,
             live: int(live)?,
-            ticket: text(ticket)?,
+            facts: text(facts)?,
         })
     }
 }
@@ -946,9 +949,9 @@ impl Inner {
             0
         };
         Place {
-            ticket_id: parse_ticket_id(&r.tid),
+            chain: parse_ticket_id(&r.tid).and_then(|id| parse_facts(id, &r.facts)),
             position: if r.status == "w" || r.status == "a" {
-                u32::try_from(r.place).unwrap_or(u32::MAX)
+                r.place
             } else {
                 0
             },
@@ -993,11 +996,7 @@ impl Inner {
                     record = r;
                 }
             }
-            let ticket = (!record.ticket.is_empty()).then(|| record.ticket.clone());
-            return Ok(Joined::Existing {
-                place: self.place_of(queue, &record),
-                ticket,
-            });
+            return Ok(Joined::Existing(self.place_of(queue, &record)));
         }
         let max_waiting = join
             .max_waiting
@@ -1047,12 +1046,8 @@ impl Inner {
             }
         }
         Ok(Joined::New(Place {
-            ticket_id: None,
-            position: if status == "w" {
-                u32::try_from(place).unwrap_or(u32::MAX)
-            } else {
-                0
-            },
+            chain: None,
+            position: if status == "w" { place } else { 0 },
             ahead,
             admitted: false,
             live_until_ms: join.live_until_ms,
@@ -1074,7 +1069,7 @@ impl Inner {
             )
             .await?,
         )?;
-        let [place, status, live] = reply.as_slice() else {
+        let [place, status, live, facts] = reply.as_slice() else {
             return Ok(None);
         };
         let record = Record {
@@ -1082,7 +1077,7 @@ impl Inner {
             place: u64::try_from(int(place)?).map_err(|_| bad_answer())?,
             status: text(status)?,
             live: int(live)?,
-            ticket: String::new(),
+            facts: text(facts)?,
         };
         Ok(Some(self.place_of(queue, &record)))
     }
@@ -1091,8 +1086,7 @@ impl Inner {
         &self,
         queue: &str,
         binding: Binding,
-        ticket_id: TicketId,
-        ticket: String,
+        chain: ChainFacts,
         live_until_ms: i64,
     ) -> Result<(), StoreError> {
         let now = lock(&self.queues)
@@ -1103,8 +1097,8 @@ impl Inner {
             &self.scripts.record,
             &self.person_key(queue, &binding),
             &[
-                ticket_id.to_string(),
-                ticket,
+                chain.ticket_id.to_string(),
+                format_facts(&chain),
                 live_until_ms.to_string(),
                 now.to_string(),
                 SLACK_MS.to_string(),
@@ -1208,10 +1202,37 @@ impl Inner {
             admitted_alive: count(alive)?,
             admitted_total: count(total)?,
             entries: count(entries)?,
-            last_position: u32::try_from(count(last)?).unwrap_or(u32::MAX),
+            last_position: count(last)?,
             opened: int(opened)? == 1,
         })
     }
+}
+
+/// `sequence:joined:expires:admitted-from` (`-`: not admitted).
+fn format_facts(f: &ChainFacts) -> String {
+    match f.admitted_from_ms {
+        Some(a) => format!("{}:{}:{}:{a}", f.sequence, f.joined_at_ms, f.expires_at_ms),
+        None => format!("{}:{}:{}:-", f.sequence, f.joined_at_ms, f.expires_at_ms),
+    }
+}
+
+fn parse_facts(ticket_id: TicketId, text: &str) -> Option<ChainFacts> {
+    let mut parts = text.split(':');
+    let mut next = || parts.next();
+    let sequence = next()?.parse().ok()?;
+    let joined_at_ms = next()?.parse().ok()?;
+    let expires_at_ms = next()?.parse().ok()?;
+    let admitted_from_ms = match next()? {
+        "-" => None,
+        a => Some(a.parse().ok()?),
+    };
+    Some(ChainFacts {
+        ticket_id,
+        sequence,
+        joined_at_ms,
+        expires_at_ms,
+        admitted_from_ms,
+    })
 }
 
 fn parse_binding(hex: &str) -> Option<Binding> {
@@ -1242,17 +1263,14 @@ impl RoomState for RedisRoomState {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let inner = self.inner.clone();
-        let queue = queue.to_owned();
-        let (binding, tid, ticket, live) = (
-            issued.binding,
-            issued.ticket_id,
-            issued.ticket.to_owned(),
-            issued.live_until_ms,
-        );
-        async move { inner.record(&queue, binding, tid, ticket, live).await }
+        let (inner, queue, issued) = (self.inner.clone(), queue.to_owned(), *issued);
+        async move {
+            inner
+                .record(&queue, issued.binding, issued.chain, issued.live_until_ms)
+                .await
+        }
     }
 
     fn leave(
