@@ -73,6 +73,10 @@ usage: reservation [flags]
   --redis URL             replay and room state in Redis, shared by every
                           instance with the same URL and secret (needs a
                           build with --features redis)
+  --redis-cluster URLS    the same on Redis Cluster: comma-separated seed
+                          nodes, redis://127.0.0.1:7000,redis://127.0.0.1:7001
+                          (needs --features redis; see the README: the replay
+                          store on a Cluster is not there yet)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -103,6 +107,8 @@ pub struct Config {
     pub max_delay_ms: u64,
     /// Redis URL: shared state instead of this process's memory.
     pub redis: Option<String>,
+    /// Redis Cluster seed nodes (`--redis-cluster`).
+    pub redis_cluster: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -120,6 +126,10 @@ impl std::fmt::Debug for Config {
             .field("max_jump_ms", &self.max_jump_ms)
             .field("max_delay_ms", &self.max_delay_ms)
             .field("redis", &self.redis.as_ref().map(|_| "REDACTED"))
+            .field(
+                "redis_cluster",
+                &self.redis_cluster.as_ref().map(|n| n.len()),
+            )
             .finish()
     }
 }
@@ -156,6 +166,7 @@ impl Config {
         let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
         let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
         let mut redis = None;
+        let mut redis_cluster: Option<Vec<String>> = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -178,6 +189,7 @@ impl Config {
                 "--max-jump-ms",
                 "--max-delay-ms",
                 "--redis",
+                "--redis-cluster",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -199,6 +211,9 @@ impl Config {
                 "--max-jump-ms" => max_jump_ms = number(&name, &value)?,
                 "--max-delay-ms" => max_delay_ms = number(&name, &value)?,
                 "--redis" => redis = Some(value),
+                "--redis-cluster" => {
+                    redis_cluster = Some(value.split(',').map(|s| s.trim().to_owned()).collect())
+                }
                 _ => unreachable!("checked above"),
             }
         }
@@ -224,6 +239,19 @@ impl Config {
         if let Some(url) = &redis {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(format!("--redis: expected a redis:// URL, got {url:?}"));
+            }
+        }
+        if let Some(nodes) = &redis_cluster {
+            if redis.is_some() {
+                return Err("--redis and --redis-cluster: give one of them".to_owned());
+            }
+            if let Some(bad) = nodes
+                .iter()
+                .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(format!(
+                    "--redis-cluster: expected comma-separated redis:// URLs, got {bad:?}"
+                ));
             }
         }
         let (secret, random_secret) = if let Some(path) = secret_file {
@@ -252,6 +280,7 @@ impl Config {
             max_jump_ms,
             max_delay_ms,
             redis,
+            redis_cluster,
         })
     }
 }
@@ -448,11 +477,14 @@ const REDIS_NEEDS_CONNECT: &str = "--redis: Redis state is connected by `build_a
 #[cfg(not(feature = "redis"))]
 const REDIS_NEEDS_CONNECT: &str =
     "--redis: this build has no Redis support; rebuild with `--features redis`";
+#[cfg(not(feature = "redis"))]
+const CLUSTER_NEEDS_FEATURE: &str =
+    "--redis-cluster: this build has no Redis support; rebuild with `--features redis`";
 
 /// Builds the app and its router with in-memory state (`--redis` needs
 /// [`build_async`]).
 pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
-    if config.redis.is_some() {
+    if config.redis.is_some() || config.redis_cluster.is_some() {
         return Err(REDIS_NEEDS_CONNECT.to_owned());
     }
     build_with(
@@ -465,6 +497,32 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
 /// Builds the app and its router, connecting to Redis first if `--redis`
 /// was given.
 pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> {
+    if let Some(nodes) = &config.redis_cluster {
+        #[cfg(feature = "redis")]
+        {
+            // The room state runs on the Cluster; the replay store (the
+            // single-use booking records and their per-shard lost-data
+            // epoch) does not yet, and the demo refuses to keep bookings in
+            // one process's memory behind a shared room.
+            let seeds: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            RedisRoomState::cluster_builder(&seeds)
+                .prefix(&format!("queuegate-demo-{}", config.queue))
+                .connect()
+                .await
+                .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
+            return Err(
+                "--redis-cluster: the room state runs on this Cluster, but the \
+                        replay store does not support Redis Cluster yet (its per-shard \
+                        lost-data epoch is unfinished); use --redis URL for now"
+                    .to_owned(),
+            );
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = nodes;
+            return Err(CLUSTER_NEEDS_FEATURE.to_owned());
+        }
+    }
     let Some(url) = &config.redis else {
         return build(config);
     };
