@@ -24,7 +24,8 @@
 //!
 //! # What touches what
 //!
-//! - A heartbeat: one script on the person's slot. "People ahead" comes
+//! - A heartbeat: one `HMGET` on the person's key (and the engine's
+//!   record of the next ticket: one script there). "People ahead" comes
 //!   from the instance's [`Snapshot`](cache::Snapshot) of the queue (see
 //!   [`cache`] for the bound), refreshed by the instance's tick.
 //! - A join: one script on the person's slot (the binding's live chain, or
@@ -100,7 +101,6 @@ struct Scripts {
     place: Lua,
     drop: Lua,
     get: Lua,
-    beat: Lua,
     record: Lua,
     leave: Lua,
     admit: Lua,
@@ -124,7 +124,6 @@ impl Scripts {
             place: person(include_str!("lua/person_place.lua")),
             drop: person(include_str!("lua/person_drop.lua")),
             get: person(include_str!("lua/person_get.lua")),
-            beat: person(include_str!("lua/person_beat.lua")),
             record: person(include_str!("lua/person_record.lua")),
             leave: person(include_str!("lua/person_leave.lua")),
             admit: person(include_str!("lua/person_admit.lua")),
@@ -1054,6 +1053,9 @@ impl Inner {
         }))
     }
 
+    /// A heartbeat: one plain `HMGET` on the person's own key (no script:
+    /// the cheapest read Redis has for it). A dead record is left to its
+    /// expiry and to the tick, which drop it.
     async fn beat(
         &self,
         queue: &str,
@@ -1061,24 +1063,24 @@ impl Inner {
         rule: AdmissionRule,
     ) -> Result<Option<Place>, StoreError> {
         self.maybe_tick(queue, &rule).await?;
+        let key = self.person_key(queue, &beat.binding);
         let reply = items(
-            self.person_eval(
-                &self.scripts.beat,
-                &self.person_key(queue, &beat.binding),
-                &[rule.now_ms.to_string(), beat.ticket_id.to_string()],
-            )
-            .await?,
+            self.conn
+                .query(
+                    ::redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg(&["tid", "place", "st", "live", "facts"]),
+                    self.timeout,
+                )
+                .await?,
         )?;
-        let [place, status, live, facts] = reply.as_slice() else {
+        if matches!(reply.first(), None | Some(Value::Nil)) {
             return Ok(None);
-        };
-        let record = Record {
-            tid: beat.ticket_id.to_string(),
-            place: u64::try_from(int(place)?).map_err(|_| bad_answer())?,
-            status: text(status)?,
-            live: int(live)?,
-            facts: text(facts)?,
-        };
+        }
+        let record = Record::parse(&reply)?;
+        if record.tid != beat.ticket_id.to_string() || record.live <= rule.now_ms {
+            return Ok(None);
+        }
         Ok(Some(self.place_of(queue, &record)))
     }
 
