@@ -408,8 +408,12 @@ struct DownStore;
 impl ReplayStore for DownStore {
     type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
     fn epoch(&self) -> u32 {
         42
+    }
+    fn settle(&self, _: &queuegate::replay::SettleHold) -> Self::SettleFuture {
+        ready(Err(StoreError::Timeout))
     }
     fn check(&self, _: &ReplayCheck) -> Self::CheckFuture {
         ready(Err(StoreError::Timeout))
