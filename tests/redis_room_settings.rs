@@ -174,3 +174,37 @@ async fn a_queue_of_another_layout_is_refused_untouched() {
     assert_eq!(next.as_deref(), Some("1"), "no place was handed out");
     a.clear(q).await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn a_queue_slot_that_lost_its_counter_never_hands_a_place_out_twice() {
+    let (a, _, prefix) = pair().await;
+    let q = "lost-counter";
+    for i in 1..=3 {
+        join(&a, q, i, &rule(T, 0.0, i64::MIN)).await;
+    }
+    // The queue's counter vanishes (a failover to a replica that missed
+    // it): the instance still knows place 3 was handed out.
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let queue_id = queuegate::ticket::QueueId::from_name(q);
+    let () = redis::cmd("HDEL")
+        .arg(format!("{prefix}:room:{{{queue_id}}}:meta"))
+        .arg("next")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let join = JoinRecord {
+        binding: Binding([4; 16]),
+        live_until_ms: T + 600_000,
+        max_waiting: None,
+    };
+    match a.join(q, &join, &rule(T, 0.0, i64::MIN)).await.unwrap() {
+        queuegate::room::Joined::New(place) => assert_eq!(place.position, 4),
+        other => panic!("{other:?}"),
+    }
+    a.clear(q).await.unwrap();
+}

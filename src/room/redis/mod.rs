@@ -1001,6 +1001,7 @@ impl Inner {
             .max_waiting
             .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
         let draw = os_random_u64() >> 12;
+        let known_next = lock(&self.queues).get(queue).map_or(0, |l| l.snap.next);
         let placed = items(
             self.queue_eval(
                 &self.scripts.join,
@@ -1011,6 +1012,7 @@ impl Inner {
                     max_waiting.to_string(),
                     draw.to_string(),
                     rule.opens_at_ms.to_string(),
+                    known_next.to_string(),
                 ],
             )
             .await?,

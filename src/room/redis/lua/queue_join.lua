@@ -1,7 +1,9 @@
 -- A join's place, on the queue's slot: O(log n), whatever the queue's size.
 -- ARGV: [3] binding, [4] waiting cap (-1: none), [5] random draw (< 2^52)
 -- for the pre-queue, [6] the instance's opening time (until the shared
--- settings exist).
+-- settings exist), [7] the last place this instance has seen handed out:
+-- the counter never goes below it, so a queue slot that lost writes (a
+-- failover to a lagging replica) does not hand a place out twice.
 -- Returns {2} full, {0, 'w', place, ahead, next} placed, {0, 'p', 0, 0}
 -- in the pre-queue (the place is drawn at the opening).
 local b = ARGV[3]
@@ -20,6 +22,10 @@ if not opened and now >= opens and redis.call('ZCARD', KEYS[5]) == 0 then
   opened = true
 end
 if opened then
+  local known = tonumber(ARGV[7] or '0')
+  if tonumber(redis.call('HGET', KEYS[2], 'next') or '0') < known then
+    redis.call('HSET', KEYS[2], 'next', string.format('%d', known))
+  end
   local place = redis.call('HINCRBY', KEYS[2], 'next', 1)
   redis.call('ZADD', KEYS[4], place, b)
   count(place, 1)
