@@ -7,9 +7,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::counts::PositionCounts;
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
-use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};
 use crate::error::StoreError;
-use crate::ticket::{decode_bytes, encode_bytes, Binding, TicketId, TICKET_LEN};
+use crate::ticket::Binding;
 
 /// The most chains one operation drops (about a millisecond or two of
 /// holding the lock). Whatever a mass drop-out leaves is dropped by the
@@ -24,39 +26,12 @@ enum Status {
     Admitted,
 }
 
-/// A chain's latest ticket, kept to hand back on a repeated join. A ticket
-/// in this crate's format (176 base64url characters) is kept as its 132
-/// bytes (48 bytes less per person with the allocator's rounding); any
-/// other text as it is.
-enum StoredTicket {
-    Packed(Box<[u8; TICKET_LEN]>),
-    Text(Box<str>),
-}
-
-impl StoredTicket {
-    fn new(text: &str) -> Self {
-        // Packed only if it is the one canonical encoding of its bytes, so
-        // it comes back as exactly the same text.
-        match decode_bytes(text.as_bytes()) {
-            Some(bytes) => Self::Packed(Box::new(bytes)),
-            None => Self::Text(text.into()),
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Self::Packed(bytes) => encode_bytes(bytes),
-            Self::Text(text) => text.to_string(),
-        }
-    }
-}
-
 struct Chain {
-    ticket_id: Option<TicketId>,
-    ticket: Option<StoredTicket>,
+    /// The facts of its latest ticket, once one is recorded.
+    facts: Option<ChainFacts>,
     /// Waiting or admitted: the position. In the pre-queue: the index in
     /// [`Queue::pre`].
-    slot: u32,
+    slot: u64,
     status: Status,
     live_until_ms: i64,
 }
@@ -69,7 +44,7 @@ struct Chain {
 /// dead are found from the front of the deadline indexes.
 #[derive(Default)]
 struct Queue {
-    last_position: u32,
+    last_position: u64,
     opened: bool,
     bucket: TokenBucket,
     admitted_total: u64,
@@ -77,7 +52,7 @@ struct Queue {
     /// leaving moves the last one into the gap.
     pre: Vec<Binding>,
     /// Waiting places by position.
-    waiting: BTreeMap<u32, Binding>,
+    waiting: BTreeMap<u64, Binding>,
     /// The waiting positions again, for counting the people ahead.
     counts: PositionCounts,
     /// Pre-queue and waiting chains by (deadline, binding).
@@ -265,7 +240,7 @@ impl Queue {
             Status::Admitted => (c.slot, 0),
         };
         Some(Place {
-            ticket_id: c.ticket_id,
+            chain: c.facts,
             position,
             ahead,
             admitted: c.status == Status::Admitted,
@@ -341,32 +316,31 @@ impl RoomState for MemoryRoomState {
             q.advance(rule);
             let b = join.binding;
             if q.is_live(&b, now) {
-                let place = q.place(&b).expect("live chain exists");
-                let ticket = q
-                    .chains
-                    .get(&b)
-                    .and_then(|c| c.ticket.as_ref().map(StoredTicket::text));
-                return Joined::Existing { place, ticket };
+                return Joined::Existing(q.place(&b).expect("live chain exists"));
             }
             q.remove(&b);
             if join.max_waiting.is_some_and(|max| q.waiting_count() >= max) {
                 return Joined::Full;
             }
             let (status, slot) = if q.opened {
-                q.last_position = q.last_position.saturating_add(1);
-                q.waiting.insert(q.last_position, b);
-                q.counts.insert(q.last_position);
-                (Status::Waiting, q.last_position)
+                // 64 bits never run out; were they to, no place is ever
+                // handed out twice.
+                let Some(position) = q.last_position.checked_add(1) else {
+                    return Joined::Full;
+                };
+                q.last_position = position;
+                q.waiting.insert(position, b);
+                q.counts.insert(position);
+                (Status::Waiting, position)
             } else {
                 q.pre.push(b);
-                (Status::Pre, (q.pre.len() - 1) as u32)
+                (Status::Pre, (q.pre.len() - 1) as u64)
             };
             q.deadlines.insert((join.live_until_ms, b.0));
             q.chains.insert(
                 b,
                 Chain {
-                    ticket_id: None,
-                    ticket: None,
+                    facts: None,
                     slot,
                     status,
                     live_until_ms: join.live_until_ms,
@@ -389,7 +363,7 @@ impl RoomState for MemoryRoomState {
             q.advance(rule);
             let b = beat.binding;
             let c = q.chains.get(&b)?;
-            if c.ticket_id != Some(beat.ticket_id) {
+            if c.facts.map(|f| f.ticket_id) != Some(beat.ticket_id) {
                 return None;
             }
             if c.live_until_ms <= now {
@@ -403,18 +377,20 @@ impl RoomState for MemoryRoomState {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.with_queue(queue, |q| {
             let b = issued.binding;
             let Some(c) = q.chains.get_mut(&b) else {
                 return;
             };
-            if c.ticket_id.is_some_and(|id| id != issued.ticket_id) {
-                return;
+            match c.facts {
+                Some(f) if f.ticket_id != issued.chain.ticket_id => return,
+                // A later ticket's facts are kept (a late record of an
+                // earlier one still extends the deadline).
+                Some(f) if f.sequence > issued.chain.sequence => {}
+                _ => c.facts = Some(issued.chain),
             }
-            c.ticket_id = Some(issued.ticket_id);
-            c.ticket = Some(StoredTicket::new(issued.ticket));
             let old = c.live_until_ms;
             let new = old.max(issued.live_until_ms);
             c.live_until_ms = new;
@@ -478,7 +454,17 @@ impl RoomState for MemoryRoomState {
 mod tests {
     use super::*;
     use crate::room::schedule::SplitMix;
-    use crate::ticket::ENCODED_LEN;
+    use crate::ticket::TicketId;
+
+    fn facts(id: TicketId, sequence: u32) -> ChainFacts {
+        ChainFacts {
+            ticket_id: id,
+            sequence,
+            joined_at_ms: 1,
+            expires_at_ms: 1_000_000_000,
+            admitted_from_ms: None,
+        }
+    }
 
     /// Every index agrees with the chains, and the Fenwick count of people
     /// ahead agrees with a walk over the waiting places. With `expired_at`,
@@ -558,8 +544,7 @@ mod tests {
                 2 | 3 => {
                     let issued = IssuedRecord {
                         binding: who(i),
-                        ticket_id: id(i),
-                        ticket: "t",
+                        chain: facts(id(i), (rng.next_u64() % 4) as u32),
                         live_until_ms,
                     };
                     ready(state.record("q", &issued)).unwrap();
@@ -591,20 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_tickets_come_back_as_given_and_are_never_printed() {
-        let real: String = (0..ENCODED_LEN)
-            .map(|i| b"AZaz09-_"[i * 7 % 8] as char)
-            .collect();
-        assert!(matches!(StoredTicket::new(&real), StoredTicket::Packed(_)));
-        // Same length, not canonical base64url ('=' and a trailing-bits case
-        // cannot round-trip), or another length: kept as text.
-        let odd = format!("{}=", &real[..ENCODED_LEN - 1]);
-        let short = "ticket-1";
-        for text in [real.as_str(), odd.as_str(), short, ""] {
-            assert_eq!(StoredTicket::new(text).text(), text);
-        }
-        assert!(matches!(StoredTicket::new(&odd), StoredTicket::Text(_)));
-
+    fn facts_come_back_and_bindings_are_never_printed() {
         let state = MemoryRoomState::new();
         let rule = AdmissionRule {
             now_ms: 0,
@@ -620,21 +592,69 @@ mod tests {
             max_waiting: None,
         };
         ready(state.join("q", &join, &rule)).unwrap();
-        let issued = IssuedRecord {
+        let record = |sequence, live_until_ms| IssuedRecord {
             binding: Binding([4; 16]),
-            ticket_id: TicketId([5; 16]),
-            ticket: &real,
-            live_until_ms: 10,
+            chain: facts(TicketId([5; 16]), sequence),
+            live_until_ms,
         };
-        ready(state.record("q", &issued)).unwrap();
+        ready(state.record("q", &record(3, 10))).unwrap();
+        // A late record of an earlier ticket keeps the later facts.
+        ready(state.record("q", &record(2, 20))).unwrap();
         match ready(state.join("q", &join, &rule)).unwrap() {
-            Joined::Existing { ticket, .. } => assert_eq!(ticket.as_deref(), Some(&*real)),
+            Joined::Existing(place) => {
+                assert_eq!(place.chain, Some(facts(TicketId([5; 16]), 3)));
+                assert_eq!(place.live_until_ms, 20, "the deadline still moves");
+            }
             other => panic!("{other:?}"),
         }
         let printed = format!("{state:?}");
         assert!(printed.contains("chains: 1"), "{printed}");
-        assert!(!printed.contains(&real[..20]), "{printed}");
         assert!(!printed.contains("0404"), "no bindings: {printed}");
+    }
+
+    /// Issue 12 item 7: at the top of 32 bits the state overwrote a place
+    /// (two people at one position, one of them lost from the line).
+    #[test]
+    fn places_past_32_bits_are_never_handed_out_twice() {
+        let state = MemoryRoomState::new();
+        let rule = AdmissionRule {
+            now_ms: 0,
+            per_sec: 0.0,
+            burst: 1.0,
+            max_admitted: None,
+            opens_at_ms: 0,
+            shuffle_seed: 0,
+        };
+        state.with_queue("q", |q| {
+            q.opened = true;
+            q.last_position = u64::from(u32::MAX) - 1;
+            q.counts.drop_before(u64::from(u32::MAX));
+        });
+        let mut positions = Vec::new();
+        for i in 1..=3u8 {
+            let join = JoinRecord {
+                binding: Binding([i; 16]),
+                live_until_ms: 10,
+                max_waiting: None,
+            };
+            match ready(state.join("q", &join, &rule)).unwrap() {
+                Joined::New(place) => positions.push((place.position, place.ahead)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let top = u64::from(u32::MAX);
+        assert_eq!(positions, [(top, 0), (top + 1, 1), (top + 2, 2)]);
+        state.with_queue("q", |q| check(q, None));
+        assert_eq!(ready(state.stats("q", 0)).unwrap().waiting, 3);
+        // At the top of 64 bits a join is refused, never given a used place.
+        state.with_queue("q", |q| q.last_position = u64::MAX);
+        let join = JoinRecord {
+            binding: Binding([9; 16]),
+            live_until_ms: 10,
+            max_waiting: None,
+        };
+        assert_eq!(ready(state.join("q", &join, &rule)).unwrap(), Joined::Full);
+        state.with_queue("q", |q| check(q, None));
     }
 
     #[test]
@@ -669,8 +689,7 @@ mod tests {
         };
         let mut left = u64::from(dying);
         while left > 0 {
-            let Joined::Existing { place, .. } = ready(state.join("q", &last, &rule(200))).unwrap()
-            else {
+            let Joined::Existing(place) = ready(state.join("q", &last, &rule(200))).unwrap() else {
                 panic!("live");
             };
             left -= left.min(EXPIRE_BATCH as u64);
@@ -718,8 +737,7 @@ mod tests {
             live_until_ms: 1_000,
             max_waiting: None,
         };
-        let Joined::Existing { place, .. } = ready(state.join("q", &five, &rule(100))).unwrap()
-        else {
+        let Joined::Existing(place) = ready(state.join("q", &five, &rule(100))).unwrap() else {
             panic!("5 is live");
         };
         assert_eq!((place.position, place.ahead), (5, 2), "2 and 4 died");
