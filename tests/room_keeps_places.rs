@@ -1,0 +1,340 @@
+//! Issue 12 items 4 and 5: nobody loses a place they earned to a rotation
+//! of the signing key or to an honest correction of their device clock.
+//!
+//! Instances are modelled as rooms built over one shared state and one
+//! shared replay store (as instances sharing Redis are), each with its own
+//! key ring, on one injected clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use queuegate::room::{MemoryRoomState, RoomError, RoomTicket};
+use queuegate::{
+    ClientTime, ConfigError, Issuer, KeyRing, ManualClock, MemoryReplayStore, Policy, Presented,
+    RejectionCode, WaitingRoom,
+};
+
+const T0: i64 = 1_700_000_000_000;
+const OLD: [u8; 32] = [7; 32];
+const NEW: [u8; 32] = [8; 32];
+/// The room secret the host keeps across rotations.
+const ROOM: [u8; 32] = [9; 32];
+
+type Room = WaitingRoom<ManualClock, Arc<MemoryReplayStore>, Arc<MemoryRoomState>>;
+
+struct Shared {
+    clock: ManualClock,
+    replay: Arc<MemoryReplayStore>,
+    state: Arc<MemoryRoomState>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            clock: ManualClock::new(T0),
+            replay: Arc::new(MemoryReplayStore::new()),
+            state: Arc::new(MemoryRoomState::new()),
+        }
+    }
+
+    /// An instance with `ring`, paused (nobody admitted: places stay put).
+    fn instance(&self, ring: KeyRing, policy: Policy) -> Room {
+        let issuer = Issuer::new(
+            Arc::new(ring),
+            policy,
+            self.clock.clone(),
+            Arc::new(self.replay.clone()),
+        )
+        .unwrap();
+        WaitingRoom::builder(issuer, self.state.clone())
+            .admit_per_sec(0.0)
+            .unwrap()
+            .liveness(Duration::from_secs(70), Duration::from_secs(300))
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    fn now(&self) -> i64 {
+        queuegate::Clock::now_ms(&self.clock)
+    }
+}
+
+/// The rings of a rotation as SPEC.md describes it, all with the same room
+/// secret: before; new key verify-only; new key signs, old verify-only;
+/// old retired.
+fn rotation() -> [KeyRing; 4] {
+    let ring = |keys: &[(u8, &[u8; 32], bool)]| {
+        let mut b = KeyRing::builder().room_secret(&ROOM).unwrap();
+        for &(id, secret, signs) in keys {
+            b = if signs {
+                b.signing_key(id, secret).unwrap()
+            } else {
+                b.verify_only_key(id, secret).unwrap()
+            };
+        }
+        b.build().unwrap()
+    };
+    [
+        ring(&[(1, &OLD, true)]),
+        ring(&[(1, &OLD, true), (2, &NEW, false)]),
+        ring(&[(1, &OLD, false), (2, &NEW, true)]),
+        ring(&[(2, &NEW, true)]),
+    ]
+}
+
+fn policy() -> Policy {
+    Policy::new("vaccine-53-54")
+}
+
+async fn join(room: &Room, who: &str, client_time: ClientTime) -> Result<RoomTicket, RoomError> {
+    room.join(who.as_bytes(), client_time).await
+}
+
+async fn beat(
+    room: &Room,
+    who: &str,
+    t: &RoomTicket,
+    client_time: ClientTime,
+) -> Result<RoomTicket, RoomError> {
+    room.heartbeat(&Presented {
+        ticket: Some(t.ticket.as_bytes()),
+        binding: Some(who.as_bytes()),
+        client_time,
+    })
+    .await
+}
+
+fn key_id(t: &RoomTicket) -> u8 {
+    queuegate::ticket::decode(t.ticket.as_bytes())
+        .unwrap()
+        .claims()
+        .unwrap()
+        .key_id
+}
+
+fn code(e: &RoomError) -> Option<RejectionCode> {
+    match e {
+        RoomError::Rejected(r) => Some(r.code()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_done_as_the_spec_says_ejects_nobody() {
+    let shared = Shared::new();
+    let [before, added, switched, retired] = rotation();
+    let people = ["ana", "bo", "cy"];
+
+    let room = shared.instance(before, policy());
+    let mut tickets = Vec::new();
+    for who in people {
+        tickets.push(join(&room, who, ClientTime::Absent).await.unwrap());
+    }
+    let places: Vec<u64> = tickets.iter().map(|t| t.position).collect();
+    assert_eq!(places, [1, 2, 3]);
+
+    // Each step of the rotation is deployed (a new instance over the same
+    // state), then everyone heart-beats on it.
+    for (step, ring) in [added, switched, retired].into_iter().enumerate() {
+        let room = shared.instance(ring, policy());
+        shared.advance(20);
+        for (who, t) in people.iter().zip(tickets.iter_mut()) {
+            let next = beat(&room, who, t, ClientTime::Absent).await;
+            let next = next.unwrap_or_else(|e| panic!("step {step}: {who}: {e:?}"));
+            assert_eq!(
+                (next.ticket_id, next.position),
+                (t.ticket_id, t.position),
+                "step {step}: {who} keeps the chain and the place"
+            );
+            *t = next;
+        }
+        let stats = room.stats().await.unwrap();
+        assert_eq!((stats.waiting, stats.entries), (3, 3), "step {step}");
+    }
+    assert!(
+        tickets.iter().all(|t| key_id(t) == 2),
+        "signed by the new key"
+    );
+
+    // Rejoining after the rotation finds the same places too.
+    let room = shared.instance(rotation()[3].clone(), policy());
+    for (who, t) in people.iter().zip(&tickets) {
+        let again = join(&room, who, ClientTime::Absent).await.unwrap();
+        assert_eq!((again.ticket_id, again.position), (t.ticket_id, t.position));
+    }
+    assert_eq!(room.stats().await.unwrap().waiting, 3);
+}
+
+#[tokio::test]
+async fn during_a_rolling_rotation_a_session_holds_one_place() {
+    let shared = Shared::new();
+    let [_, _, switched, _] = rotation();
+    // Half the instances still sign with the old key (its ring has the new
+    // one verify-only), half with the new one.
+    let signs_old = shared.instance(rotation()[1].clone(), policy());
+    let signs_new = shared.instance(switched, policy());
+
+    let _first = join(&signs_old, "ahead", ClientTime::Absent).await.unwrap();
+    let joined = join(&signs_old, "ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(key_id(&joined), 1);
+    // A reload lands on the other kind of instance: the same place.
+    let again = join(&signs_new, "ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(key_id(&again), 2);
+    assert_eq!(
+        (again.ticket_id, again.position),
+        (joined.ticket_id, joined.position)
+    );
+    // Heartbeats alternate between the two kinds: every one succeeds.
+    let mut t = again;
+    for i in 0..6 {
+        shared.advance(10);
+        let room = if i % 2 == 0 { &signs_old } else { &signs_new };
+        t = beat(room, "ana", &t, ClientTime::Absent).await.unwrap();
+        assert_eq!((t.ticket_id, t.position), (joined.ticket_id, 2));
+        // And a rejoin on either kind is still the same place.
+        let other = if i % 2 == 0 { &signs_new } else { &signs_old };
+        let rejoined = join(other, "ana", ClientTime::Absent).await.unwrap();
+        assert_eq!(
+            (rejoined.ticket_id, rejoined.position),
+            (joined.ticket_id, 2)
+        );
+        t = rejoined;
+    }
+    let stats = signs_new.stats().await.unwrap();
+    assert_eq!(
+        (stats.waiting, stats.entries),
+        (2, 2),
+        "one place per session"
+    );
+}
+
+#[tokio::test]
+async fn a_ring_of_several_keys_needs_a_room_secret() {
+    let shared = Shared::new();
+    let ring = KeyRing::builder()
+        .verify_only_key(1, &OLD)
+        .unwrap()
+        .signing_key(2, &NEW)
+        .unwrap()
+        .build()
+        .unwrap();
+    let issuer = Issuer::new(
+        Arc::new(ring),
+        policy(),
+        shared.clock.clone(),
+        Arc::new(shared.replay.clone()),
+    )
+    .unwrap();
+    let built = WaitingRoom::builder(issuer, shared.state.clone()).build();
+    assert!(
+        matches!(
+            built,
+            Err(ConfigError::Invalid {
+                setting: "room_secret",
+                ..
+            })
+        ),
+        "{built:?}"
+    );
+    // A ring that never had a room secret starts a rotation by naming its
+    // signing secret as the room secret: the places it made stay.
+    let room = shared.instance(KeyRing::new(1, &OLD).unwrap(), policy());
+    let joined = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    let ring = KeyRing::builder()
+        .room_secret(&OLD)
+        .unwrap()
+        .signing_key(1, &OLD)
+        .unwrap()
+        .verify_only_key(2, &NEW)
+        .unwrap()
+        .build()
+        .unwrap();
+    let room = shared.instance(ring, policy());
+    let again = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(again.ticket_id, joined.ticket_id);
+}
+
+/// The demo's old jump tolerance: tight enough that an 8 s correction is a
+/// `clock_jump`.
+fn tight() -> Policy {
+    policy().max_jump(Duration::from_secs(5))
+}
+
+#[tokio::test]
+async fn a_corrected_clock_rejoins_and_keeps_its_place() {
+    let shared = Shared::new();
+    let room = shared.instance(KeyRing::new(1, &OLD).unwrap(), tight());
+    let _ahead = join(&room, "ahead", ClientTime::Absent).await.unwrap();
+    // The phone's clock is 8 s behind; NTP corrects it while waiting.
+    let behind = |s: &Shared| ClientTime::Millis(s.now() - 8_000);
+    let exact = |s: &Shared| ClientTime::Millis(s.now());
+    let t = join(&room, "ana", behind(&shared)).await.unwrap();
+    shared.advance(20);
+    let t = beat(&room, "ana", &t, behind(&shared)).await.unwrap();
+    shared.advance(20);
+    let e = beat(&room, "ana", &t, exact(&shared)).await.unwrap_err();
+    assert_eq!(code(&e), Some(RejectionCode::ClockJump));
+
+    // The refused page rejoins: the same chain and place, a new baseline.
+    let again = join(&room, "ana", exact(&shared)).await.unwrap();
+    assert_eq!((again.ticket_id, again.position), (t.ticket_id, t.position));
+    let mut t = again;
+    for _ in 0..3 {
+        shared.advance(20);
+        t = beat(&room, "ana", &t, exact(&shared)).await.unwrap();
+        assert_eq!(t.position, 2);
+    }
+    let stats = room.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.entries), (2, 2));
+}
+
+#[tokio::test]
+async fn a_clock_far_off_is_refused_until_fixed_then_keeps_its_place() {
+    let shared = Shared::new();
+    let room = shared.instance(KeyRing::new(1, &OLD).unwrap(), policy());
+    let _ahead = join(&room, "ahead", ClientTime::Absent).await.unwrap();
+    let t = join(&room, "ana", ClientTime::Millis(shared.now()))
+        .await
+        .unwrap();
+    shared.advance(20);
+    // The clock is set an hour ahead: refused, and told to fix it.
+    let far = ClientTime::Millis(shared.now() + 3_600_000);
+    let e = beat(&room, "ana", &t, far).await.unwrap_err();
+    assert_eq!(code(&e), Some(RejectionCode::ClockSkew));
+    let e = join(&room, "ana", far).await.unwrap_err();
+    assert_eq!(code(&e), Some(RejectionCode::ClockSkew));
+    assert!(e.to_string().contains("clock"), "{e}");
+    // Fixed: the rejoin keeps the place.
+    shared.advance(20);
+    let again = join(&room, "ana", ClientTime::Millis(shared.now()))
+        .await
+        .unwrap();
+    assert_eq!((again.ticket_id, again.position), (t.ticket_id, 2));
+    shared.advance(20);
+    let next = beat(&room, "ana", &again, ClientTime::Millis(shared.now()))
+        .await
+        .unwrap();
+    assert_eq!(next.position, 2);
+    // The header stays optional: a rejoin without it keeps the place too.
+    let bare = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    assert_eq!((bare.ticket_id, bare.position), (t.ticket_id, 2));
+}
+
+#[tokio::test]
+async fn the_library_tolerates_an_eight_second_correction() {
+    let shared = Shared::new();
+    let room = shared.instance(KeyRing::new(1, &OLD).unwrap(), policy());
+    let t = join(&room, "ana", ClientTime::Millis(shared.now() - 8_000))
+        .await
+        .unwrap();
+    shared.advance(20);
+    let t = beat(&room, "ana", &t, ClientTime::Millis(shared.now()))
+        .await
+        .expect("60 s of jump tolerance by default");
+    assert_eq!(t.position, 1);
+}
