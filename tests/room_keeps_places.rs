@@ -338,3 +338,92 @@ async fn the_library_tolerates_an_eight_second_correction() {
         .expect("60 s of jump tolerance by default");
     assert_eq!(t.position, 1);
 }
+
+/// An instance with the library's default liveness, admitting `per_sec`.
+fn default_room(shared: &Shared, per_sec: f64) -> Room {
+    let issuer = Issuer::new(
+        Arc::new(KeyRing::new(1, &OLD).unwrap()),
+        policy(),
+        shared.clock.clone(),
+        Arc::new(shared.replay.clone()),
+    )
+    .unwrap();
+    WaitingRoom::builder(issuer, shared.state.clone())
+        .admit_per_sec(per_sec)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+/// Issue 12 item 6: a tab hidden for minutes in Chrome runs its timers at
+/// most once a minute (intensive wake-up throttling), so a heartbeat due at
+/// `retry_after_ms` fires at the next whole-minute wake-up. Such a person,
+/// followed from far back to the front, through admission and onto the
+/// booking form, must never lose the place under the library's defaults.
+#[tokio::test]
+async fn a_background_tab_throttled_to_a_wake_up_a_minute_keeps_its_place() {
+    let shared = Shared::new();
+    // One admission a minute, twelve people ahead who heart-beat on time.
+    let room = default_room(&shared, 1.0 / 60.0);
+    let mut ahead = Vec::new();
+    for i in 0..12 {
+        let who = format!("ahead-{i}");
+        let t = join(&room, &who, ClientTime::Absent).await.unwrap();
+        let due = shared.now() + t.retry_after_ms as i64;
+        ahead.push((who, t, due));
+    }
+    let mut tab = join(&room, "tab", ClientTime::Absent).await.unwrap();
+    let mut due = shared.now() + tab.retry_after_ms as i64;
+    let (mut beats, mut admitted_at) = (0, None);
+    // Twenty minutes, a second at a time.
+    for second in 1..=1_200 {
+        shared.advance(1);
+        let now = shared.now();
+        for (who, t, next) in ahead.iter_mut() {
+            if *next <= now && !t.admitted {
+                *t = beat(&room, who, t, ClientTime::Absent).await.unwrap();
+                *next = now + t.retry_after_ms as i64;
+            }
+        }
+        // The hidden tab wakes once a minute and runs what is due.
+        if second % 60 == 0 && due <= now {
+            tab = beat(&room, "tab", &tab, ClientTime::Absent)
+                .await
+                .unwrap_or_else(|e| panic!("at {second} s (position {}): {e:?}", tab.position));
+            due = now + tab.retry_after_ms as i64;
+            beats += 1;
+            if tab.admitted && admitted_at.is_none() {
+                admitted_at = Some(second);
+            }
+        }
+    }
+    let admitted_at = admitted_at.expect("the turn came");
+    assert!(admitted_at < 1_000, "admitted at {admitted_at} s");
+    assert!(beats >= 10, "{beats} heartbeats");
+}
+
+/// A phone user who switches apps near the front, or while admitted, for
+/// 20 s keeps the place; one away for minutes does not.
+#[tokio::test]
+async fn an_app_switch_keeps_the_place_and_minutes_away_do_not() {
+    let shared = Shared::new();
+    let room = default_room(&shared, 1.0);
+    let admitted = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    assert!(admitted.admitted);
+    let near = join(&room, "bo", ClientTime::Absent).await.unwrap();
+    assert_eq!((near.admitted, near.ahead), (false, 0));
+    // Both look at a message for 20 s: no heartbeat.
+    shared.advance(20);
+    let admitted = beat(&room, "ana", &admitted, ClientTime::Absent)
+        .await
+        .expect("admitted, back after 20 s");
+    let near = beat(&room, "bo", &near, ClientTime::Absent)
+        .await
+        .expect("next in line, back after 20 s");
+    // Then both are away for six minutes.
+    shared.advance(360);
+    for (who, t) in [("ana", &admitted), ("bo", &near)] {
+        let e = beat(&room, who, t, ClientTime::Absent).await.unwrap_err();
+        assert_eq!(code(&e), Some(RejectionCode::OfflineResumed), "{who}");
+    }
+}
