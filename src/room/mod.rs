@@ -44,6 +44,7 @@
 //! # }).unwrap();
 //! ```
 
+mod chains;
 mod counts;
 mod engine;
 mod hook;
