@@ -256,8 +256,8 @@ impl Queue {
 ///
 /// Memory per person in line is one 80-byte chain record (the facts of its
 /// latest ticket, no ticket text), 8 to 16 bytes of index, and a place in
-/// the position and deadline trees: about 160 bytes resident at a million
-/// people (the `room` bench prints the figure).
+/// the position and deadline trees: about 170 bytes resident at a million
+/// people (the `room` bench prints the figure; 400 when it kept tickets).
 #[derive(Debug, Default)]
 pub struct MemoryRoomState {
     queues: Mutex<HashMap<String, Queue>>,
