@@ -427,3 +427,42 @@ async fn an_app_switch_keeps_the_place_and_minutes_away_do_not() {
         assert_eq!(code(&e), Some(RejectionCode::OfflineResumed), "{who}");
     }
 }
+
+/// Many rejoins of one session at once (tabs reloading together, or a bot):
+/// one chain, one place; each answer is that chain or `busy`, and a
+/// re-minted ticket heart-beats afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rejoins_keep_one_chain_and_place() {
+    let shared = Shared::new();
+    let room = Arc::new(shared.instance(KeyRing::new(1, &OLD).unwrap(), policy()));
+    let _ahead = join(&room, "ahead", ClientTime::Absent).await.unwrap();
+    let first = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            join(&room, "ana", ClientTime::Absent).await
+        }));
+    }
+    let mut latest = None;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(t) => {
+                assert_eq!((t.ticket_id, t.position), (first.ticket_id, 2));
+                latest = Some(t);
+            }
+            Err(RoomError::Busy) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let stats = room.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.entries), (2, 2));
+    let again = join(&room, "ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(again.ticket_id, first.ticket_id);
+    shared.advance(10);
+    let next = beat(&room, "ana", &again, ClientTime::Absent)
+        .await
+        .unwrap();
+    assert_eq!((next.ticket_id, next.position), (first.ticket_id, 2));
+    assert!(latest.is_some(), "at least one rejoin answered");
+}

@@ -87,7 +87,9 @@ const EMPTY: u64 = 0;
 /// The smallest index table.
 const MIN_TABLE: usize = 16;
 
-/// The chains of one queue, by slot and by room binding.
+/// The chains of one queue, by slot and by room binding. The slab keeps
+/// the size of the largest crowd it held (freed slots are reused, not
+/// returned); the index and slab are given back when the queue empties.
 #[derive(Default)]
 pub(super) struct Chains {
     slab: Vec<Chain>,
