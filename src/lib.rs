@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod cookie;
 pub mod error;
 pub mod issuer;
 pub mod keys;

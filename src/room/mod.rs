@@ -4,7 +4,9 @@
 //! [`WaitingRoom`] is the engine; [`MemoryRoomState`] keeps its state in
 //! this process (nothing survives a restart); [`JoinHook`] lets the host
 //! refuse or slow joins; [`schedule`] holds the arithmetic every state
-//! implementation shares.
+//! implementation shares; [`http`] has the parts of the room's HTTP
+//! endpoints every host needs (signed sessions, the cross-site guard, the
+//! client's address through trusted proxies).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -48,6 +50,7 @@ mod chains;
 mod counts;
 mod engine;
 mod hook;
+pub mod http;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -57,7 +60,7 @@ mod state;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisRoomState;
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
-pub use hook::{JoinContext, JoinHook, JoinVerdict};
+pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;
 pub use schedule::{AdmissionRule, Liveness, TokenBucket};
 pub use state::{
