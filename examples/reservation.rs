@@ -81,10 +81,11 @@ usage: reservation [flags]
                           (or set QUEUEGATE_SECRET; none given: a random key)
   --admit-per-sec N       people admitted per second (default 50; 0 pauses)
   --opens-in-ms N         the queue opens N ms after start (default 0: now)
-  --liveness-ms N         the longest liveness deadline granted (default 30000)
+  --liveness-ms N         the longest liveness deadline granted (default 300000;
+                          near the front and admitted: the smaller of it and 75000)
   --session-ttl-ms N      time an admitted person has to book (default 600000)
   --max-skew-ms N         client clock skew tolerated (default 300000)
-  --max-jump-ms N         client clock jump tolerated (default 5000)
+  --max-jump-ms N         client clock jump tolerated (default 60000)
   --max-delay-ms N        network delay bound for backward clock moves (default 10000)
   --redis URL             replay and room state in Redis, shared by every
                           instance with the same URL and secret (needs a
@@ -196,8 +197,8 @@ impl Config {
         let mut secret_file = None;
         let mut secret_hex = None;
         let mut admit = "50".to_owned();
-        let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
-        let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
+        let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 300_000, 600_000);
+        let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 60_000, 10_000);
         let mut redis = None;
         let (mut trusted_origins, mut trusted_proxies) = (Vec::new(), Vec::new());
         let mut joins_per_addr = 0;
@@ -626,7 +627,9 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
     let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, replay.clone())
         .map_err(err)?
         .admitted_ttl(millis(config.session_ttl_ms));
-    let near = millis(config.liveness_ms.min(10_000));
+    // The library's near deadline (75 s: a phone switching apps, a
+    // throttled background tab), or less when the flag asks for less.
+    let near = millis(config.liveness_ms.min(75_000));
     let room = WaitingRoom::builder(issuer, rooms)
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
@@ -1292,6 +1295,13 @@ $("book-form").addEventListener("submit", async (ev) => {
   finally { $("book-button").disabled = false; }
 });
 $("rejoin").addEventListener("click", join);
+// Back from another app or tab, or thawed after the browser froze the page:
+// heart-beat at once rather than when a throttled timer gets round to it.
+function beatNow() {
+  if (ticket && !booked && $("rejoin").hidden && document.visibilityState === "visible") beat();
+}
+document.addEventListener("visibilitychange", beatNow);
+document.addEventListener("resume", beatNow);
 join();
 </script>
 </body>

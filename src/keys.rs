@@ -455,6 +455,7 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("signing_key_id", &self.signing_key_id())
             .field("key_ids", &self.key_ids().collect::<Vec<_>>())
+            .field("room_secret", &self.room_secret)
             .field("secrets", &"REDACTED")
             .finish()
     }
@@ -710,6 +711,50 @@ mod tests {
         let w = entry.waiting.tag(&[b"x"]);
         assert!(!entry.admitted.verify(b"x", &w));
         assert!(!entry.binding.verify(b"x", &w));
+        assert!(!entry.room.verify(b"x", &w));
+    }
+
+    /// The room binding is its own purpose, follows the signing key only
+    /// when no room secret is given, and is the same across a rotation
+    /// when one is.
+    #[test]
+    fn room_bindings_survive_a_rotation_with_a_room_secret() {
+        let q = QueueId::from_name("q");
+        let old = KeyRing::new(1, &[7; 32]).unwrap();
+        assert!(!old.has_room_secret());
+        assert_ne!(old.room_bind(q, b"s").0, old.bind(1, q, b"s").unwrap().0);
+        let new = KeyRing::new(2, &[8; 32]).unwrap();
+        assert_ne!(old.room_bind(q, b"s"), new.room_bind(q, b"s"));
+        // Naming the old signing secret as the room secret keeps its room
+        // bindings through every step of a rotation.
+        let rings = [
+            KeyRing::builder()
+                .room_secret(&[7; 32])
+                .unwrap()
+                .signing_key(1, &[7; 32])
+                .unwrap()
+                .verify_only_key(2, &[8; 32])
+                .unwrap()
+                .build()
+                .unwrap(),
+            KeyRing::builder()
+                .room_secret(&[7; 32])
+                .unwrap()
+                .signing_key(2, &[8; 32])
+                .unwrap()
+                .build()
+                .unwrap(),
+        ];
+        for ring in &rings {
+            assert!(ring.has_room_secret());
+            assert_eq!(ring.room_bind(q, b"s"), old.room_bind(q, b"s"));
+            assert_ne!(ring.room_bind(q, b"s"), ring.room_bind(q, b"t"));
+        }
+        assert!(matches!(
+            KeyRing::builder().room_secret(&[1; 31]),
+            Err(ConfigError::KeyTooShort { .. })
+        ));
+        assert!(format!("{:?}", rings[0]).contains("REDACTED"));
     }
 
     #[test]

@@ -25,6 +25,10 @@ use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::ticket::{Binding, Claims, TicketId};
 use crate::verify::{ClientTime, Presented};
 
+/// How often a rejoin reads the chain's facts again when it raced another
+/// rejoin or renewal of the same chain, before answering `busy`.
+const REJOIN_ATTEMPTS: usize = 3;
+
 /// What a join or heartbeat hands back to the client. `Debug` does not
 /// print the ticket.
 #[derive(Clone, PartialEq, Eq)]
@@ -569,9 +573,36 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             live_until_ms: now.saturating_add(self.liveness.near_ms),
             max_waiting: self.max_waiting,
         };
+        // A rejoin that races another rejoin or renewal of the same chain
+        // (the chain moved on between reading its facts and advancing it)
+        // reads the facts again, a few times at most.
+        for _ in 0..REJOIN_ATTEMPTS - 1 {
+            match self
+                .join_once(binding, client_time, bound, &record, &rule)
+                .await
+            {
+                Err(RoomError::Busy) => {}
+                done => return done,
+            }
+        }
+        self.join_once(binding, client_time, bound, &record, &rule)
+            .await
+    }
+
+    /// One attempt of [`join`](Self::join) after the hook and the clock.
+    async fn join_once(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+        bound: Binding,
+        record: &JoinRecord,
+        rule: &AdmissionRule,
+    ) -> Result<RoomTicket, RoomError> {
+        let rule = *rule;
+        let now = rule.now_ms;
         let mut joined = self
             .state
-            .join(&self.queue, &record, &rule)
+            .join(&self.queue, record, &rule)
             .await
             .map_err(|e| self.store_failed(e))?;
         self.note_opened(&rule);
@@ -588,7 +619,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                     .map_err(|e| self.store_failed(e))?;
                 joined = self
                     .state
-                    .join(&self.queue, &record, &rule)
+                    .join(&self.queue, record, &rule)
                     .await
                     .map_err(|e| self.store_failed(e))?;
             }

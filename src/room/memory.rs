@@ -5,11 +5,10 @@ use std::fmt;
 use std::future::{ready, Future};
 use std::sync::{Mutex, MutexGuard};
 
+use super::chains::{Chain, Chains, Status};
 use super::counts::PositionCounts;
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
-use super::state::{
-    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
-};
+use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
 use crate::error::StoreError;
 use crate::ticket::Binding;
 
@@ -18,52 +17,35 @@ use crate::ticket::Binding;
 /// following calls, meanwhile `ahead` may count it.
 const EXPIRE_BATCH: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    /// Joined before the opening; no place yet.
-    Pre,
-    Waiting,
-    Admitted,
-}
-
-struct Chain {
-    /// The facts of its latest ticket, once one is recorded.
-    facts: Option<ChainFacts>,
-    /// Waiting or admitted: the position. In the pre-queue: the index in
-    /// [`Queue::pre`].
-    slot: u64,
-    status: Status,
-    live_until_ms: i64,
-}
-
-/// One queue. Invariants between operations: every chain is in exactly one
-/// of `pre` (at index `slot`), `waiting` (at position `slot`, and counted in
-/// `counts`) or `admitted`; every pre-queue and waiting chain is in
-/// `deadlines` and every admitted one in `admitted`, each under its current
-/// deadline. So each operation finds what it needs in O(log n), and the
-/// dead are found from the front of the deadline indexes.
+/// One queue. Chains live in [`Chains`] and are named by their slot there.
+/// Invariants between operations: every chain is in exactly one of `pre`
+/// (at index `chain.slot`), `waiting` (at position `chain.slot`, and
+/// counted in `counts`) or `admitted`; every pre-queue and waiting chain is
+/// in `deadlines` and every admitted one in `admitted`, each under its
+/// current deadline. So each operation finds what it needs in O(log n),
+/// and the dead are found from the front of the deadline indexes.
 #[derive(Default)]
 struct Queue {
     last_position: u64,
     opened: bool,
     bucket: TokenBucket,
     admitted_total: u64,
-    /// Pre-queue (order does not matter: it is shuffled at the opening);
-    /// leaving moves the last one into the gap.
-    pre: Vec<Binding>,
-    /// Waiting places by position.
-    waiting: BTreeMap<u64, Binding>,
+    /// Pre-queue slots (order does not matter: it is shuffled at the
+    /// opening); leaving moves the last one into the gap.
+    pre: Vec<u32>,
+    /// Waiting places by position: their chain's slot.
+    waiting: BTreeMap<u64, u32>,
     /// The waiting positions again, for counting the people ahead.
     counts: PositionCounts,
-    /// Pre-queue and waiting chains by (deadline, binding).
-    deadlines: BTreeSet<(i64, [u8; 16])>,
-    /// Admitted chains by (deadline, binding).
-    admitted: BTreeSet<(i64, [u8; 16])>,
-    chains: HashMap<Binding, Chain>,
+    /// Pre-queue and waiting chains by (deadline, slot).
+    deadlines: BTreeSet<(i64, u32)>,
+    /// Admitted chains by (deadline, slot).
+    admitted: BTreeSet<(i64, u32)>,
+    chains: Chains,
 }
 
 impl fmt::Debug for Queue {
-    /// Counts only: no bindings, no tickets (bearer credentials).
+    /// Counts only: no bindings (keyed hashes of session ids).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("last_position", &self.last_position)
@@ -77,35 +59,34 @@ impl fmt::Debug for Queue {
 }
 
 impl Queue {
-    fn is_live(&self, b: &Binding, now_ms: i64) -> bool {
-        self.chains.get(b).is_some_and(|c| c.live_until_ms > now_ms)
+    /// The slot of the binding's chain if it is live at `now_ms`.
+    fn live_slot(&self, b: &Binding, now_ms: i64) -> Option<u32> {
+        self.chains
+            .slot(b)
+            .filter(|&s| self.chains.get(s).live_until_ms > now_ms)
     }
 
-    /// Drops the binding's chain from every index: O(log n).
-    fn remove(&mut self, b: &Binding) {
-        let Some(c) = self.chains.remove(b) else {
-            return;
-        };
+    /// Drops the chain in `slot` from every index: O(log n).
+    fn remove(&mut self, slot: u32) {
+        let c = self.chains.remove(slot);
         match c.status {
             Status::Pre => {
-                self.deadlines.remove(&(c.live_until_ms, b.0));
+                self.deadlines.remove(&(c.live_until_ms, slot));
                 let i = c.slot as usize;
                 if i < self.pre.len() {
                     self.pre.swap_remove(i);
-                    if let Some(moved) = self.pre.get(i) {
-                        if let Some(m) = self.chains.get_mut(moved) {
-                            m.slot = c.slot;
-                        }
+                    if let Some(&moved) = self.pre.get(i) {
+                        self.chains.get_mut(moved).slot = c.slot;
                     }
                 }
             }
             Status::Waiting => {
-                self.deadlines.remove(&(c.live_until_ms, b.0));
+                self.deadlines.remove(&(c.live_until_ms, slot));
                 self.waiting.remove(&c.slot);
                 self.counts.remove(c.slot);
             }
             Status::Admitted => {
-                self.admitted.remove(&(c.live_until_ms, b.0));
+                self.admitted.remove(&(c.live_until_ms, slot));
             }
         }
     }
@@ -116,30 +97,26 @@ impl Queue {
     fn expire(&mut self, now_ms: i64, limit: usize) -> (u64, bool) {
         let mut dropped = 0;
         let mut done = true;
-        while let Some(&(deadline, b)) = self.admitted.first() {
-            if deadline > now_ms {
-                break;
+        for admitted in [true, false] {
+            loop {
+                let index = if admitted {
+                    &self.admitted
+                } else {
+                    &self.deadlines
+                };
+                let Some(&(deadline, slot)) = index.first() else {
+                    break;
+                };
+                if deadline > now_ms {
+                    break;
+                }
+                if dropped as usize >= limit {
+                    done = false;
+                    break;
+                }
+                self.remove(slot);
+                dropped += 1;
             }
-            if dropped as usize >= limit {
-                done = false;
-                break;
-            }
-            self.admitted.pop_first();
-            self.chains.remove(&Binding(b));
-            dropped += 1;
-        }
-        while let Some(&(deadline, b)) = self.deadlines.first() {
-            if deadline > now_ms {
-                break;
-            }
-            if dropped as usize >= limit {
-                done = false;
-                break;
-            }
-            // Popped first, so a missing chain cannot stall the loop.
-            self.deadlines.pop_first();
-            self.remove(&Binding(b));
-            dropped += 1;
         }
         self.forget_passed_positions();
         (dropped, done)
@@ -163,20 +140,22 @@ impl Queue {
         self.opened = true;
         let mut pre = std::mem::take(&mut self.pre);
         shuffle(&mut pre, rule.shuffle_seed);
-        for b in pre {
-            if !self.is_live(&b, rule.now_ms) {
-                // Only after a mass drop-out not yet fully dropped.
-                self.remove(&b);
+        for slot in pre {
+            let c = self.chains.get_mut(slot);
+            if c.live_until_ms <= rule.now_ms {
+                // Only after a mass drop-out not yet fully dropped. Out of
+                // `pre` already: only its deadline entry is left.
+                self.deadlines.remove(&(c.live_until_ms, slot));
+                self.chains.remove(slot);
                 continue;
             }
-            if let Some(c) = self.chains.get_mut(&b) {
-                self.last_position = self.last_position.saturating_add(1);
-                let position = self.last_position;
-                c.slot = position;
-                c.status = Status::Waiting;
-                self.waiting.insert(position, b);
-                self.counts.insert(position);
-            }
+            // 64 bits of positions: never exhausted by one opening.
+            self.last_position = self.last_position.saturating_add(1);
+            let position = self.last_position;
+            c.slot = position;
+            c.status = Status::Waiting;
+            self.waiting.insert(position, slot);
+            self.counts.insert(position);
         }
     }
 
@@ -204,48 +183,48 @@ impl Queue {
             {
                 break;
             }
-            let Some((position, b)) = self.waiting.pop_first() else {
+            let Some((&position, &slot)) = self.waiting.first_key_value() else {
                 break;
             };
-            self.counts.remove(position);
-            let Some(c) = self.chains.get_mut(&b) else {
-                continue;
-            };
-            self.deadlines.remove(&(c.live_until_ms, b.0));
-            if c.live_until_ms <= rule.now_ms {
+            let live_until_ms = self.chains.get(slot).live_until_ms;
+            if live_until_ms <= rule.now_ms {
                 // Left over from a mass drop-out: skipped for free.
-                self.chains.remove(&b);
+                self.remove(slot);
                 skipped += 1;
                 if skipped >= EXPIRE_BATCH {
                     break;
                 }
                 continue;
             }
-            c.status = Status::Admitted;
-            self.admitted.insert((c.live_until_ms, b.0));
+            self.waiting.pop_first();
+            self.counts.remove(position);
+            self.deadlines.remove(&(live_until_ms, slot));
+            self.chains.get_mut(slot).status = Status::Admitted;
+            self.admitted.insert((live_until_ms, slot));
             self.admitted_total += 1;
             self.bucket.take();
         }
         self.forget_passed_positions();
     }
 
-    /// Where the chain stands: O(log n). The people ahead are exact once
-    /// [`expire`](Self::expire) dropped every dead chain; only after a mass
-    /// drop-out can it count some not yet dropped (an overcount).
-    fn place(&self, b: &Binding) -> Option<Place> {
-        let c = self.chains.get(b)?;
+    /// Where the chain in `slot` stands: O(log n). The people ahead are
+    /// exact once [`expire`](Self::expire) dropped every dead chain; only
+    /// after a mass drop-out can it count some not yet dropped (an
+    /// overcount).
+    fn place(&self, slot: u32) -> Place {
+        let c = self.chains.get(slot);
         let (position, ahead) = match c.status {
             Status::Pre => (0, 0),
             Status::Waiting => (c.slot, self.counts.count_before(c.slot)),
             Status::Admitted => (c.slot, 0),
         };
-        Some(Place {
-            chain: c.facts,
+        Place {
+            chain: c.facts(),
             position,
             ahead,
             admitted: c.status == Status::Admitted,
             live_until_ms: c.live_until_ms,
-        })
+        }
     }
 
     fn waiting_count(&self) -> u64 {
@@ -275,9 +254,10 @@ impl Queue {
 /// the lock in between. [`RoomState::stats`] counts dead admitted chains
 /// not yet dropped in O(their number).
 ///
-/// Memory is a few hundred bytes per person in line, most of it the latest
-/// ticket kept for [`Joined::Existing`] and the hash map of chains (the
-/// `room` bench prints the figure for a million people).
+/// Memory per person in line is one 80-byte chain record (the facts of its
+/// latest ticket, no ticket text), 8 to 16 bytes of index, and a place in
+/// the position and deadline trees: about 170 bytes resident at a million
+/// people (the `room` bench prints the figure; 400 when it kept tickets).
 #[derive(Debug, Default)]
 pub struct MemoryRoomState {
     queues: Mutex<HashMap<String, Queue>>,
@@ -315,40 +295,40 @@ impl RoomState for MemoryRoomState {
         ready(Ok(self.with_queue(queue, |q| {
             q.advance(rule);
             let b = join.binding;
-            if q.is_live(&b, now) {
-                return Joined::Existing(q.place(&b).expect("live chain exists"));
+            if let Some(slot) = q.live_slot(&b, now) {
+                return Joined::Existing(q.place(slot));
             }
-            q.remove(&b);
+            if let Some(dead) = q.chains.slot(&b) {
+                q.remove(dead);
+            }
             if join.max_waiting.is_some_and(|max| q.waiting_count() >= max) {
                 return Joined::Full;
             }
-            let (status, slot) = if q.opened {
+            let (status, place) = if q.opened {
                 // 64 bits never run out; were they to, no place is ever
                 // handed out twice.
                 let Some(position) = q.last_position.checked_add(1) else {
                     return Joined::Full;
                 };
                 q.last_position = position;
-                q.waiting.insert(position, b);
-                q.counts.insert(position);
                 (Status::Waiting, position)
             } else {
-                q.pre.push(b);
-                (Status::Pre, (q.pre.len() - 1) as u64)
+                (Status::Pre, q.pre.len() as u64)
             };
-            q.deadlines.insert((join.live_until_ms, b.0));
-            q.chains.insert(
-                b,
-                Chain {
-                    facts: None,
-                    slot,
-                    status,
-                    live_until_ms: join.live_until_ms,
-                },
-            );
+            let slot = q
+                .chains
+                .insert(Chain::new(b, status, place, join.live_until_ms));
+            match status {
+                Status::Waiting => {
+                    q.waiting.insert(place, slot);
+                    q.counts.insert(place);
+                }
+                _ => q.pre.push(slot),
+            }
+            q.deadlines.insert((join.live_until_ms, slot));
             // The newcomer may be admitted at once if the queue is short.
             q.admit(rule);
-            Joined::New(q.place(&b).expect("just inserted"))
+            Joined::New(q.place(slot))
         })))
     }
 
@@ -361,16 +341,16 @@ impl RoomState for MemoryRoomState {
         let now = rule.now_ms;
         ready(Ok(self.with_queue(queue, |q| {
             q.advance(rule);
-            let b = beat.binding;
-            let c = q.chains.get(&b)?;
-            if c.facts.map(|f| f.ticket_id) != Some(beat.ticket_id) {
+            let slot = q.chains.slot(&beat.binding)?;
+            let c = q.chains.get(slot);
+            if c.ticket_id() != Some(beat.ticket_id) {
                 return None;
             }
             if c.live_until_ms <= now {
-                q.remove(&b);
+                q.remove(slot);
                 return None;
             }
-            q.place(&b)
+            Some(q.place(slot))
         })))
     }
 
@@ -380,16 +360,16 @@ impl RoomState for MemoryRoomState {
         issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.with_queue(queue, |q| {
-            let b = issued.binding;
-            let Some(c) = q.chains.get_mut(&b) else {
+            let Some(slot) = q.chains.slot(&issued.binding) else {
                 return;
             };
-            match c.facts {
+            let c = q.chains.get_mut(slot);
+            match c.facts() {
                 Some(f) if f.ticket_id != issued.chain.ticket_id => return,
                 // A later ticket's facts are kept (a late record of an
                 // earlier one still extends the deadline).
                 Some(f) if f.sequence > issued.chain.sequence => {}
-                _ => c.facts = Some(issued.chain),
+                _ => c.set_facts(&issued.chain),
             }
             let old = c.live_until_ms;
             let new = old.max(issued.live_until_ms);
@@ -399,8 +379,8 @@ impl RoomState for MemoryRoomState {
                     Status::Admitted => &mut q.admitted,
                     Status::Pre | Status::Waiting => &mut q.deadlines,
                 };
-                index.remove(&(old, b.0));
-                index.insert((new, b.0));
+                index.remove(&(old, slot));
+                index.insert((new, slot));
             }
         });
         ready(Ok(()))
@@ -411,7 +391,11 @@ impl RoomState for MemoryRoomState {
         queue: &str,
         binding: &Binding,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.with_queue(queue, |q| q.remove(binding));
+        self.with_queue(queue, |q| {
+            if let Some(slot) = q.chains.slot(binding) {
+                q.remove(slot);
+            }
+        });
         ready(Ok(()))
     }
 
@@ -439,8 +423,7 @@ impl RoomState for MemoryRoomState {
         ready(Ok(self.with_queue(queue, |q| RoomStats {
             waiting: q.waiting_count(),
             // The dead ones not yet dropped are at the front of the index.
-            admitted_alive: (q.admitted.len()
-                - q.admitted.range(..=(now_ms, [u8::MAX; 16])).count())
+            admitted_alive: (q.admitted.len() - q.admitted.range(..=(now_ms, u32::MAX)).count())
                 as u64,
             admitted_total: q.admitted_total,
             entries: q.chains.len() as u64,
@@ -454,6 +437,7 @@ impl RoomState for MemoryRoomState {
 mod tests {
     use super::*;
     use crate::room::schedule::SplitMix;
+    use crate::room::state::ChainFacts;
     use crate::ticket::TicketId;
 
     fn facts(id: TicketId, sequence: u32) -> ChainFacts {
@@ -471,28 +455,29 @@ mod tests {
     /// no chain dead at that time is left (so nobody dead is counted).
     fn check(q: &Queue, expired_at: Option<i64>) {
         if let Some(now_ms) = expired_at {
-            assert!(q.chains.values().all(|c| c.live_until_ms > now_ms));
+            assert!(q.chains.iter().all(|(_, c)| c.live_until_ms > now_ms));
         }
         let mut pre = 0;
         let mut waiting = 0;
         let mut admitted = 0;
-        for (b, c) in &q.chains {
+        for (slot, c) in q.chains.iter() {
+            assert_eq!(q.chains.slot(&c.binding), Some(slot), "indexed");
             match c.status {
                 Status::Pre => {
                     pre += 1;
-                    assert_eq!(q.pre[c.slot as usize], *b);
-                    assert!(q.deadlines.contains(&(c.live_until_ms, b.0)));
+                    assert_eq!(q.pre[c.slot as usize], slot);
+                    assert!(q.deadlines.contains(&(c.live_until_ms, slot)));
                 }
                 Status::Waiting => {
                     waiting += 1;
-                    assert_eq!(q.waiting.get(&c.slot), Some(b));
-                    assert!(q.deadlines.contains(&(c.live_until_ms, b.0)));
+                    assert_eq!(q.waiting.get(&c.slot), Some(&slot));
+                    assert!(q.deadlines.contains(&(c.live_until_ms, slot)));
                     let walked = q.waiting.range(..c.slot).count() as u64;
-                    assert_eq!(q.place(b).unwrap().ahead, walked);
+                    assert_eq!(q.place(slot).ahead, walked);
                 }
                 Status::Admitted => {
                     admitted += 1;
-                    assert!(q.admitted.contains(&(c.live_until_ms, b.0)));
+                    assert!(q.admitted.contains(&(c.live_until_ms, slot)));
                 }
             }
         }
@@ -501,6 +486,7 @@ mod tests {
             (q.pre.len(), q.waiting.len(), q.admitted.len())
         );
         assert_eq!(q.deadlines.len(), pre + waiting);
+        assert_eq!(q.chains.len(), pre + waiting + admitted);
     }
 
     fn ready<T>(f: impl Future<Output = T>) -> T {

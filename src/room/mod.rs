@@ -46,6 +46,7 @@
 //! # }).unwrap();
 //! ```
 
+mod chains;
 mod counts;
 mod engine;
 mod hook;
