@@ -539,3 +539,24 @@ async fn driven_by_hyper_the_peer_comes_from_the_peer_addr_extension() {
     let none = service.oneshot(req(None)).await.unwrap();
     assert_eq!(none.status(), 429);
 }
+
+#[tokio::test]
+async fn the_base_path_is_checked_at_setup_and_followed() {
+    let clock = ManualClock::new(T0);
+    let endpoints = || RoomEndpoints::new(room(&Options::default(), &clock), sessions("http"));
+    for bad in ["queue", "/queue/", "/que ue", "/queue?x", "/a%2f"] {
+        assert!(endpoints().base(bad).is_err(), "{bad:?}");
+    }
+    let service = endpoints().base("/wait/here").unwrap().build();
+    let post = |path: &str| http::Request::post(path.to_owned()).body(()).unwrap();
+    let joined = service
+        .clone()
+        .oneshot(post("/wait/here/join"))
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 200);
+    let old = service.clone().oneshot(post("/queue/join")).await.unwrap();
+    assert_eq!(old.status(), 404);
+    let root = endpoints().base("").unwrap().build();
+    assert_eq!(root.oneshot(post("/join")).await.unwrap().status(), 200);
+}
