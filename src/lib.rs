@@ -58,6 +58,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod amnesty;
 pub mod clock;
 pub mod error;
 pub mod health;
@@ -71,6 +72,7 @@ pub mod room;
 pub mod ticket;
 pub mod verify;
 
+pub use amnesty::Amnesty;
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use error::{ConfigError, StoreError};
 pub use issuer::{Issuer, JoinDecision, Minted, RenewDecision};

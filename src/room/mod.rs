@@ -44,6 +44,7 @@
 //! # }).unwrap();
 //! ```
 
+mod control;
 mod counts;
 mod engine;
 mod hook;
@@ -56,6 +57,7 @@ mod state;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisRoomState;
+pub use control::{ControlError, ControlSnapshot, Setting, MAX_CLOSE_MESSAGE};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinVerdict};
 pub use memory::MemoryRoomState;
