@@ -107,11 +107,22 @@ async fn outage(amnesty: bool) -> (Room, ManualClock, Vec<Result<RoomTicket, Roo
     let (room, clock, store) = room();
     let mut tickets = Vec::new();
     for i in 0..60 {
-        tickets.push(room.join(who(i).as_bytes(), ClientTime::Absent).await.unwrap());
+        tickets.push(
+            room.join(who(i).as_bytes(), ClientTime::Absent)
+                .await
+                .unwrap(),
+        );
     }
     let front_deadline = tickets[0].live_until_ms;
-    assert_eq!(front_deadline, T0 + 10_000, "the front holds the near deadline");
-    assert!(tickets[59].live_until_ms > T0 + 25_000, "the far end a longer one");
+    assert_eq!(
+        front_deadline,
+        T0 + 10_000,
+        "the front holds the near deadline"
+    );
+    assert!(
+        tickets[59].live_until_ms > T0 + 25_000,
+        "the far end a longer one"
+    );
 
     clock.advance(Duration::from_secs(1));
     store.down.store(true, Ordering::SeqCst);
@@ -157,7 +168,9 @@ async fn an_amnesty_covering_the_outage_keeps_the_front_in_place() {
     let (room, clock, front, waiting) = outage(true).await;
     assert_eq!(waiting, 60, "the state kept every forgiven place");
     for (i, r) in front.iter().enumerate() {
-        let t = r.as_ref().unwrap_or_else(|e| panic!("person {i}: {}", e.code()));
+        let t = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("person {i}: {}", e.code()));
         assert_eq!((t.position, t.ahead), (i as u32 + 1, i as u64));
         assert!(t.live_until_ms > queuegate::Clock::now_ms(&clock));
     }

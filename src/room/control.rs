@@ -213,7 +213,6 @@ impl Control {
     }
 }
 
-
 fn show_cap(c: Option<u64>) -> String {
     c.map_or_else(|| "none".to_owned(), |c| c.to_string())
 }
@@ -375,11 +374,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             c.closed.store(true, Ordering::Relaxed);
             old
         };
-        self.changed(
-            Setting::Closed,
-            &old.as_deref().unwrap_or("open"),
-            &message,
-        );
+        self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &message);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The room's HTTP side: what the crate serves to browsers.
 
+pub mod admin;
 mod client;
 
 pub use client::CLIENT_JS;
