@@ -15,6 +15,7 @@
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
+//! | `/admin`, `/admin/api/...` | the operator page and API (`queuegate::room::http::admin`), only with an admin token |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
@@ -32,11 +33,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
+use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
 use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
 use queuegate::room::{
@@ -74,6 +76,9 @@ usage: reservation [flags]
   --redis URL             replay and room state in Redis, shared by every
                           instance with the same URL and secret (needs a
                           build with --features redis)
+  --admin-token-file PATH the operator's token (16+ chars) for /admin and
+                          /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
+                          given: /admin is off and answers 404)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -104,6 +109,9 @@ pub struct Config {
     pub max_delay_ms: u64,
     /// Redis URL: shared state instead of this process's memory.
     pub redis: Option<String>,
+    /// `--admin-token-file`: the operator's token (else
+    /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
+    pub admin_token_file: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -121,6 +129,7 @@ impl std::fmt::Debug for Config {
             .field("max_jump_ms", &self.max_jump_ms)
             .field("max_delay_ms", &self.max_delay_ms)
             .field("redis", &self.redis.as_ref().map(|_| "REDACTED"))
+            .field("admin_token_file", &self.admin_token_file)
             .finish()
     }
 }
@@ -157,6 +166,7 @@ impl Config {
         let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
         let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
         let mut redis = None;
+        let mut admin_token_file = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -179,6 +189,7 @@ impl Config {
                 "--max-jump-ms",
                 "--max-delay-ms",
                 "--redis",
+                "--admin-token-file",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -200,6 +211,7 @@ impl Config {
                 "--max-jump-ms" => max_jump_ms = number(&name, &value)?,
                 "--max-delay-ms" => max_delay_ms = number(&name, &value)?,
                 "--redis" => redis = Some(value),
+                "--admin-token-file" => admin_token_file = Some(value),
                 _ => unreachable!("checked above"),
             }
         }
@@ -253,6 +265,7 @@ impl Config {
             max_jump_ms,
             max_delay_ms,
             redis,
+            admin_token_file,
         })
     }
 }
@@ -342,6 +355,14 @@ macro_rules! each_room {
 }
 
 impl RoomState for Rooms {
+    fn share_amnesty(&self, amnesty: Arc<queuegate::Amnesty>) {
+        match self {
+            Rooms::Memory(s) => s.share_amnesty(amnesty),
+            #[cfg(feature = "redis")]
+            Rooms::Redis(s) => s.share_amnesty(amnesty),
+        }
+    }
+
     fn join(
         &self,
         queue: &str,
@@ -424,6 +445,8 @@ pub struct App {
     pub health: Health,
     /// The server-clock check (here against the clients' median only).
     pub clock_check: Arc<ClockCheck>,
+    /// The operator page and API, if an admin token was given.
+    pub admin: Option<Admin>,
 }
 
 /// One booking.
@@ -514,6 +537,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .build()
         .map_err(err)?;
     let clock_check = Arc::new(ClockCheck::new());
+    let admin = Admin::from_sources(config.admin_token_file.as_deref().map(std::path::Path::new))?;
     let app = Arc::new(App {
         room,
         replay: replay.clone(),
@@ -522,6 +546,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
+        admin,
     });
 
     let slots_verifier = Verifier::new(
@@ -530,7 +555,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         SystemClock,
         replay.clone(),
     )
-    .map_err(err)?;
+    .map_err(err)?
+    .with_amnesty(app.room.amnesty().clone());
     let slots_layer = QueueGateLayer::builder(slots_verifier)
         .metrics(metrics.clone())
         .build()
@@ -542,7 +568,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         SystemClock,
         replay,
     )
-    .map_err(err)?;
+    .map_err(err)?
+    .with_amnesty(app.room.amnesty().clone());
     let for_hook = app.clone();
     let reserve_layer = QueueGateLayer::builder(reserve_verifier)
         .metrics(metrics)
@@ -583,6 +610,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
             "/readyz",
             get(|State(app): State<Arc<App>>| async move { app.health.readyz().map(Body::from) }),
         )
+        .route("/admin", any(admin_route))
+        .route("/admin/{*rest}", any(admin_route))
         .with_state(app.clone());
     Ok((app, router))
 }
@@ -809,8 +838,39 @@ async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render_prometheus() + &app.clock_check.render_prometheus(),
+        app.metrics.render_prometheus()
+            + &app.clock_check.render_prometheus()
+            + &app.room.render_control_prometheus(),
     )
+}
+
+/// `/admin` and `/admin/api/...`: `queuegate::room::http::admin`, or 404
+/// when no admin token was given.
+async fn admin_route(
+    State(app): State<Arc<App>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let Some(admin) = &app.admin else {
+        let mut res = Response::new(Body::from("not found"));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        return res;
+    };
+    if uri.path() == "/admin/api/live" {
+        refresh_gauges(&app).await;
+    }
+    let live = || LiveInputs {
+        metrics: app.metrics.snapshot(),
+        bookings: Some(lock(&app.reservations).len() as u64),
+        clock: app.clock_check.last_report(),
+        store_ok: None,
+    };
+    admin
+        .respond(&app.room, &method, uri.path(), &headers, &body, live)
+        .await
+        .map(Body::from)
 }
 
 async fn page() -> impl IntoResponse {
@@ -1014,13 +1074,15 @@ function schedule(ms) {
 
 function fail(e) {
   clearTimeout(timer);
-  $("status").textContent = "You are no longer in the queue.";
+  // Closed by the operator (sold out, event over): their message, no rejoin.
+  const closed = e.code === "room_closed";
+  $("status").textContent = closed ? "The queue is closed." : "You are no longer in the queue.";
   // The old place is gone: do not leave it on screen as if it still held.
   for (const id of ["position", "ahead", "wait"]) $(id).textContent = "–";
   $("progress").value = 0;
   $("error").textContent = e.message;
   $("error").hidden = false;
-  $("rejoin").hidden = false;
+  $("rejoin").hidden = closed;
   $("book-form").hidden = true;
 }
 
