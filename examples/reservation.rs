@@ -8,7 +8,7 @@
 //! | route | what it does |
 //! |---|---|
 //! | `GET /` | the waiting-room page |
-//! | `POST /queue/join` | joins; sets cookie `qg_session`, the ticket's binding |
+//! | `POST /queue/join` | joins; sets cookie `qg_session` (a signed session id, the ticket's binding) unless the request carries a valid one |
 //! | `POST /queue/heartbeat` | renews the chain (header `queue-ticket`) |
 //! | `GET /queue/client.js` | the browser client shipped in the crate |
 //! | `GET /slots` | protected, replay mode `session` |
@@ -21,6 +21,12 @@
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
 //! by every instance started with the same URL and secret: a client may
 //! join on one instance and heart-beat or book on another.
+//!
+//! The join and heartbeat use `queuegate::room::http`: requests a browser
+//! sends for another site are refused (`cross_site`), session ids are
+//! issued and signed by the server, a valid session cookie is never
+//! replaced, and the join hook sees the client's address through the
+//! trusted proxies.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,20 +36,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
+use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
 use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
 use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::room::http::{
+    CrossSiteGuard, PerAddressLimit, RoomSessions, SessionKeys, SessionRefusal, TrustedProxies,
+};
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomError,
-    RoomState, RoomStats, RoomTicket, WaitingRoom,
+    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, JoinRequest, Joined, MemoryRoomState,
+    Place, RoomError, RoomState, RoomStats, RoomTicket, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -76,6 +87,14 @@ usage: reservation [flags]
   --redis URL             replay and room state in Redis, shared by every
                           instance with the same URL and secret (needs a
                           build with --features redis)
+  --trusted-origin ORIGIN another site whose pages may join and heart-beat
+                          (scheme://host[:port]; repeatable; default none)
+  --trusted-proxy CIDR    a proxy in front whose X-Forwarded-For names the
+                          client (repeatable; default none: the peer is the
+                          client)
+  --joins-per-addr N      joins per minute from one client address (IPv6:
+                          per /64), counted by this process (default 0: no
+                          limit)
   --admin-token-file PATH the operator's token (16+ chars) for /admin and
                           /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
                           given: /admin is off and answers 404)
@@ -109,6 +128,12 @@ pub struct Config {
     pub max_delay_ms: u64,
     /// Redis URL: shared state instead of this process's memory.
     pub redis: Option<String>,
+    /// Other sites' origins allowed to join and heart-beat.
+    pub trusted_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Joins per minute per client address (0: no limit).
+    pub joins_per_addr: u32,
     /// `--admin-token-file`: the operator's token (else
     /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
     pub admin_token_file: Option<String>,
@@ -129,6 +154,9 @@ impl std::fmt::Debug for Config {
             .field("max_jump_ms", &self.max_jump_ms)
             .field("max_delay_ms", &self.max_delay_ms)
             .field("redis", &self.redis.as_ref().map(|_| "REDACTED"))
+            .field("trusted_origins", &self.trusted_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("joins_per_addr", &self.joins_per_addr)
             .field("admin_token_file", &self.admin_token_file)
             .finish()
     }
@@ -166,6 +194,8 @@ impl Config {
         let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
         let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
         let mut redis = None;
+        let (mut trusted_origins, mut trusted_proxies) = (Vec::new(), Vec::new());
+        let mut joins_per_addr = 0;
         let mut admin_token_file = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -189,6 +219,9 @@ impl Config {
                 "--max-jump-ms",
                 "--max-delay-ms",
                 "--redis",
+                "--trusted-origin",
+                "--trusted-proxy",
+                "--joins-per-addr",
                 "--admin-token-file",
             ];
             if !known.contains(&name.as_str()) {
@@ -211,6 +244,13 @@ impl Config {
                 "--max-jump-ms" => max_jump_ms = number(&name, &value)?,
                 "--max-delay-ms" => max_delay_ms = number(&name, &value)?,
                 "--redis" => redis = Some(value),
+                "--trusted-origin" => trusted_origins.push(value),
+                "--trusted-proxy" => trusted_proxies.push(value),
+                "--joins-per-addr" => {
+                    joins_per_addr = value.parse().map_err(|_| {
+                        format!("--joins-per-addr: expected a whole number, got {value:?}")
+                    })?
+                }
                 "--admin-token-file" => admin_token_file = Some(value),
                 _ => unreachable!("checked above"),
             }
@@ -239,6 +279,17 @@ impl Config {
                 return Err(format!("--redis: expected a redis:// URL, got {url:?}"));
             }
         }
+        // Checked here so a bad value is an error at start, with its flag.
+        for o in &trusted_origins {
+            guard()?
+                .trusted_origin(o)
+                .map_err(|e| format!("--trusted-origin {o:?}: {e}"))?;
+        }
+        for c in &trusted_proxies {
+            TrustedProxies::new()
+                .trust(c)
+                .map_err(|e| format!("--trusted-proxy {c:?}: {e}"))?;
+        }
         let (secret, random_secret) = if let Some(path) = secret_file {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("--secret-file {path}: cannot read it: {e}"))?;
@@ -265,9 +316,17 @@ impl Config {
             max_jump_ms,
             max_delay_ms,
             redis,
+            trusted_origins,
+            trusted_proxies,
+            joins_per_addr,
             admin_token_file,
         })
     }
+}
+
+/// The demo is served over plain HTTP: its own origin is `http://` + Host.
+fn guard() -> Result<CrossSiteGuard, String> {
+    CrossSiteGuard::new("http").map_err(|e| e.to_string())
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -427,7 +486,7 @@ impl RoomState for Rooms {
     }
 }
 
-type Room = WaitingRoom<SystemClock, Replay, Rooms>;
+type Room = WaitingRoom<SystemClock, Replay, Rooms, Option<PerAddressLimit>>;
 
 /// Everything the handlers share.
 pub struct App {
@@ -439,6 +498,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// Signed session ids and the cross-site guard of join and heartbeat.
+    pub sessions: RoomSessions,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
@@ -534,15 +597,34 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         // Waiting places have their own capacity: a join flood fills this,
         // never the admitted people's.
         .max_waiting(1_000_000)
+        .join_hook(match config.joins_per_addr {
+            0 => None,
+            n => Some(PerAddressLimit::new(n, Duration::from_secs(60)).map_err(err)?),
+        })
         .build()
         .map_err(err)?;
     let clock_check = Arc::new(ClockCheck::new());
+    // Sessions are signed under their own purpose label from the same
+    // secret: the demo never rotates its key.
+    let guard = config
+        .trusted_origins
+        .iter()
+        .try_fold(guard()?, |g, o| g.trusted_origin(o))
+        .map_err(err)?;
+    let sessions = RoomSessions::new(SessionKeys::new(1, &config.secret).map_err(err)?, guard);
+    let proxies = config
+        .trusted_proxies
+        .iter()
+        .try_fold(TrustedProxies::new(), |p, c| p.trust(c))
+        .map_err(err)?;
     let admin = Admin::from_sources(config.admin_token_file.as_deref().map(std::path::Path::new))?;
     let app = Arc::new(App {
         room,
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
+        sessions,
+        proxies,
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
@@ -660,23 +742,13 @@ fn room_problem(app: &App, e: &RoomError) -> Response<Body> {
     res
 }
 
-/// The value of cookie `name`, if exactly one such cookie is sent.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut found = None;
-    for line in headers.get_all(header::COOKIE) {
-        let Ok(line) = line.to_str() else { continue };
-        for pair in line.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(v);
-                }
-            }
-        }
+/// A refusal by the session layer of the room's endpoints (`cross_site`,
+/// or a session cookie that cannot be read): no cookie is set.
+fn session_problem(app: &App, e: &SessionRefusal) -> Response<Body> {
+    if let SessionRefusal::Rejected(r) = e {
+        app.metrics.record_rejection(r.code());
     }
-    found.filter(|v| !v.is_empty())
+    e.problem_response().map(Body::from)
 }
 
 fn client_time(headers: &HeaderMap) -> ClientTime {
@@ -700,40 +772,40 @@ fn room_json(t: &RoomTicket) -> serde_json::Value {
     })
 }
 
-fn is_session_id(v: &str) -> bool {
-    v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn new_session_id() -> String {
-    let mut b = [0u8; 16];
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
     getrandom::getrandom(&mut b).expect("the operating system's random source failed");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn join(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<Body> {
-    let (session, fresh) = match cookie(&headers, SESSION_COOKIE) {
-        Some(v) if is_session_id(v) => (v.to_owned(), false),
-        _ => (new_session_id(), true),
+async fn join(State(app): State<Arc<App>>, parts: Parts) -> Response<Body> {
+    let session = match app.sessions.join(&parts.headers, &parts.uri) {
+        Ok(s) => s,
+        Err(e) => return session_problem(&app, &e),
     };
-    let mut res = match app
-        .room
-        .join(session.as_bytes(), client_time(&headers))
-        .await
-    {
-        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
-        Err(e) => room_problem(&app, &e),
-    };
-    if fresh {
-        let value = format!("{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
-        res.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&value).expect("hex is a valid header value"),
-        );
+    let mut request = JoinRequest::new(session.id().as_bytes(), client_time(&parts.headers))
+        .headers(&parts.headers);
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        request = request.client_addr(app.proxies.resolve(peer.ip(), &parts.headers));
     }
-    res
+    match app.room.join_with(&request).await {
+        Ok(t) => {
+            let mut res = json_response(StatusCode::OK, room_json(&t));
+            // Only a new session gets a cookie: a live one is never replaced.
+            if let Some(cookie) = session.set_cookie() {
+                res.headers_mut().insert(header::SET_COOKIE, cookie.clone());
+            }
+            res
+        }
+        Err(e) => room_problem(&app, &e),
+    }
 }
 
-async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<Body> {
+async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response<Body> {
+    let session = match app.sessions.check(&headers, &uri) {
+        Ok(s) => s,
+        Err(e) => return session_problem(&app, &e),
+    };
     let mut tickets = headers.get_all(TICKET_HEADER).iter();
     let ticket = match (tickets.next(), tickets.next()) {
         (Some(_), Some(_)) => {
@@ -746,7 +818,7 @@ async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap) -> Response<
     };
     let presented = Presented {
         ticket,
-        binding: cookie(&headers, SESSION_COOKIE).map(str::as_bytes),
+        binding: session,
         client_time: client_time(&headers),
     };
     match app.room.heartbeat(&presented).await {
@@ -801,14 +873,14 @@ async fn reserve(
         let mut map = lock(&app.reservations);
         map.entry(v.claims.ticket_id)
             .or_insert_with(|| Reservation {
-                id: format!("R-{}", &new_session_id()[..12]),
+                id: format!("R-{}", random_hex(6)),
                 slot,
             })
             .clone()
     };
     // The booking is made: the place in the room is no longer needed.
-    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
-        let _ = app.room.leave(session.as_bytes()).await;
+    if let Some(session) = find_cookie(&headers, SESSION_COOKIE).value() {
+        let _ = app.room.leave(session).await;
     }
     json_response(
         StatusCode::OK,
@@ -912,7 +984,8 @@ pub async fn serve(app: Arc<App>, router: Router, listener: tokio::net::TcpListe
             sweeper.clock_check.check(&sweeper.metrics.snapshot(), None);
         }
     });
-    if let Err(e) = axum::serve(listener, router).await {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
         eprintln!("server error: {e}");
     }
 }

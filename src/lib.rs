@@ -60,6 +60,7 @@
 
 pub mod amnesty;
 pub mod clock;
+pub mod cookie;
 pub mod error;
 pub mod health;
 pub mod issuer;

@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderName, COOKIE};
+use http::header::HeaderName;
 use http::request::Parts;
-use http::HeaderMap;
 
+use crate::cookie::{cookie_name, find_cookie, CookieLookup};
 use crate::error::ConfigError;
 use crate::rejection::{MalformedReason, Rejection};
 use crate::ticket::ENCODED_LEN;
@@ -22,15 +22,7 @@ pub const DEFAULT_SESSION_COOKIE: &str = "qg_session";
 /// The default header that carries the client's clock (Unix epoch ms).
 pub const DEFAULT_CLIENT_TIME_HEADER: &str = "queue-client-time";
 
-/// The most bytes of `Cookie` header values scanned per request, over every
-/// `Cookie` header line. A request with more is refused as `malformed`
-/// when the ticket is looked for in a cookie (and has no binding when the
-/// binding is): real cookie headers stay far below this, and scanning a
-/// megabyte per request is an amplification an attacker could use.
-pub const MAX_COOKIE_BYTES: usize = 16 * 1024;
-/// The most `Cookie` header lines read per request (HTTP/2 may split the
-/// cookies of one request into several lines).
-pub const MAX_COOKIE_LINES: usize = 64;
+pub use crate::cookie::{MAX_COOKIE_BYTES, MAX_COOKIE_LINES};
 
 /// Finds the ticket in a request.
 ///
@@ -222,7 +214,7 @@ impl TicketSource for TicketLocation {
             }
         }
         if let Some(name) = &self.cookie {
-            match find_cookie(&parts.headers, name.as_bytes()) {
+            match find_cookie(&parts.headers, name) {
                 CookieLookup::Found(value) => add(value)?,
                 CookieLookup::Absent => {}
                 CookieLookup::Ambiguous => {
@@ -248,7 +240,11 @@ impl TicketSource for TicketLocation {
 
 /// The binding is the value of a cookie (default `qg_session`): the session
 /// the client joined the queue with. Two cookies of that name that disagree,
-/// or a cookie header too large to scan, give no binding.
+/// an empty value, or a cookie header too large to scan, give no binding.
+/// The cookie is read by [`find_cookie`](crate::cookie::find_cookie), the
+/// same parser the room's endpoints use
+/// ([`RoomSessions`](crate::room::http::RoomSessions)), so a session the
+/// room recognises is the binding the layer checks, byte for byte.
 #[derive(Debug, Clone)]
 pub struct SessionCookie {
     name: Box<str>,
@@ -273,10 +269,9 @@ impl SessionCookie {
 
 impl BindingSource for SessionCookie {
     fn binding<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>> {
-        match find_cookie(&parts.headers, self.name.as_bytes()) {
-            CookieLookup::Found(v) if !v.is_empty() => Some(Cow::Borrowed(v)),
-            _ => None,
-        }
+        find_cookie(&parts.headers, &self.name)
+            .value()
+            .map(Cow::Borrowed)
     }
 }
 
@@ -351,62 +346,6 @@ pub(crate) fn header_name(name: &str, setting: &'static str) -> Result<HeaderNam
     })
 }
 
-fn cookie_name(name: &str, setting: &'static str) -> Result<Box<str>, ConfigError> {
-    // RFC 6265: a cookie name is an RFC 7230 token.
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
-        return Err(ConfigError::Invalid {
-            setting,
-            reason: "not a valid cookie name (RFC 6265 token)",
-        });
-    }
-    Ok(name.into())
-}
-
-enum CookieLookup<'a> {
-    Absent,
-    Found(&'a [u8]),
-    /// The cookie appears with different values.
-    Ambiguous,
-    /// The cookie headers are larger than [`MAX_COOKIE_BYTES`] or span more
-    /// than [`MAX_COOKIE_LINES`] lines.
-    TooLarge,
-}
-
-/// Scans every `Cookie` header for `name`, in place. Refuses before reading
-/// a byte when the headers are too large, so the work is bounded.
-fn find_cookie<'a>(headers: &'a HeaderMap, name: &[u8]) -> CookieLookup<'a> {
-    let mut total = 0usize;
-    for (line, value) in headers.get_all(COOKIE).iter().enumerate() {
-        total = total.saturating_add(value.len());
-        if line >= MAX_COOKIE_LINES || total > MAX_COOKIE_BYTES {
-            return CookieLookup::TooLarge;
-        }
-    }
-    let mut found: Option<&'a [u8]> = None;
-    for value in headers.get_all(COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = trim_ows(pair);
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim_ows(&pair[..eq]) != name {
-                continue;
-            }
-            let mut v = trim_ows(&pair[eq + 1..]);
-            // RFC 6265 allows a value in double quotes.
-            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
-                v = &v[1..v.len() - 1];
-            }
-            match found {
-                Some(previous) if previous != v => return CookieLookup::Ambiguous,
-                _ => found = Some(v),
-            }
-        }
-    }
-    found.map_or(CookieLookup::Absent, CookieLookup::Found)
-}
-
 /// Finds parameter `name` in a query string, in place. A query longer than
 /// a few tickets is not scanned (the ticket is refused as `malformed`).
 fn find_query<'a>(query: &'a [u8], name: &[u8]) -> Result<Option<&'a [u8]>, Rejection> {
@@ -437,19 +376,10 @@ fn find_query<'a>(query: &'a [u8], name: &[u8]) -> Result<Option<&'a [u8]>, Reje
     Ok(found)
 }
 
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::COOKIE;
     use http::Request;
 
     fn parts(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -> Parts {

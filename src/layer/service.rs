@@ -16,9 +16,9 @@ use super::hooks::{OnAdmit, OnReject};
 use super::layer::Gate;
 use super::response::{problem_response, QueueGateBody};
 use crate::clock::Clock;
-use crate::rejection::{Rejection, RejectionCode};
+use crate::rejection::Rejection;
 use crate::replay::ReplayStore;
-use crate::verify::{ClientTime, Presented, Verified};
+use crate::verify::{Presented, Verified};
 
 /// The middleware service built by [`QueueGateLayer`](super::QueueGateLayer).
 ///
@@ -141,21 +141,16 @@ where
             binding: binding.as_deref(),
             client_time,
         };
-        // One clock reading for the checks and the histogram: the offset
-        // recorded for a refused ticket is the one its checks measured.
-        let now_ms = self.verifier.now_ms();
-        let checked = self.verifier.check_at(&presented, now_ms, true);
-        // The offset histogram takes every authenticated ticket's clock
-        // reading, refused or not: forged tickets must not be able to move
+        let checked = self.verifier.check(&presented);
+        // The offset histogram takes the clock of requests that pass, once
+        // per chain: a refused request (a waiting bot on a protected
+        // route, a forged ticket) or a busy client must not be able to move
         // the middle of the histogram operators judge the server clock by.
-        let offset = match (&checked, client_time) {
-            (Ok(v), _) => v.client_offset_ms,
-            (Err(Rejection::ClockSkew { offset_ms, .. }), _) => Some(*offset_ms),
-            (Err(r), ClientTime::Millis(t)) if authenticated(r) => Some(t.saturating_sub(now_ms)),
-            _ => None,
-        };
-        if let Some(offset) = offset {
-            self.metrics.observe_client_offset_ms(offset);
+        if let Ok(v) = &checked {
+            if let Some(offset) = v.client_offset_ms {
+                self.metrics
+                    .observe_chain_offset_ms(v.claims.ticket_id, offset);
+            }
         }
         checked
     }
@@ -207,17 +202,6 @@ where
             None => problem_response(&rejection).map(QueueGateBody::problem),
         }
     }
-}
-
-/// Whether a rejection was found after the ticket's MAC was checked.
-fn authenticated(r: &Rejection) -> bool {
-    !matches!(
-        r.code(),
-        RejectionCode::Missing
-            | RejectionCode::Malformed
-            | RejectionCode::BadSignature
-            | RejectionCode::UnknownKey
-    )
 }
 
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 
 use super::control::Control;
-use super::hook::{JoinContext, JoinHook, JoinVerdict};
+use super::hook::{JoinHook, JoinRequest, JoinVerdict};
 use super::schedule::{
     estimated_wait_ms, jittered_retry_ms, os_random_u64, AdmissionRule, Liveness, SplitMix,
 };
@@ -478,21 +478,26 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
 
     /// Joins the queue for the client identified by `binding` (a session
     /// id). A client that already holds a live chain gets that chain back
-    /// (its latest ticket and current place), never a second place.
+    /// (its latest ticket and current place), never a second place. The
+    /// join hook sees no address or headers: see [`join_with`](Self::join_with).
     pub async fn join(
         &self,
         binding: &[u8],
         client_time: ClientTime,
     ) -> Result<RoomTicket, RoomError> {
+        self.join_with(&JoinRequest::new(binding, client_time))
+            .await
+    }
+
+    /// Joins like [`join`](Self::join), with what the endpoint knows of the
+    /// request (the client's address, the headers) for the join hook.
+    pub async fn join_with(&self, request: &JoinRequest<'_>) -> Result<RoomTicket, RoomError> {
         if let Some(message) = self.control.closed() {
             return Err(RoomError::Closed { message });
         }
+        let (binding, client_time) = (request.binding, request.client_time);
         let now = self.issuer.now_ms();
-        let ctx = JoinContext {
-            now_ms: now,
-            binding,
-            client_time,
-        };
+        let ctx = request.context(now);
         if let JoinVerdict::Refuse {
             reason,
             retry_after,

@@ -4,7 +4,9 @@
 //! [`WaitingRoom`] is the engine; [`MemoryRoomState`] keeps its state in
 //! this process (nothing survives a restart); [`JoinHook`] lets the host
 //! refuse or slow joins; [`schedule`] holds the arithmetic every state
-//! implementation shares.
+//! implementation shares; [`http`] has the parts of the room's HTTP
+//! endpoints every host needs (signed sessions, the cross-site guard, the
+//! client's address through trusted proxies).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -59,7 +61,7 @@ mod state;
 pub use self::redis::RedisRoomState;
 pub use control::{ControlError, ControlSnapshot, Setting, MAX_CLOSE_MESSAGE};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
-pub use hook::{JoinContext, JoinHook, JoinVerdict};
+pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;
 pub use schedule::{AdmissionRule, Liveness, TokenBucket};
 pub use state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
