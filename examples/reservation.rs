@@ -46,9 +46,9 @@ use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
-use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
 use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::room::http::{
     CrossSiteGuard, PerAddressLimit, RoomSessions, SessionKeys, SessionRefusal, TrustedProxies,
 };

@@ -142,8 +142,8 @@ async fn outage(amnesty: bool) -> (Room, ManualClock, Vec<Result<RoomTicket, Roo
     let waiting = room.stats().await.unwrap().waiting;
     let front = {
         let mut out = Vec::new();
-        for i in 0..5 {
-            out.push(beat(&room, i, &tickets[i]).await);
+        for (i, t) in tickets.iter().enumerate().take(5) {
+            out.push(beat(&room, i, t).await);
         }
         out
     };

@@ -90,7 +90,6 @@ test('the page shows a wave of offline_resumed refusals within 2 s', { timeout: 
   const seenAfter = Date.now() - waveAt;
   assert.ok(seenAfter <= 2000, `shown after ${seenAfter} ms`);
   await page.locator('#chart-refusals polyline').first().waitFor({ state: 'attached', timeout: 2000 });
-  await sleep(1500);
   const file = await shot(page, '09-admin-wave');
   copyFileSync(file, path.join(docsDir, 'admin-page.png'));
 });

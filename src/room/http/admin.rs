@@ -174,7 +174,7 @@ impl Admin {
             }
             ("POST", "/admin/api/room") => match change_room(room, body) {
                 Ok(()) => json(StatusCode::OK, room_json(room, room.stats().await.ok())),
-                Err(res) => res,
+                Err((status, detail)) => problem(status, &detail),
             },
             ("POST", "/admin/api/amnesty") => {
                 let fields = match parse_object(body) {
@@ -243,14 +243,14 @@ impl Admin {
 fn change_room<C, S, R, H>(
     room: &WaitingRoom<C, S, R, H>,
     body: &[u8],
-) -> Result<(), Response<Bytes>>
+) -> Result<(), (StatusCode, String)>
 where
     C: Clock,
     S: ReplayStore,
     R: RoomState,
     H: JoinHook,
 {
-    let fields = parse_object(body).map_err(bad)?;
+    let fields = parse_object(body).map_err(refuse)?;
     only_fields(
         &fields,
         &[
@@ -261,45 +261,45 @@ where
             "max_waiting",
         ],
     )
-    .map_err(bad)?;
+    .map_err(refuse)?;
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let rate = match get("admit_per_sec") {
         None => None,
         Some(Json::Num(n)) => match n.parse::<f64>() {
             Ok(x) if x.is_finite() && (0.0..=1e9).contains(&x) => Some(x),
-            _ => return Err(bad("admit_per_sec: a number from 0 to 1e9".into())),
+            _ => return Err(refuse("admit_per_sec: a number from 0 to 1e9".into())),
         },
-        Some(_) => return Err(bad("admit_per_sec: a number from 0 to 1e9".into())),
+        Some(_) => return Err(refuse("admit_per_sec: a number from 0 to 1e9".into())),
     };
     let paused = match get("paused") {
         None => None,
         Some(Json::Bool(b)) => Some(*b),
-        Some(_) => return Err(bad("paused: true or false".into())),
+        Some(_) => return Err(refuse("paused: true or false".into())),
     };
-    let opens_at = int_field(&fields, "opens_at_ms").map_err(bad)?;
-    let cap = |k: &'static str| -> Result<Option<Option<u64>>, Response<Bytes>> {
+    let opens_at = int_field(&fields, "opens_at_ms").map_err(refuse)?;
+    let cap = |k: &'static str| -> Result<Option<Option<u64>>, (StatusCode, String)> {
         match get(k) {
             None => Ok(None),
             Some(Json::Null) => Ok(Some(None)),
             Some(Json::Num(n)) => n
                 .parse::<u64>()
                 .map(|v| Some(Some(v)))
-                .map_err(|_| bad(format!("{k}: a whole number 0 or more, or null"))),
-            Some(_) => Err(bad(format!("{k}: a whole number 0 or more, or null"))),
+                .map_err(|_| refuse(format!("{k}: a whole number 0 or more, or null"))),
+            Some(_) => Err(refuse(format!("{k}: a whole number 0 or more, or null"))),
         }
     };
     let (max_admitted, max_waiting) = (cap("max_admitted")?, cap("max_waiting")?);
     if let Some(at) = opens_at {
         if at != room.opens_at_ms() {
             room.set_opens_at_ms(at).map_err(|e| match e {
-                ControlError::OpeningPassed => problem(StatusCode::CONFLICT, &e.to_string()),
-                other => bad(other.to_string()),
+                ControlError::OpeningPassed => (StatusCode::CONFLICT, e.to_string()),
+                other => refuse(other.to_string()),
             })?;
         }
     }
     if let Some(rate) = rate {
         room.set_admit_per_sec(rate)
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| refuse(e.to_string()))?;
     }
     match paused {
         Some(true) => room.pause(),
@@ -313,6 +313,10 @@ where
         room.set_max_waiting(m);
     }
     Ok(())
+}
+
+fn refuse(detail: String) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, detail)
 }
 
 fn page() -> Response<Bytes> {
