@@ -1,6 +1,9 @@
 //! What the layer costs per request, against the bare inner service in the
 //! same run: an admitted request (session replay check, in-memory store),
-//! and refused ones (no ticket, a forged ticket, 100 KB of garbage).
+//! and refused ones (no ticket, a forged ticket, 100 KB of garbage), and a
+//! `single_use` request that takes a hold and has it released (the
+//! handler's side-effect-free refusal), so one ticket serves every
+//! iteration.
 //!
 //! `cargo bench --bench layer_overhead`
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Request, Response};
-use queuegate::layer::QueueGateLayer;
+use queuegate::layer::{NoSideEffects, QueueGateLayer};
 use queuegate::{
     ClientTime, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore, Policy, Verifier,
 };
@@ -36,11 +39,29 @@ fn inner(_: Request<()>) -> std::future::Ready<Result<Response<&'static str>, In
     std::future::ready(Ok(Response::new("ok")))
 }
 
+/// A booking refused without side effects: the hold is released.
+fn slot_taken(_: Request<()>) -> std::future::Ready<Result<Response<&'static str>, Infallible>> {
+    let mut res = Response::new("slot taken");
+    *res.status_mut() = http::StatusCode::CONFLICT;
+    res.extensions_mut().insert(NoSideEffects);
+    std::future::ready(Ok(res))
+}
+
 fn bench(c: &mut Criterion) {
     let clock = ManualClock::new(1_700_000_000_000);
     let keys = Arc::new(KeyRing::new(1, &[7u8; 32]).unwrap());
     let store = Arc::new(MemoryReplayStore::new());
     let policy = Policy::new("bench");
+    let single_use = Verifier::new(
+        keys.clone(),
+        policy
+            .clone()
+            .scope("book")
+            .replay(queuegate::ReplayMode::SingleUse),
+        clock.clone(),
+        store.clone(),
+    )
+    .unwrap();
     let issuer = Issuer::new(keys.clone(), policy.clone(), clock.clone(), store.clone()).unwrap();
     let verifier = Verifier::new(keys, policy, clock, store).unwrap();
     let decision = JoinDecision {
@@ -79,6 +100,16 @@ fn bench(c: &mut Criterion) {
         b.body(()).unwrap()
     };
 
+    let held: fn(Request<()>) -> _ = slot_taken;
+    let mut holding = QueueGateLayer::new(single_use).layer(tower::service_fn(held));
+    // The handler timeout's timer needs a tokio time driver (it is created,
+    // never polled: the handler answers at once).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+
     let mut g = c.benchmark_group("layer");
     g.bench_function("bare_service", |b| {
         b.iter_batched(
@@ -101,6 +132,17 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    g.bench_function("single_use_hold_then_release", |b| {
+        b.iter_batched(
+            || request(Some(ticket)),
+            |req| {
+                let res = ready_now(holding.call(req), &mut cx).unwrap();
+                assert_eq!(res.status(), http::StatusCode::CONFLICT);
+                black_box(res)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use queuegate::replay::{RedisReplayStore, ReplayCheck, ReplayStore, ReplayVerdict};
-use queuegate::ticket::{Binding, ScopeId};
+use queuegate::ticket::ScopeId;
 use queuegate::{TicketId, TicketKind};
 
 const REQUESTS: u64 = 100_000;
@@ -58,11 +58,12 @@ fn check(n: u64, now_ms: i64) -> ReplayCheck {
         ticket_id: TicketId(id),
         sequence: 0,
         kind: TicketKind::Admitted,
-        binding: Binding([0; 16]),
+        same_client: true,
+        live_until_ms: now_ms + 60_000,
         expires_at_ms: now_ms + 60_000,
         now_ms,
         grace_ms: 5_000,
-        consume: false,
+        hold: None,
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use queuegate::replay::{ReplayCheck, ReplayStore, ReplayVerdict};
-use queuegate::ticket::{Binding, ScopeId};
+use queuegate::ticket::ScopeId;
 use queuegate::{MemoryReplayStore, TicketId, TicketKind};
 
 const T0: i64 = 1_800_000_000_000;
@@ -48,11 +48,12 @@ fn check(n: u64, now_ms: i64, expires_at_ms: i64) -> ReplayCheck {
         ticket_id: id(n),
         sequence: 0,
         kind: TicketKind::Admitted,
-        binding: Binding([1; 16]),
+        same_client: true,
+        live_until_ms: expires_at_ms,
         expires_at_ms,
         now_ms,
         grace_ms: 5_000,
-        consume: false,
+        hold: None,
     }
 }
 

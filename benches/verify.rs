@@ -33,7 +33,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use queuegate::replay::ReplayCheck;
-use queuegate::ticket::{self, Binding, ScopeId, TicketId, TAG_LEN};
+use queuegate::ticket::{self, ScopeId, TicketId, TAG_LEN};
 use queuegate::{
     ClientTime, Clock, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore,
     MonotonicClock, Policy, Presented, ReplayMode, ReplayStore, SystemClock, TicketKind, Verifier,
@@ -137,11 +137,12 @@ fn bench_verify(c: &mut Criterion<ThreadCpuTime>) {
             ticket_id: TicketId(id),
             sequence: 0,
             kind: TicketKind::Admitted,
-            binding: Binding([0; 16]),
+            same_client: true,
+            live_until_ms: now + 3_600_000,
             expires_at_ms: now + 3_600_000,
             now_ms: now,
             grace_ms: 5_000,
-            consume: false,
+            hold: None,
         };
         now_or_never(&waker, store.check(&check)).unwrap();
     }

@@ -15,6 +15,8 @@
 //! | `POST /reserve` | protected, `single_use`, own scope |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
+//! | `GET /ping` | `pong`: the cheapest route, the load test's CPU floor |
+//! | `GET /stats` | JSON counts for the load test (waiting, records, replay heap bytes) |
 //! | `/admin`, `/admin/api/...` | the operator page and API (`queuegate::room::http::admin`), only with an admin token |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
@@ -46,8 +48,10 @@ use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
-use queuegate::layer::{problem_response, QueueGateLayer, PROBLEM_JSON};
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use queuegate::layer::{problem_response, NoSideEffects, QueueGateLayer, PROBLEM_JSON};
+use queuegate::replay::{
+    Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
+};
 use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::room::http::{
     CrossSiteGuard, PerAddressLimit, RoomSessions, SessionKeys, SessionRefusal, TrustedProxies,
@@ -365,6 +369,7 @@ impl Replay {
 impl ReplayStore for Replay {
     type CheckFuture = BoxFuture<ReplayVerdict>;
     type AdvanceFuture = BoxFuture<Advance>;
+    type SettleFuture = BoxFuture<()>;
 
     fn epoch(&self) -> u32 {
         match self {
@@ -387,6 +392,14 @@ impl ReplayStore for Replay {
             Self::Memory(m) => Box::pin(m.advance(a)),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.advance(a),
+        }
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        match self {
+            Self::Memory(m) => Box::pin(m.settle(s)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.settle(s),
         }
     }
 }
@@ -502,6 +515,8 @@ pub struct App {
     pub sessions: RoomSessions,
     /// The proxies whose `X-Forwarded-For` names the client.
     pub proxies: TrustedProxies,
+    /// Seats taken per slot (each has [`SLOT_SEATS`]).
+    pub seats_taken: Mutex<HashMap<String, usize>>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
@@ -625,6 +640,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         reservations: Mutex::new(HashMap::new()),
         sessions,
         proxies,
+        seats_taken: Mutex::new(HashMap::new()),
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
@@ -644,9 +660,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .build()
         .map_err(err)?;
 
+    // A booking holds the person's turn for at most 15 s while it runs; the
+    // handler is ended after 10 s, so a retry never runs beside it.
     let reserve_verifier = Verifier::new(
         keys,
-        policy.scope("reserve").replay(ReplayMode::SingleUse),
+        policy
+            .scope("reserve")
+            .replay(ReplayMode::SingleUse)
+            .hold(BOOKING_HOLD)
+            .handler_timeout(BOOKING_TIMEOUT),
         SystemClock,
         replay,
     )
@@ -692,6 +714,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
             "/readyz",
             get(|State(app): State<Arc<App>>| async move { app.health.readyz().map(Body::from) }),
         )
+        .route("/ping", get(|| async { "pong" }))
+        .route("/stats", get(stats))
         .route("/admin", any(admin_route))
         .route("/admin/{*rest}", any(admin_route))
         .with_state(app.clone());
@@ -854,6 +878,17 @@ async fn slots(Extension(_v): Extension<Verified>) -> Response<Body> {
     json_response(StatusCode::OK, json!({ "slots": open_slots() }))
 }
 
+/// Seats per slot: a full slot is refused as "slot taken".
+pub const SLOT_SEATS: usize = 500;
+/// How long a booking holds the person's turn while it runs.
+pub const BOOKING_HOLD: Duration = Duration::from_secs(15);
+/// How long a booking may run before the layer ends it.
+pub const BOOKING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Books a slot. A full slot is a refusal free of side effects
+/// ([`NoSideEffects`]): the person may pick another slot at once. The
+/// booking is keyed by chain (the layer's idempotency key), so a retry
+/// after a failure never books twice.
 async fn reserve(
     State(app): State<Arc<App>>,
     Extension(v): Extension<Verified>,
@@ -871,12 +906,27 @@ async fn reserve(
     };
     let booked = {
         let mut map = lock(&app.reservations);
-        map.entry(v.claims.ticket_id)
-            .or_insert_with(|| Reservation {
+        if let Some(booked) = map.get(&v.claims.ticket_id) {
+            booked.clone()
+        } else {
+            let mut seats = lock(&app.seats_taken);
+            let taken = seats.entry(slot.clone()).or_insert(0);
+            if *taken >= SLOT_SEATS {
+                let mut res = json_response(
+                    StatusCode::CONFLICT,
+                    json!({"error": "slot_taken", "slot": slot}),
+                );
+                res.extensions_mut().insert(NoSideEffects);
+                return res;
+            }
+            *taken += 1;
+            let booked = Reservation {
                 id: format!("R-{}", random_hex(6)),
                 slot,
-            })
-            .clone()
+            };
+            map.insert(v.claims.ticket_id, booked.clone());
+            booked
+        }
     };
     // The booking is made: the place in the room is no longer needed.
     if let Some(session) = find_cookie(&headers, SESSION_COOKIE).value() {
@@ -943,6 +993,30 @@ async fn admin_route(
         .respond(&app.room, &method, uri.path(), &headers, &body, live)
         .await
         .map(Body::from)
+}
+
+/// Counts for the load test (`examples/crowd.rs`): the room's figures and
+/// what the in-memory replay store holds (records, allocated heap bytes), so
+/// that resident memory can be split between room state and replay store.
+async fn stats(State(app): State<Arc<App>>) -> Response<Body> {
+    let room = app.room.stats().await.ok();
+    let (records, heap_bytes) = match &*app.replay {
+        Replay::Memory(m) => (Some(m.len()), Some(m.heap_bytes())),
+        #[cfg(feature = "redis")]
+        Replay::Redis(_) => (None, None),
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "waiting": room.map(|s| s.waiting),
+            "admitted_alive": room.map(|s| s.admitted_alive),
+            "admitted_total": room.map(|s| s.admitted_total),
+            "room_entries": room.map(|s| s.entries),
+            "replay_records": records,
+            "replay_heap_bytes": heap_bytes,
+            "reservations": lock(&app.reservations).len(),
+        }),
+    )
 }
 
 async fn page() -> impl IntoResponse {
@@ -1105,7 +1179,7 @@ async function call(method, path, body) {
   try { data = JSON.parse(text); } catch (_) { data = null; }
   if (!res.ok) {
     const err = new Error((data && data.detail) || ("The server answered " + res.status));
-    err.code = data && data.code;
+    err.code = data && (data.code || data.error);
     err.retryAfter = data && data.retry_after;
     throw err;
   }
@@ -1217,7 +1291,15 @@ $("book-form").addEventListener("submit", async (ev) => {
     $("status").textContent = "Booked.";
     $("reservation").textContent = "Your reservation number is " + r.reservation_id + " (slot " + r.slot + ").";
     $("reservation").hidden = false;
-  } catch (e) { fail(e); }
+  } catch (e) {
+    // A full slot or a booking still running keeps the turn: stay on the
+    // form (the heartbeat goes on) and say what to do.
+    if (e.code === "slot_taken" || e.code === "in_progress") {
+      $("error").textContent = e.code === "slot_taken"
+        ? "That slot was just taken: please pick another one." : e.message;
+      $("error").hidden = false;
+    } else { fail(e); }
+  }
   finally { $("book-button").disabled = false; }
 });
 $("rejoin").addEventListener("click", join);

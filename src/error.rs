@@ -29,6 +29,11 @@ pub enum ConfigError {
     /// the same ticket twice.
     #[error("store_unavailable cannot be monitored (fail-open) in a single_use scope: it could book twice")]
     FailOpenSingleUse,
+    /// Monitoring `missing`, `replayed` or `in_progress` in a single-use
+    /// scope lets ticket-less, reused or concurrent bookings through; it
+    /// needs `Policy::allow_monitor_on_single_use(true)`.
+    #[error("{0} is monitored in a single_use scope: that lets bookings through; opt in with Policy::allow_monitor_on_single_use(true)")]
+    MonitorSingleUse(&'static str),
     /// Any other setting out of its range.
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {

@@ -208,6 +208,11 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             } else {
                 c.expires_at_ms
             },
+            // The successor's deadline is at most this (a retry re-issues
+            // one with an earlier issue time): the record's retention.
+            live_until_ms: current
+                .now_ms
+                .saturating_add(duration_to_ms(decision.live_for)),
             now_ms: current.now_ms,
             grace_ms: self.verifier.policy().renewal_grace_ms(),
         };

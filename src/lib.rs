@@ -55,6 +55,41 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! None is on by default. Without any, the crate has the tickets, keys,
+//! verifier and issuer, the tower layer, the waiting room on in-memory
+//! state (one instance) with its HTTP building blocks ([`room::http`]:
+//! sessions, cross-site refusal, client addresses, the browser client), the
+//! counters with their Prometheus text, and the health checks.
+//!
+//! - **`axum`**: the axum extractor for the verified ticket,
+//!   [`layer::QueueTicket`] (and its rejection
+//!   [`layer::MissingQueueTicket`], "is the layer installed?"), through
+//!   `axum-core` 0.5 (axum 0.8).
+//! - **`redis`**: state shared by several instances in Redis, through the
+//!   `redis` client on tokio: [`replay::RedisReplayStore`] (the replay
+//!   store), [`room::RedisRoomState`] (the waiting room's state) and
+//!   [`health::RedisTime`] (Redis `TIME` as a reference for the
+//!   server-clock check).
+//! - **`tracing`**: [`tracing`](https://docs.rs/tracing) events from the
+//!   layer: `DEBUG` when it refuses a request (the code and status), `INFO`
+//!   when monitor mode lets through a request that enforce mode would
+//!   refuse (the code). Never ticket text, bindings or keys.
+//! - **`metrics`**: every counter, gauge and offset of [`Metrics`] also
+//!   reported to the [`metrics`](https://docs.rs/metrics) facade's global
+//!   recorder, under the same names and `code` labels. Install the recorder
+//!   before creating the [`Metrics`]: the handles are registered then.
+//!
+//! On docs.rs every feature is on, and items that need one say which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without those features, the Features section's links to the items they
+// gate have no target; the all-features doc build (CI, docs.rs) checks them.
+#![cfg_attr(
+    not(all(feature = "axum", feature = "redis")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -81,7 +116,9 @@ pub use keys::{KeyRing, KeyRingBuilder, MacKey};
 pub use layer::{QueueGate, QueueGateBuilder, QueueGateLayer};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use rejection::{MalformedReason, Rejection, RejectionCode, ReplayReason};
-pub use replay::{MemoryReplayStore, ReplayMode, ReplayStore};
+pub use replay::{Hold, MemoryReplayStore, ReplayMode, ReplayStore, Settlement};
 pub use room::{MemoryRoomState, RoomError, RoomState, RoomTicket, WaitingRoom};
 pub use ticket::{Claims, TicketId, TicketKind};
-pub use verify::{ClientTime, ClientTimeRule, Mode, Policy, Presented, Verified, Verifier};
+pub use verify::{
+    ClientTime, ClientTimeRule, IdempotencyKey, Mode, Policy, Presented, Verified, Verifier,
+};

@@ -93,6 +93,15 @@ pub enum Rejection {
         /// How long to wait before retrying, in milliseconds.
         retry_after_ms: u64,
     },
+    /// Another request with this ticket is being handled in a single-use
+    /// scope (it holds the chain): this one may be retried once that one is
+    /// settled or its hold expired.
+    #[error("this request is already being processed: please wait about {} s before trying again", ceil_secs(*.retry_after_ms))]
+    InProgress {
+        /// How long until the other request's hold expires, in
+        /// milliseconds.
+        retry_after_ms: u64,
+    },
 }
 
 /// What made a ticket malformed. Stable, short, safe to log.
@@ -144,11 +153,15 @@ pub enum ReplayReason {
     /// A newer ticket of the same chain has been issued and this older copy
     /// is past its renewal grace (a clone, or a replayed capture).
     StaleSequence,
-    /// A single-use scope already consumed this chain, by the same binding:
-    /// typically a retried request whose response was lost. A host may answer
-    /// it with the result of the first request.
+    /// A single-use scope already consumed this chain (a handler succeeded),
+    /// and this request is the chain's own client (its binding check
+    /// passed, whatever key its ticket was minted under): typically a
+    /// retried request whose response was lost. A host may answer it with
+    /// the result of the first request.
     ConsumedBySameClient,
-    /// A single-use scope already consumed this chain, by another binding.
+    /// A single-use scope consumed or holds this chain, and this request's
+    /// binding check failed (possible only with `binding_mismatch`
+    /// monitored): someone else.
     ConsumedByOtherClient,
     /// The ticket was minted before the state store last started empty (an
     /// in-memory store after a restart), or its record may have been
@@ -200,11 +213,13 @@ pub enum RejectionCode {
     WrongQueue,
     /// `store_unavailable`
     StoreUnavailable,
+    /// `in_progress`
+    InProgress,
 }
 
 impl RejectionCode {
     /// How many codes there are.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every code, in a stable order (the order of [`index`](Self::index)).
     pub const ALL: [RejectionCode; Self::COUNT] = [
@@ -221,6 +236,7 @@ impl RejectionCode {
         Self::BindingMismatch,
         Self::WrongQueue,
         Self::StoreUnavailable,
+        Self::InProgress,
     ];
 
     /// The machine code, e.g. `"replayed"`.
@@ -239,6 +255,7 @@ impl RejectionCode {
             Self::BindingMismatch => "binding_mismatch",
             Self::WrongQueue => "wrong_queue",
             Self::StoreUnavailable => "store_unavailable",
+            Self::InProgress => "in_progress",
         }
     }
 
@@ -255,13 +272,14 @@ impl RejectionCode {
     /// The default HTTP status for this code.
     ///
     /// `malformed` is 400, `not_admitted` 429 (with `Retry-After`),
-    /// `replayed` 409, `store_unavailable` 503 (with `Retry-After`), and
-    /// every other refusal 403.
+    /// `replayed` 409, `in_progress` 409 (with `Retry-After`),
+    /// `store_unavailable` 503 (with `Retry-After`), and every other
+    /// refusal 403.
     pub const fn status(self) -> StatusCode {
         match self {
             Self::Malformed => StatusCode::BAD_REQUEST,
             Self::NotAdmitted => StatusCode::TOO_MANY_REQUESTS,
-            Self::Replayed => StatusCode::CONFLICT,
+            Self::Replayed | Self::InProgress => StatusCode::CONFLICT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
@@ -283,6 +301,7 @@ impl RejectionCode {
             Self::BindingMismatch => "Queue ticket belongs to someone else",
             Self::WrongQueue => "Queue ticket for another queue",
             Self::StoreUnavailable => "Queue state unavailable",
+            Self::InProgress => "Request already in progress",
         }
     }
 }
@@ -310,6 +329,7 @@ impl Rejection {
             Self::BindingMismatch => RejectionCode::BindingMismatch,
             Self::WrongQueue => RejectionCode::WrongQueue,
             Self::StoreUnavailable { .. } => RejectionCode::StoreUnavailable,
+            Self::InProgress { .. } => RejectionCode::InProgress,
         }
     }
 
@@ -319,12 +339,12 @@ impl Rejection {
     }
 
     /// How long the client should wait before retrying, for the codes where
-    /// waiting helps (`not_admitted`, `store_unavailable`).
+    /// waiting helps (`not_admitted`, `store_unavailable`, `in_progress`).
     pub const fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            Self::NotAdmitted { retry_after_ms } | Self::StoreUnavailable { retry_after_ms } => {
-                Some(*retry_after_ms)
-            }
+            Self::NotAdmitted { retry_after_ms }
+            | Self::StoreUnavailable { retry_after_ms }
+            | Self::InProgress { retry_after_ms } => Some(*retry_after_ms),
             _ => None,
         }
     }
@@ -386,7 +406,8 @@ mod tests {
                 "clock_jump",
                 "binding_mismatch",
                 "wrong_queue",
-                "store_unavailable"
+                "store_unavailable",
+                "in_progress"
             ]
         );
         for (i, code) in RejectionCode::ALL.iter().enumerate() {

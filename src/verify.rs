@@ -27,8 +27,11 @@ use crate::clock::{duration_to_ms, Clock, MonotonicClock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 use crate::keys::KeyRing;
 use crate::rejection::{MalformedReason, Rejection, RejectionCode, ReplayReason};
-use crate::replay::{MemoryReplayStore, ReplayCheck, ReplayMode, ReplayStore, ReplayVerdict};
-use crate::ticket::{decode, Claims, QueueId, ScopeId, TicketKind};
+use crate::replay::{
+    Hold, MemoryReplayStore, ReplayCheck, ReplayMode, ReplayStore, ReplayVerdict, SettleHold,
+    Settlement,
+};
+use crate::ticket::{decode, Claims, QueueId, ScopeId, TicketId, TicketKind};
 
 /// What to do when a check fails: refuse the request, or let it through and
 /// report what would have been refused.
@@ -130,6 +133,9 @@ pub struct Policy {
     max_delay_ms: i64,
     renewal_grace_ms: i64,
     store_retry_after_ms: u64,
+    hold_ms: i64,
+    handler_timeout_ms: i64,
+    monitor_single_use: bool,
     modes: [Mode; RejectionCode::COUNT],
 }
 
@@ -149,6 +155,9 @@ impl fmt::Debug for Policy {
             .field("max_jump_ms", &self.max_jump_ms)
             .field("max_delay_ms", &self.max_delay_ms)
             .field("renewal_grace_ms", &self.renewal_grace_ms)
+            .field("hold_ms", &self.hold_ms)
+            .field("handler_timeout_ms", &self.handler_timeout_ms)
+            .field("monitor_single_use", &self.monitor_single_use)
             .field("monitored", &monitored)
             .finish()
     }
@@ -171,6 +180,9 @@ impl Policy {
             max_delay_ms: 10_000,
             renewal_grace_ms: 5_000,
             store_retry_after_ms: 2_000,
+            hold_ms: 15_000,
+            handler_timeout_ms: 10_000,
+            monitor_single_use: false,
             modes: [Mode::Enforce; RejectionCode::COUNT],
         }
     }
@@ -229,6 +241,46 @@ impl Policy {
         self
     }
 
+    /// How long a `single_use` scope holds a chain while its handler runs
+    /// (default 15 s). It must be at least the
+    /// [handler timeout](Self::handler_timeout): the layer ends a handler
+    /// at its timeout and never after its hold, so a retry can never
+    /// overtake a running handler. Keep a margin over the timeout (the
+    /// default has 5 s) for the store round trips before the handler starts
+    /// and for the commit after it ends; with none, a slow store cuts the
+    /// handler's time short.
+    /// A hold that is not settled (a 5xx, a panic, the timeout, a client
+    /// that went away) blocks the chain in this scope until it expires.
+    pub fn hold(mut self, d: Duration) -> Self {
+        self.hold_ms = duration_to_ms(d);
+        self
+    }
+
+    /// How long the layer lets a `single_use` handler run before it drops
+    /// the handler's future and answers `in_progress` (default 10 s; at
+    /// most the [hold](Self::hold)). Dropping a future ends an async
+    /// handler at its next `.await`; blocking work it started elsewhere
+    /// is not stopped, so keep such work shorter than the hold.
+    pub fn handler_timeout(mut self, d: Duration) -> Self {
+        self.handler_timeout_ms = duration_to_ms(d);
+        self
+    }
+
+    /// Allows monitoring `missing`, `replayed` or `in_progress` in a
+    /// `single_use` scope (refused by [`validate`](Self::validate)
+    /// otherwise). What it lets through, and only while watching before
+    /// enforcing: monitored `missing` lets requests with no ticket reach
+    /// the handler (no hold is taken: nothing limits them); monitored
+    /// `replayed` lets a consumed chain book again, and a stale copy of a
+    /// chain through; monitored `in_progress` lets a second request run
+    /// while the first still holds the chain (two bookings at once).
+    /// Monitoring `store_unavailable` in a `single_use` scope stays refused
+    /// whatever this says.
+    pub fn allow_monitor_on_single_use(mut self, allow: bool) -> Self {
+        self.monitor_single_use = allow;
+        self
+    }
+
     /// Enforces or monitors one rejection code.
     pub fn mode_for(mut self, code: RejectionCode, mode: Mode) -> Self {
         self.modes[code.index()] = mode;
@@ -241,13 +293,40 @@ impl Policy {
         self
     }
 
-    /// Checks the policy as a whole. Monitoring `store_unavailable`
-    /// (fail-open) with `single_use` is refused: it could book twice.
+    /// Checks the policy as a whole. In a `single_use` scope: monitoring
+    /// `store_unavailable` (fail-open) is refused, since it could book
+    /// twice; monitoring `missing`, `replayed` or `in_progress` is refused
+    /// unless [`allow_monitor_on_single_use`](Self::allow_monitor_on_single_use)
+    /// says so; the hold must be positive and at least the handler timeout.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.replay == ReplayMode::SingleUse
-            && self.mode(RejectionCode::StoreUnavailable) == Mode::Monitor
-        {
+        if self.replay != ReplayMode::SingleUse {
+            return Ok(());
+        }
+        if self.mode(RejectionCode::StoreUnavailable) == Mode::Monitor {
             return Err(ConfigError::FailOpenSingleUse);
+        }
+        if !self.monitor_single_use {
+            for code in [
+                RejectionCode::Missing,
+                RejectionCode::Replayed,
+                RejectionCode::InProgress,
+            ] {
+                if self.mode(code) == Mode::Monitor {
+                    return Err(ConfigError::MonitorSingleUse(code.as_str()));
+                }
+            }
+        }
+        if self.handler_timeout_ms <= 0 {
+            return Err(ConfigError::Invalid {
+                setting: "handler_timeout",
+                reason: "a single_use scope needs a positive handler timeout",
+            });
+        }
+        if self.hold_ms < self.handler_timeout_ms {
+            return Err(ConfigError::Invalid {
+                setting: "hold",
+                reason: "the hold must last at least the handler timeout, or a retry could overtake a running handler",
+            });
         }
         Ok(())
     }
@@ -280,6 +359,16 @@ impl Policy {
     /// The renewal grace in ms.
     pub fn renewal_grace_ms(&self) -> i64 {
         self.renewal_grace_ms
+    }
+
+    /// A `single_use` scope's hold, in ms.
+    pub fn hold_ms(&self) -> i64 {
+        self.hold_ms
+    }
+
+    /// A `single_use` scope's handler timeout.
+    pub fn handler_timeout_duration(&self) -> Duration {
+        Duration::from_millis(self.handler_timeout_ms.max(0) as u64)
     }
 
     /// The rejection for a state store that failed, with this policy's
@@ -409,6 +498,31 @@ pub struct Verified {
     /// a single-use chain consumed before and presented again by a request
     /// whose binding verified is a retry by the same client (SPEC.md §10).
     pub binding_verified: bool,
+    /// In a `single_use` scope, the key a handler makes its side effects
+    /// idempotent on (the scope and the chain): a handler whose refusals
+    /// release the hold, or whose failures the same client may retry after
+    /// the hold expires, must not act twice for the same key.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// In a `single_use` scope, the hold this request took on the chain
+    /// (see [`Hold`]); `None` once it was refused or when no hold applies.
+    pub hold: Option<Hold>,
+}
+
+/// What a `single_use` handler makes its side effects idempotent on: the
+/// scope and the chain (every ticket of one person's place in line).
+/// `Display` writes `<scope>.<ticket id>` in hex, for a database key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The protection scope.
+    pub scope: ScopeId,
+    /// The chain.
+    pub ticket_id: TicketId,
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.scope, self.ticket_id)
+    }
 }
 
 /// Verifies tickets for one [`Policy`].
@@ -508,7 +622,11 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         self.clock.now_ms()
     }
 
-    /// Every check.
+    /// Every check. In a `single_use` scope an accepted ticket takes a hold
+    /// on its chain ([`Verified::hold`]): settle it with
+    /// [`settle`](Self::settle) once the action's outcome is known (the
+    /// tower layer does this itself), or it blocks the chain until it
+    /// expires.
     pub async fn verify(&self, presented: &Presented<'_>) -> Result<Verified, Rejection> {
         let checked = self.check(presented)?;
         match self.replay(&checked) {
@@ -537,11 +655,29 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
             ticket_id: c.ticket_id,
             sequence: c.sequence,
             kind: c.kind,
-            binding: c.binding,
+            same_client: checked.binding_verified,
+            live_until_ms: c.live_until_ms,
             expires_at_ms: c.expires_at_ms,
             now_ms: checked.now_ms,
             grace_ms: self.policy.renewal_grace_ms,
-            consume,
+            hold: if consume { checked.hold } else { None },
+        }))
+    }
+
+    /// Settles the hold a `single_use` check took (see [`Hold`]): `None`
+    /// when `verified` holds nothing. The store starts the work at once;
+    /// dropping the future does not undo it.
+    pub fn settle(&self, verified: &Verified, settlement: Settlement) -> Option<S::SettleFuture> {
+        let hold = verified.hold?;
+        let c = &verified.claims;
+        Some(self.store.settle(&SettleHold {
+            scope: self.policy.scope,
+            ticket_id: c.ticket_id,
+            kind: c.kind,
+            hold,
+            settlement,
+            expires_at_ms: c.expires_at_ms,
+            now_ms: self.clock.now_ms(),
         }))
     }
 
@@ -554,24 +690,21 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         let finding = match answer {
             Ok(ReplayVerdict::Fresh) => return Ok(checked),
             Ok(ReplayVerdict::Replayed(reason)) => Rejection::Replayed {
-                reason: match reason {
-                    // Same chain and a binding verified in this request: the
-                    // chain's own client, whatever binding bytes the store
-                    // kept (they change with a key rotation, and a ticket's
-                    // bytes prove nothing when the mismatch is monitored).
-                    ReplayReason::ConsumedBySameClient | ReplayReason::ConsumedByOtherClient => {
-                        if checked.binding_verified {
-                            ReplayReason::ConsumedBySameClient
-                        } else {
-                            ReplayReason::ConsumedByOtherClient
-                        }
-                    }
-                    other => other,
-                },
+                // The store answered same/other client from
+                // `ReplayCheck::same_client` (this request's binding check).
+                reason,
                 ticket_id: checked.claims.ticket_id,
+            },
+            Ok(ReplayVerdict::InProgress { until_ms }) => Rejection::InProgress {
+                retry_after_ms: until_ms
+                    .saturating_sub(checked.now_ms)
+                    .max(1)
+                    .unsigned_abs(),
             },
             Err(_) => self.policy.store_unavailable(),
         };
+        // Whatever a monitored finding lets through, no hold was taken.
+        checked.hold = None;
         self.policy.flag(&mut checked.monitored, finding)?;
         Ok(checked)
     }
@@ -639,7 +772,13 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
                 },
             )?;
         }
+        let single_use = policy.replay == ReplayMode::SingleUse;
         Ok(Verified {
+            idempotency_key: single_use.then_some(IdempotencyKey {
+                scope: policy.scope,
+                ticket_id: claims.ticket_id,
+            }),
+            hold: single_use.then(|| Hold::new(now_ms.saturating_add(policy.hold_ms))),
             claims,
             monitored: found,
             client_offset_ms: offset,

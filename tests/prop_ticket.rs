@@ -468,6 +468,7 @@ proptest! {
             policy
                 .mode_all(queuegate::Mode::Monitor)
                 .mode_for(RejectionCode::StoreUnavailable, queuegate::Mode::Enforce)
+                .allow_monitor_on_single_use(true)
         } else {
             policy
         };

@@ -1,7 +1,10 @@
 //! Races on the replay state (threat T7): many tasks presenting the same
-//! single-use ticket at once admit exactly one; a session chain presented
-//! with interleaved sequence numbers never accepts an older ticket after a
-//! newer one.
+//! single-use ticket at once give at most one successful handler
+//! completion (the first takes a hold, the others are `in_progress`, and
+//! once it commits they are `replayed`), whatever the handlers' outcomes
+//! (success, a side-effect-free refusal that releases, a failure that
+//! keeps the hold); a session chain presented with interleaved sequence
+//! numbers never accepts an older ticket after a newer one.
 //!
 //! Every scenario is a generic function over [`ReplayStore`], instantiated
 //! for each backend at the bottom of the file.
@@ -14,7 +17,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use queuegate::{
     Clock, ManualClock, MemoryReplayStore, Policy, RejectionCode, ReplayMode, ReplayReason,
-    ReplayStore, Verifier,
+    ReplayStore, Settlement, Verified, Verifier,
 };
 use tokio::sync::Barrier;
 
@@ -31,53 +34,163 @@ fn single_use() -> Policy {
         .replay(ReplayMode::SingleUse)
 }
 
-/// Presents each ticket from `CONTENDERS` tasks released together; returns
-/// how many were admitted and every rejection code seen.
+/// What a simulated handler does once admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Succeeds: the layer commits.
+    Success,
+    /// Refuses without side effects: the layer releases.
+    Refuse,
+    /// Fails (5xx, panic, timeout, client gone): the hold is kept.
+    Fail,
+}
+
+/// Runs a handler with `outcome` for an admitted request, as the layer
+/// does: it completes before its hold expires (the layer's timeout ends it
+/// earlier), then the hold is settled. Returns whether it succeeded.
+async fn handle<S: ReplayStore>(
+    verifier: &Verifier<ManualClock, S>,
+    verified: &Verified,
+    outcome: Outcome,
+) -> bool {
+    let hold = verified
+        .hold
+        .expect("a single_use admission holds the chain");
+    assert!(verifier.now_ms() < hold.until_ms, "handled within the hold");
+    let settlement = match outcome {
+        Outcome::Success => Settlement::Commit,
+        Outcome::Refuse => Settlement::Release,
+        Outcome::Fail => return false,
+    };
+    verifier
+        .settle(verified, settlement)
+        .expect("a hold to settle")
+        .await
+        .expect("settled");
+    outcome == Outcome::Success
+}
+
+/// Presents each ticket from `CONTENDERS` tasks released together; each
+/// admitted one runs a handler with `outcome`. Returns how many handlers
+/// succeeded and every rejection seen.
 async fn race<S: ReplayStore>(
     verifier: &Verifier<ManualClock, S>,
     tickets: Vec<String>,
     binding: &'static [u8],
 ) -> (usize, Vec<queuegate::Rejection>) {
+    race_with(verifier, tickets, binding, |_| Outcome::Success).await
+}
+
+async fn race_with<S: ReplayStore>(
+    verifier: &Verifier<ManualClock, S>,
+    tickets: Vec<String>,
+    binding: &'static [u8],
+    outcome: impl Fn(usize) -> Outcome,
+) -> (usize, Vec<queuegate::Rejection>) {
     let barrier = Arc::new(Barrier::new(tickets.len()));
     let handles: Vec<_> = tickets
         .into_iter()
-        .map(|ticket| {
+        .enumerate()
+        .map(|(i, ticket)| {
             let verifier = verifier.clone();
             let barrier = barrier.clone();
+            let outcome = outcome(i);
             tokio::spawn(async move {
                 barrier.wait().await;
-                verifier.verify(&presented(&ticket, binding)).await
+                match verifier.verify(&presented(&ticket, binding)).await {
+                    Ok(v) if v.hold.is_some() => Ok(handle(&verifier, &v, outcome).await),
+                    Ok(_) => Ok(true),
+                    Err(r) => Err(r),
+                }
             })
         })
         .collect();
-    let mut admitted = 0;
+    let mut succeeded = 0;
     let mut rejected = Vec::new();
     for h in handles {
         match h.await.expect("task") {
-            Ok(_) => admitted += 1,
+            Ok(true) => succeeded += 1,
+            Ok(false) => {}
             Err(r) => rejected.push(r),
         }
     }
-    (admitted, rejected)
+    (succeeded, rejected)
 }
 
-/// The same single-use ticket from many tasks at once: one admission.
+/// The same single-use ticket from many tasks at once: one success; the
+/// others were in progress or find the chain consumed.
 async fn same_ticket_admits_exactly_once<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
     let f = Fixture::new(store, single_use(), ManualClock::new(start_ms));
     for _ in 0..ROUNDS {
         let minted = f.admitted(b"me");
         let (admitted, rejected) = race(&f.verifier, vec![minted.ticket; CONTENDERS], b"me").await;
-        assert_eq!(admitted, 1, "exactly one of {CONTENDERS} is admitted");
+        assert_eq!(admitted, 1, "exactly one of {CONTENDERS} succeeds");
         assert_eq!(rejected.len(), CONTENDERS - 1);
         for r in rejected {
-            assert_eq!(
-                r,
-                queuegate::Rejection::Replayed {
-                    reason: ReplayReason::ConsumedBySameClient,
-                    ticket_id: minted.claims.ticket_id,
-                }
+            assert!(
+                r.code() == RejectionCode::InProgress
+                    || r == queuegate::Rejection::Replayed {
+                        reason: ReplayReason::ConsumedBySameClient,
+                        ticket_id: minted.claims.ticket_id,
+                    },
+                "{r:?}"
             );
         }
+    }
+}
+
+/// Waves of contenders on one chain whose handlers succeed, refuse
+/// (release) or fail (keep the hold) in a pseudo-random mix, with time
+/// passing between waves so that kept holds expire: never more than one
+/// success per chain, and a chain whose holders only refused or failed is
+/// eventually booked.
+async fn mixed_outcomes_never_succeed_twice<S: ReplayStore>(store: Arc<S>, start_ms: i64) {
+    let f = Fixture::new(store, single_use(), ManualClock::new(start_ms));
+    let hold_ms = single_use().hold_ms();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..ROUNDS / 2 {
+        let minted = f.join(b"me", &admit_now(Duration::from_secs(3_600)));
+        let mut successes = 0;
+        for wave in 0..8 {
+            let mix: Vec<Outcome> = (0..CONTENDERS / 4)
+                .map(|_| match next() % 4 {
+                    0 if wave >= 4 => Outcome::Success,
+                    0 | 1 => Outcome::Refuse,
+                    _ => Outcome::Fail,
+                })
+                .collect();
+            let (won, rejected) = race_with(
+                &f.verifier,
+                vec![minted.ticket.clone(); mix.len()],
+                b"me",
+                |i| mix[i],
+            )
+            .await;
+            successes += won;
+            assert!(successes <= 1, "two successful bookings of one chain");
+            for r in &rejected {
+                assert!(
+                    matches!(
+                        r.code(),
+                        RejectionCode::InProgress | RejectionCode::Replayed
+                    ),
+                    "{r:?}"
+                );
+            }
+            // Sometimes within the hold, sometimes past it.
+            f.clock
+                .advance(Duration::from_millis(next() % (2 * hold_ms as u64)));
+        }
+        // Past every hold, a success-only wave books if nobody did.
+        f.clock.advance(Duration::from_millis(hold_ms as u64));
+        let (won, _) = race(&f.verifier, vec![minted.ticket.clone(); 8], b"me").await;
+        assert_eq!(successes + won, 1, "booked exactly once in the end");
     }
 }
 
@@ -103,7 +216,10 @@ async fn one_chain_admits_exactly_once<S: ReplayStore>(store: Arc<S>, start_ms: 
             .collect();
         let (admitted, rejected) = race(&f.verifier, tickets, b"me").await;
         assert_eq!(admitted, 1);
-        assert!(rejected.iter().all(|r| r.code() == RejectionCode::Replayed));
+        assert!(rejected.iter().all(|r| matches!(
+            r.code(),
+            RejectionCode::Replayed | RejectionCode::InProgress
+        )));
     }
 }
 
@@ -179,6 +295,9 @@ async fn a_lagging_clock_never_admits_twice<S: ReplayStore>(
     let f = Fixture::new(store, single_use(), ManualClock::new(start_ms - behind_ms));
     let t = f.admitted(b"me");
     let first = f.verifier.verify(&presented(&t.ticket, b"me")).await;
+    if let Ok(v) = &first {
+        assert!(handle(&f.verifier, v, Outcome::Success).await);
+    }
     let second = f.verifier.verify(&presented(&t.ticket, b"me")).await;
     // The first may be refused too (fail closed: the store cannot vouch
     // for it), but never both admitted.
@@ -297,6 +416,11 @@ mod memory {
     }
 
     #[test]
+    fn mixed_outcomes_never_succeed_twice() {
+        runtime().block_on(super::mixed_outcomes_never_succeed_twice(store(), NOW_MS));
+    }
+
+    #[test]
     fn each_scope_admits_exactly_once() {
         runtime().block_on(super::each_scope_admits_exactly_once(store(), NOW_MS));
     }
@@ -367,6 +491,12 @@ mod redis {
     #[ignore = "needs Redis"]
     fn one_chain_admits_exactly_once() {
         run(super::one_chain_admits_exactly_once);
+    }
+
+    #[test]
+    #[ignore = "needs Redis"]
+    fn mixed_outcomes_never_succeed_twice() {
+        run(super::mixed_outcomes_never_succeed_twice);
     }
 
     #[test]

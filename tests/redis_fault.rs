@@ -97,11 +97,13 @@ impl Rig {
             binding: Some(b"client"),
             client_time: ClientTime::Absent,
         };
-        let r = self.verifier.verify(&p).await.map(|_| ());
-        if r.is_ok() {
-            *self.admitted.entry(t.claims.ticket_id).or_default() += 1;
+        let v = self.verifier.verify(&p).await?;
+        // The booking handler succeeds: the layer commits the hold.
+        if let Some(commit) = self.verifier.settle(&v, queuegate::Settlement::Commit) {
+            commit.await.expect("commit");
         }
-        r
+        *self.admitted.entry(t.claims.ticket_id).or_default() += 1;
+        Ok(())
     }
 }
 

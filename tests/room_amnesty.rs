@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict};
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, SettleHold};
 use queuegate::room::{MemoryRoomState, RoomError, RoomTicket, Setting};
 use queuegate::{
     ClientTime, Issuer, KeyRing, ManualClock, MemoryReplayStore, Policy, Presented, RejectionCode,
@@ -30,6 +30,7 @@ struct FlakyStore {
 impl ReplayStore for FlakyStore {
     type CheckFuture = Boxed<ReplayVerdict>;
     type AdvanceFuture = Boxed<Advance>;
+    type SettleFuture = Boxed<()>;
 
     fn epoch(&self) -> u32 {
         self.inner.epoch()
@@ -47,6 +48,13 @@ impl ReplayStore for FlakyStore {
             return Box::pin(async { Err(StoreError::Timeout) });
         }
         Box::pin(self.inner.advance(request))
+    }
+
+    fn settle(&self, hold: &SettleHold) -> Self::SettleFuture {
+        if self.down.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::Timeout) });
+        }
+        Box::pin(self.inner.settle(hold))
     }
 }
 

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
-use queuegate::ticket::{Binding, ScopeId};
+use queuegate::replay::{
+    Advance, AdvanceRequest, Hold, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold, Settlement,
+};
+use queuegate::ticket::ScopeId;
 use queuegate::{MemoryReplayStore, ReplayReason, StoreError, TicketId, TicketKind};
 
 /// A store under test, with the time it should be told and a way to let
@@ -70,19 +72,44 @@ fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
         ticket_id: id,
         sequence,
         kind: TicketKind::Admitted,
-        binding: Binding([7; 16]),
+        same_client: true,
+        live_until_ms: now_ms + 60_000,
         expires_at_ms: now_ms + 60_000,
         now_ms,
         grace_ms: 5_000,
-        consume: false,
+        hold: None,
     }
 }
 
-fn consume(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+/// A single-use check that takes a 1-second hold.
+fn hold(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
     ReplayCheck {
-        consume: true,
+        hold: Some(Hold::new(now_ms + 1_000)),
         ..check(id, sequence, now_ms)
     }
+}
+
+fn settle(c: &ReplayCheck, settlement: Settlement, now_ms: i64) -> SettleHold {
+    SettleHold {
+        scope: c.scope,
+        ticket_id: c.ticket_id,
+        kind: c.kind,
+        hold: c.hold.expect("a hold"),
+        settlement,
+        expires_at_ms: c.expires_at_ms,
+        now_ms,
+    }
+}
+
+/// Takes a hold and commits it at once: the old `consume`.
+async fn consume<S: ReplayStore>(s: &S, c: ReplayCheck) -> Result<ReplayVerdict, StoreError> {
+    let verdict = s.check(&c).await;
+    if verdict == FRESH {
+        s.settle(&settle(&c, Settlement::Commit, c.now_ms))
+            .await
+            .expect("commit");
+    }
+    verdict
 }
 
 fn advance(id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
@@ -90,6 +117,7 @@ fn advance(id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
         ticket_id: id,
         sequence,
         kind: TicketKind::Waiting,
+        live_until_ms: now_ms + 60_000,
         expires_at_ms: now_ms + 60_000,
         now_ms,
         grace_ms: 5_000,
@@ -104,17 +132,18 @@ fn replayed(reason: ReplayReason) -> Result<ReplayVerdict, StoreError> {
 
 async fn single_use<F: Fixture>(f: F) {
     let s = f.store();
+    let s = &*s;
     let now = f.now_ms();
     let id = TicketId::random();
-    assert_eq!(s.check(&consume(id, 3, now)).await, FRESH);
+    assert_eq!(consume(s, hold(id, 3, now)).await, FRESH);
     // Again by the same client, and by someone else: both refused, told apart.
     assert_eq!(
-        s.check(&consume(id, 3, now + 1)).await,
+        consume(s, hold(id, 3, now + 1)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     let other = ReplayCheck {
-        binding: Binding([8; 16]),
-        ..consume(id, 3, now + 2)
+        same_client: false,
+        ..hold(id, 3, now + 2)
     };
     assert_eq!(
         s.check(&other).await,
@@ -122,22 +151,22 @@ async fn single_use<F: Fixture>(f: F) {
     );
     // Consumption covers every sequence of the chain.
     assert_eq!(
-        s.check(&consume(id, 4, now + 3)).await,
+        consume(s, hold(id, 4, now + 3)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     // It is per scope: another single-use scope may consume the chain once.
     let elsewhere = ReplayCheck {
         scope: scope("pay"),
-        ..consume(id, 4, now + 4)
+        ..hold(id, 4, now + 4)
     };
-    assert_eq!(s.check(&elsewhere).await, FRESH);
+    assert_eq!(consume(s, elsewhere).await, FRESH);
     assert_eq!(
-        s.check(&elsewhere).await,
+        consume(s, elsewhere).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     // A session check of the consumed chain is still fine.
     assert_eq!(s.check(&check(id, 4, now + 5)).await, FRESH);
-    // A stale sequence is refused without consuming the chain, so a clone
+    // A stale sequence is refused without taking the chain, so a clone
     // holder cannot burn a chain for its rightful owner.
     let id2 = TicketId::random();
     assert!(matches!(
@@ -146,10 +175,92 @@ async fn single_use<F: Fixture>(f: F) {
     ));
     assert_eq!(s.check(&check(id2, 1, now + 1)).await, FRESH);
     assert_eq!(
-        s.check(&consume(id2, 0, now + 2)).await,
+        consume(s, hold(id2, 0, now + 2)).await,
         replayed(ReplayReason::StaleSequence)
     );
-    assert_eq!(s.check(&consume(id2, 1, now + 3)).await, FRESH);
+    assert_eq!(consume(s, hold(id2, 1, now + 3)).await, FRESH);
+    f.cleanup().await;
+}
+
+/// A hold: a concurrent use is in progress; a release frees the chain at
+/// once; an unsettled hold blocks it until it expires, then lets only the
+/// same client in; a stale release changes nothing; a commit always
+/// consumes.
+async fn holds<F: Fixture>(f: F) {
+    let s = f.store();
+    let s = &*s;
+    let now = f.now_ms();
+    let id = TicketId::random();
+    let first = hold(id, 0, now);
+    assert_eq!(s.check(&first).await, FRESH);
+    let until = first.hold.unwrap().until_ms;
+    // Concurrent uses of the chain while it is held.
+    assert_eq!(
+        s.check(&hold(id, 0, now + 1)).await,
+        Ok(ReplayVerdict::InProgress { until_ms: until })
+    );
+    assert_eq!(
+        s.check(&ReplayCheck {
+            same_client: false,
+            ..hold(id, 0, now + 1)
+        })
+        .await,
+        replayed(ReplayReason::ConsumedByOtherClient)
+    );
+    // A side-effect-free refusal releases: the retry takes a hold at once.
+    s.settle(&settle(&first, Settlement::Release, now + 2))
+        .await
+        .unwrap();
+    let second = hold(id, 0, now + 3);
+    assert_eq!(s.check(&second).await, FRESH);
+    // A late release of the first hold does not free the second.
+    s.settle(&settle(&first, Settlement::Release, now + 4))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.check(&hold(id, 0, now + 5)).await,
+        Ok(ReplayVerdict::InProgress { .. })
+    ));
+    // The second is never settled (a 5xx, a client gone): after its hold
+    // expires, only the same client gets a new one.
+    f.pass(Duration::from_millis(1_100)).await;
+    let later = f.now_ms();
+    assert_eq!(
+        s.check(&ReplayCheck {
+            same_client: false,
+            ..hold(id, 0, later)
+        })
+        .await,
+        replayed(ReplayReason::ConsumedByOtherClient)
+    );
+    let third = hold(id, 0, later + 1);
+    assert_eq!(s.check(&third).await, FRESH);
+    // The second's own release is stale now (the third holds).
+    s.settle(&settle(&second, Settlement::Release, later + 2))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.check(&hold(id, 0, later + 3)).await,
+        Ok(ReplayVerdict::InProgress { .. })
+    ));
+    // A commit consumes, even one by a hold that was superseded.
+    s.settle(&settle(&second, Settlement::Commit, later + 4))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.check(&hold(id, 0, later + 5)).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
+    // A commit whose record is gone still consumes.
+    let id3 = TicketId::random();
+    let lone = hold(id3, 0, later);
+    s.settle(&settle(&lone, Settlement::Commit, later))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.check(&hold(id3, 0, later + 1)).await,
+        replayed(ReplayReason::ConsumedBySameClient)
+    );
     f.cleanup().await;
 }
 
@@ -228,9 +339,9 @@ async fn expiry<F: Fixture>(f: F) {
         expires_at_ms: t + 200,
         ..c
     };
-    assert_eq!(s.check(&short(consume(id, 5, t))).await, FRESH);
+    assert_eq!(consume(&*s, short(hold(id, 5, t))).await, FRESH);
     assert_eq!(
-        s.check(&short(consume(id, 5, t + 1))).await,
+        consume(&*s, short(hold(id, 5, t + 1))).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     assert_eq!(
@@ -243,10 +354,13 @@ async fn expiry<F: Fixture>(f: F) {
     f.pass(Duration::from_millis(2_500)).await;
     let later = f.now_ms();
     assert_eq!(
-        s.check(&ReplayCheck {
-            expires_at_ms: later + 60_000,
-            ..consume(id, 4, later)
-        })
+        consume(
+            &*s,
+            ReplayCheck {
+                expires_at_ms: later + 60_000,
+                ..hold(id, 4, later)
+            }
+        )
         .await,
         FRESH
     );
@@ -267,8 +381,8 @@ async fn concurrency<F: Fixture>(f: F) {
             let barrier = barrier.clone();
             tasks.push(tokio::spawn(async move {
                 let c = ReplayCheck {
-                    binding: Binding([i as u8; 16]),
-                    ..consume(id, round, now + i as i64)
+                    same_client: i % 2 == 0,
+                    ..hold(id, round, now + i as i64)
                 };
                 barrier.wait().await;
                 s.check(&c).await
@@ -278,9 +392,10 @@ async fn concurrency<F: Fixture>(f: F) {
         for t in tasks {
             match t.await.expect("task") {
                 Ok(ReplayVerdict::Fresh) => fresh += 1,
-                Ok(ReplayVerdict::Replayed(
-                    ReplayReason::ConsumedByOtherClient | ReplayReason::ConsumedBySameClient,
-                )) => {}
+                Ok(
+                    ReplayVerdict::Replayed(ReplayReason::ConsumedByOtherClient)
+                    | ReplayVerdict::InProgress { .. },
+                ) => {}
                 other => panic!("unexpected answer {other:?}"),
             }
         }
@@ -298,6 +413,12 @@ macro_rules! conformance {
             $(#[$attr])*
             async fn single_use() {
                 super::single_use($fixture).await
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn holds() {
+                super::holds($fixture).await
             }
 
             #[tokio::test]
@@ -406,7 +527,7 @@ mod memory_capacity {
         ));
         // ...while admitted people can still book.
         let admitted = TicketId::random();
-        assert_eq!(s.check(&consume(admitted, 0, now)).await, FRESH);
+        assert_eq!(consume(&*s, hold(admitted, 0, now)).await, FRESH);
         assert_eq!(s.len_of(TicketKind::Admitted), 2); // chain + consumption
         assert_eq!(
             s.check(&check(TicketId::random(), 0, now)).await,
@@ -414,7 +535,7 @@ mod memory_capacity {
         );
         // A refused write leaves nothing behind; a refused replay neither.
         assert_eq!(
-            s.check(&consume(admitted, 0, now + 1)).await,
+            consume(&*s, hold(admitted, 0, now + 1)).await,
             replayed(ReplayReason::ConsumedBySameClient)
         );
         assert_eq!(s.len(), 5);

@@ -1397,8 +1397,12 @@ struct FixedEpoch(MemoryReplayStore, u32);
 impl ReplayStore for FixedEpoch {
     type CheckFuture = std::future::Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = std::future::Ready<Result<Advance, StoreError>>;
+    type SettleFuture = std::future::Ready<Result<(), StoreError>>;
     fn epoch(&self) -> u32 {
         self.1
+    }
+    fn settle(&self, s: &queuegate::replay::SettleHold) -> Self::SettleFuture {
+        self.0.settle(s)
     }
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
         self.0.check(c)
@@ -1617,11 +1621,17 @@ fn consume_cases_match_the_verifier() {
             };
             let got = rt.block_on(verifier.verify(&presented));
             match (s["expect"].as_str().unwrap(), got) {
-                ("ok", Ok(v)) => assert_eq!(
-                    v.monitored.map(|r| code_of(&r)),
-                    s["monitored"].as_str().map(str::to_owned),
-                    "{name} step {i}"
-                ),
+                ("ok", Ok(v)) => {
+                    assert_eq!(
+                        v.monitored.as_ref().map(code_of),
+                        s["monitored"].as_str().map(str::to_owned),
+                        "{name} step {i}"
+                    );
+                    // The handler succeeded: its hold commits (SPEC.md §10).
+                    if let Some(settled) = verifier.settle(&v, queuegate::Settlement::Commit) {
+                        rt.block_on(settled).unwrap();
+                    }
+                }
                 (code, Err(r)) => {
                     assert_eq!(code_of(&r), code, "{name} step {i}: {r:?}");
                     let reason = match r {
@@ -1639,5 +1649,212 @@ fn consume_cases_match_the_verifier() {
                 (code, Ok(v)) => panic!("{name} step {i}: accepted ({v:?}), expected {code}"),
             }
         }
+    }
+}
+
+// Replay record retention (SPEC.md §10), in `retention.json`: generated
+// from `common::retention_ms` and checked against the memory store.
+
+const RETENTION_TOLERANCE_MS: i64 = 60_000;
+const R0: i64 = 1_626_566_400_000; // 2021-07-18T00:00:00Z, whole seconds
+
+/// One step of a retention case: the issuer advancing from `sequence`, or
+/// a verifier presenting `sequence` (`op`, sequence, now, live until,
+/// expires at).
+type RetentionStep = (&'static str, u32, i64, i64, i64);
+
+fn retention_cases() -> Vec<(&'static str, Vec<RetentionStep>)> {
+    const S: i64 = 1_000;
+    const H: i64 = 3_600_000;
+    vec![
+        (
+            "abandoned-waiting-chain",
+            vec![("advance", 0, R0, R0 + 30 * S, R0 + 12 * H)],
+        ),
+        (
+            "latest-deadline-wins",
+            vec![
+                ("advance", 0, R0, R0 + 300 * S, R0 + 12 * H),
+                ("advance", 1, R0 + 100 * S, R0 + 110 * S, R0 + 12 * H),
+            ],
+        ),
+        (
+            "bounded-by-expiry",
+            vec![("advance", 0, R0, R0 + 300 * S, R0 + 120 * S)],
+        ),
+        (
+            "presentation-extends",
+            vec![
+                ("advance", 0, R0, R0 + 30 * S, R0 + 12 * H),
+                ("check", 1, R0 + 10 * S, R0 + 90 * S, R0 + 12 * H),
+            ],
+        ),
+    ]
+}
+
+fn retention_json() -> Value {
+    let cases: Vec<Value> = retention_cases()
+        .into_iter()
+        .map(|(name, steps)| {
+            let deadlines: Vec<(i64, i64)> = steps.iter().map(|s| (s.3, s.4)).collect();
+            json!({
+                "name": name,
+                "steps": steps.iter().map(|&(op, sequence, now, live, expires)| json!({
+                    "op": op,
+                    "sequence": sequence,
+                    "now_ms": now,
+                    "live_until_ms": live,
+                    "expires_at_ms": expires,
+                })).collect::<Vec<_>>(),
+                "expect_keep_until_ms": common::retention_ms(&deadlines, RETENTION_TOLERANCE_MS),
+            })
+        })
+        .collect();
+    json!({
+        "description": "Replay record retention (SPEC.md §10). A store with the given tolerance sees the steps of one chain in order: `advance` is the issuer advancing from `sequence` and issuing a ticket with these deadlines, `check` a verifier presenting `sequence` (session mode). The chain's record must be kept until expect_keep_until_ms inclusive (the latest liveness deadline, each bounded by its ticket's expiry, plus the tolerance) and may be dropped after it.",
+        "tolerance_ms": RETENTION_TOLERANCE_MS,
+        "cases": cases,
+    })
+}
+
+/// Prints `retention.json`; with `QUEUEGATE_WRITE_VECTORS=1` rewrites it.
+#[test]
+#[ignore = "generator: prints retention.json (QUEUEGATE_WRITE_VECTORS=1 rewrites it)"]
+fn generate_retention_vectors() {
+    let mut text = serde_json::to_string_pretty(&retention_json()).unwrap();
+    text.push('\n');
+    if std::env::var_os("QUEUEGATE_WRITE_VECTORS").is_some_and(|v| v == "1") {
+        std::fs::write(dir().join("retention.json"), &text).unwrap();
+    } else {
+        println!("==> tests/vectors/retention.json\n{text}");
+    }
+}
+
+#[test]
+fn retention_vectors_match_the_generator() {
+    assert_eq!(
+        load("retention.json"),
+        retention_json(),
+        "retention.json is stale: regenerate it"
+    );
+}
+
+/// The memory store keeps each case's record exactly until its
+/// `expect_keep_until_ms`: a stale sequence is refused then (the record is
+/// there), and accepted as a new chain a millisecond later (it is gone).
+#[test]
+fn retention_cases_match_the_memory_store() {
+    use queuegate::replay::ReplayStore as _;
+    use queuegate::{MemoryReplayStore, ReplayReason, TicketKind};
+    let file = load("retention.json");
+    let tolerance = file["tolerance_ms"].as_i64().unwrap();
+    for (i, c) in file["cases"].as_array().unwrap().iter().enumerate() {
+        let name = c["name"].as_str().unwrap();
+        let store = MemoryReplayStore::builder()
+            .tolerance(std::time::Duration::from_millis(tolerance as u64))
+            .build()
+            .unwrap();
+        let id = queuegate::TicketId([i as u8 + 1; 16]);
+        let scope = queuegate::ticket::ScopeId::from_name("retention");
+        let mut highest = 0;
+        for s in c["steps"].as_array().unwrap() {
+            let sequence = s["sequence"].as_u64().unwrap() as u32;
+            let now_ms = s["now_ms"].as_i64().unwrap();
+            let live_until_ms = s["live_until_ms"].as_i64().unwrap();
+            let expires_at_ms = s["expires_at_ms"].as_i64().unwrap();
+            match s["op"].as_str().unwrap() {
+                "advance" => {
+                    let a = AdvanceRequest {
+                        ticket_id: id,
+                        sequence,
+                        kind: TicketKind::Waiting,
+                        live_until_ms,
+                        expires_at_ms,
+                        now_ms,
+                        grace_ms: 0,
+                    };
+                    let r = common_now(store.advance(&a));
+                    assert!(matches!(r, Ok(Advance::Next { .. })), "{name}: {r:?}");
+                    highest = sequence + 1;
+                }
+                _ => {
+                    let r = common_now(store.check(&retention_check(
+                        id,
+                        scope,
+                        sequence,
+                        now_ms,
+                        live_until_ms,
+                        expires_at_ms,
+                    )));
+                    assert_eq!(r, Ok(ReplayVerdict::Fresh), "{name}");
+                    highest = highest.max(sequence);
+                }
+            }
+        }
+        assert!(
+            highest >= 1,
+            "{name}: a stale probe needs sequence 0 behind"
+        );
+        let keep = c["expect_keep_until_ms"].as_i64().unwrap();
+        // Probe with sequence 0 (stale once `highest` ≥ 1), a ticket whose
+        // own deadlines are far ahead (so the probe is never refused for
+        // its own retention).
+        let probe = |now_ms| {
+            common_now(store.check(&retention_check(
+                id,
+                scope,
+                0,
+                now_ms,
+                now_ms + 3_600_000,
+                now_ms + 3_600_000,
+            )))
+        };
+        assert_eq!(
+            probe(keep),
+            Ok(ReplayVerdict::Replayed(ReplayReason::StaleSequence)),
+            "{name}: kept until {keep}"
+        );
+        assert_eq!(
+            probe(keep + 1),
+            Ok(ReplayVerdict::Fresh),
+            "{name}: dropped after"
+        );
+    }
+}
+
+fn retention_check(
+    ticket_id: queuegate::TicketId,
+    scope: queuegate::ticket::ScopeId,
+    sequence: u32,
+    now_ms: i64,
+    live_until_ms: i64,
+    expires_at_ms: i64,
+) -> ReplayCheck {
+    ReplayCheck {
+        scope,
+        ticket_id,
+        sequence,
+        kind: queuegate::TicketKind::Waiting,
+        same_client: true,
+        live_until_ms,
+        expires_at_ms,
+        now_ms,
+        grace_ms: 0,
+        hold: None,
+    }
+}
+
+/// Polls a future that must be ready at once (the memory store's).
+fn common_now<F: std::future::Future>(f: F) -> F::Output {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the memory store answers at once"),
     }
 }

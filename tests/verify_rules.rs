@@ -374,7 +374,15 @@ async fn replayed_single_use() {
             .mode_for(RejectionCode::BindingMismatch, Mode::Monitor),
     );
     let t = e.join(true, 30 * SEC);
-    assert!(e.verify(&t.ticket).await.is_ok());
+    let first = e.verify(&t.ticket).await.unwrap();
+    // While the first use holds the chain, a second is in progress...
+    assert_eq!(code(e.verify(&t.ticket).await), RejectionCode::InProgress);
+    // ...and once its handler succeeded (the layer commits), replayed.
+    e.verifier
+        .settle(&first, queuegate::Settlement::Commit)
+        .unwrap()
+        .await
+        .unwrap();
     assert_eq!(
         e.verify(&t.ticket).await.unwrap_err(),
         Rejection::Replayed {
@@ -390,15 +398,18 @@ async fn replayed_single_use() {
         .unwrap();
     assert_eq!(code(e.verify(&t1.ticket).await), RejectionCode::Replayed);
     // Someone else presenting it (binding only monitored here) is refused
-    // too. (The record compares the ticket's binding field, so this reads
-    // as the same client: SPEC.md §9.)
+    // too, as another client: the binding check failed in this request
+    // (SPEC.md §10).
     let stolen = Presented {
         binding: Some(b"session-99"),
         ..plain(&t1.ticket)
     };
     assert_eq!(
-        code(e.verifier.verify(&stolen).await),
-        RejectionCode::Replayed
+        e.verifier.verify(&stolen).await.unwrap_err(),
+        Rejection::Replayed {
+            reason: ReplayReason::ConsumedByOtherClient,
+            ticket_id: t.claims.ticket_id
+        }
     );
 }
 
@@ -408,8 +419,12 @@ struct DownStore;
 impl ReplayStore for DownStore {
     type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
     fn epoch(&self) -> u32 {
         42
+    }
+    fn settle(&self, _: &queuegate::replay::SettleHold) -> Self::SettleFuture {
+        ready(Err(StoreError::Timeout))
     }
     fn check(&self, _: &ReplayCheck) -> Self::CheckFuture {
         ready(Err(StoreError::Timeout))

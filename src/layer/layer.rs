@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::extract::{
     BindingSource, ClientTimeHeader, ClientTimeSource, SessionCookie, TicketLocation, TicketSource,
 };
+use super::hold::HoldRules;
 use super::service::QueueGate;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
@@ -27,6 +28,7 @@ pub struct Gate<C, St, T, B, K, A, R> {
     pub(super) on_admit: A,
     pub(super) on_reject: R,
     pub(super) metrics: Metrics,
+    pub(super) hold_rules: HoldRules,
 }
 
 impl<C, St, T, B, K, A, R> fmt::Debug for Gate<C, St, T, B, K, A, R> {
@@ -120,6 +122,7 @@ impl<C: Clock, St: ReplayStore> QueueGateLayer<C, St> {
             on_admit: (),
             on_reject: (),
             metrics: Metrics::new(),
+            hold_rules: HoldRules::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ pub struct QueueGateBuilder<
     on_admit: A,
     on_reject: R,
     metrics: Metrics,
+    hold_rules: HoldRules,
 }
 
 impl<C, St, T, B, K, A, R> fmt::Debug for QueueGateBuilder<C, St, T, B, K, A, R> {
@@ -225,6 +229,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            hold_rules: self.hold_rules,
         }
     }
 
@@ -249,6 +254,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            hold_rules: self.hold_rules,
         }
     }
 
@@ -275,6 +281,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            hold_rules: self.hold_rules,
         }
     }
 
@@ -288,6 +295,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: hook,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            hold_rules: self.hold_rules,
         }
     }
 
@@ -302,7 +310,33 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: hook,
             metrics: self.metrics,
+            hold_rules: self.hold_rules,
         }
+    }
+
+    /// In a `single_use` scope: which handler responses commit the hold
+    /// (consume the chain). Default: 2xx. See [`HoldRules`].
+    pub fn commit_when(
+        mut self,
+        f: impl Fn(http::StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hold_rules = self.hold_rules.commit_when(f);
+        self
+    }
+
+    /// In a `single_use` scope: which handler responses (not in the
+    /// success set) the host declares free of side effects, releasing the
+    /// hold at once so the person may retry immediately (for example its
+    /// own "slot taken" 409). Default: none; a response carrying
+    /// [`NoSideEffects`](super::NoSideEffects) always releases. A handler
+    /// whose refusals release must be idempotent on
+    /// [`Verified::idempotency_key`](crate::Verified::idempotency_key).
+    pub fn release_when(
+        mut self,
+        f: impl Fn(http::StatusCode, &http::HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hold_rules = self.hold_rules.release_when(f);
+        self
     }
 
     /// Writes counters into `metrics` (share one handle between layers and
@@ -328,6 +362,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
                 on_admit: self.on_admit,
                 on_reject: self.on_reject,
                 metrics: self.metrics,
+                hold_rules: self.hold_rules,
             }),
         })
     }

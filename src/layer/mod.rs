@@ -24,6 +24,7 @@
 mod axum;
 mod extract;
 mod future;
+mod hold;
 mod hooks;
 #[allow(clippy::module_inception)]
 mod layer;
@@ -38,6 +39,7 @@ pub use extract::{
     DEFAULT_TICKET_HEADER, MAX_COOKIE_BYTES, MAX_COOKIE_LINES,
 };
 pub use future::ResponseFuture;
+pub use hold::{HoldRules, NoSideEffects};
 pub use hooks::{OnAdmit, OnReject, RedirectToQueue};
 pub use layer::{Gate, QueueGateBuilder, QueueGateLayer};
 pub use response::{problem_response, QueueGateBody, PROBLEM_JSON, PROBLEM_TYPE_PREFIX};

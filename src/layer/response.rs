@@ -224,6 +224,9 @@ mod tests {
             Rejection::StoreUnavailable {
                 retry_after_ms: 2_000,
             },
+            Rejection::InProgress {
+                retry_after_ms: 14_500,
+            },
         ];
         assert_eq!(samples.len(), RejectionCode::COUNT);
         for r in &samples {

@@ -83,7 +83,14 @@ where
 {
     type Response = Response<QueueGateBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, ResBody, Gate<C, St, T, B, K, A, R>, St::CheckFuture>;
+    type Future = ResponseFuture<
+        S,
+        ReqBody,
+        ResBody,
+        Gate<C, St, T, B, K, A, R>,
+        St::CheckFuture,
+        St::SettleFuture,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -5,7 +5,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::table::{hi32, mix, Slot, Table, Times, KEEP_MASK};
-use super::{Advance, AdvanceRequest, ChainState, ReplayCheck, ReplayStore, ReplayVerdict};
+use super::{
+    retention_ms, Advance, AdvanceRequest, ChainState, ReplayCheck, ReplayStore, ReplayVerdict,
+    SettleHold, Settlement,
+};
 use crate::clock::duration_to_ms;
 use crate::error::{ConfigError, StoreError};
 use crate::rejection::ReplayReason;
@@ -36,17 +39,31 @@ struct ChainSlot {
     issued: u64,
 }
 
-/// One consumption of a chain by a single-use scope: 32 bytes.
+/// In a use slot's `hold` word: the hold is live (not yet committed).
+const HELD: u64 = 1 << 63;
+
+/// One hold on, or consumption of, a chain by a single-use scope: 40
+/// bytes. No binding is kept: whether a later request is the same client
+/// is decided by that request's own binding check (see
+/// [`ReplayCheck::same_client`]).
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct UseSlot {
     id: [u8; 16],
     scope: [u8; 8],
-    /// The first 4 bytes of the consuming binding: enough to tell a retry by
-    /// the same client from someone else (both are refused either way).
-    binding: [u8; 4],
     /// Retention code | [`ADMITTED`].
     keep: u32,
+    /// The low 32 bits of the hold's token (only a release compares it).
+    token: u32,
+    /// [`HELD`] | the hold's end (48-bit ms code), or 0 once committed.
+    hold: u64,
+}
+
+impl UseSlot {
+    /// The end of a live hold, or `None` once committed.
+    fn held_until(&self, times: Times) -> Option<i64> {
+        (self.hold & HELD != 0).then(|| times.issued_ms(self.hold))
+    }
 }
 
 fn id_hash(id: &[u8; 16]) -> u64 {
@@ -80,8 +97,9 @@ impl Slot for UseSlot {
     const EMPTY: Self = Self {
         id: [0; 16],
         scope: [0; 8],
-        binding: [0; 4],
         keep: 0,
+        token: 0,
+        hold: 0,
     };
     fn hash(&self) -> u64 {
         use_hash(&self.id, &self.scope)
@@ -118,16 +136,19 @@ struct Shard {
 ///
 /// - **Records.** One 32-byte record per chain (ticket id, highest sequence
 ///   issued, its issue time, whether it was presented, retention end), in a
-///   flat open-addressing table per shard, plus one 32-byte record per
-///   single-use consumption (scope, ticket id, first 4 bytes of the
-///   consuming binding). Times are offsets from the first time the store
+///   flat open-addressing table per shard, plus one 40-byte record per
+///   single-use hold or consumption (scope, ticket id, hold token and end). Times are offsets from the first time the store
 ///   sees. Resident memory measured by `cargo bench --bench store`: about
 ///   47 bytes per live chain record at 1 million records and 43 at 10
 ///   million (tables 80–90 % full, plus 4 bytes of expiry wheel per
 ///   record).
-/// - **Expiry.** A record is kept until its ticket's expiry plus the
+/// - **Expiry.** A chain's record is kept until the latest liveness
+///   deadline issued in the chain (bounded by its expiry) plus the
 ///   [tolerance](MemoryReplayStoreBuilder::tolerance), rounded up to the
-///   second. Expired records are removed in O(expired) work: each call
+///   second: after that no ticket of the chain can pass, so an abandoned
+///   waiting chain stops holding capacity one liveness window after its
+///   last heartbeat. A hold or consumption is kept until the ticket's
+///   expiry plus the tolerance. Expired records are removed in O(expired) work: each call
 ///   drains a few entries of its shard's expiry wheel (8-second buckets),
 ///   and a lookup that meets an expired record drops it. No call scans a
 ///   table; at a cap, every shard's due buckets are drained (one lock at a
@@ -433,23 +454,24 @@ impl MemoryReplayStore {
         }
     }
 
-    /// Whether the record of a ticket expiring at `expires_at_ms` may
+    /// Whether the record of a ticket retained until `retention_ms` may
     /// already have been dropped by a call whose clock read later than
     /// `now_ms` (a purge or a sweep driven by a clock that was ahead, or a
     /// caller's clock stepped back). Such a ticket cannot be proven fresh:
     /// without this, a consumed ticket would find no record and be admitted
     /// again. A caller within the tolerance of the latest clock is never
     /// affected, since its tickets are unexpired on its own clock.
-    fn may_be_dropped(&self, expires_at_ms: i64, now_ms: i64) -> bool {
+    fn may_be_dropped(&self, retention_ms: i64, now_ms: i64) -> bool {
         let latest = self
             .latest_ms
             .fetch_max(now_ms, Ordering::AcqRel)
             .max(now_ms);
-        expires_at_ms.saturating_add(self.tolerance_ms) < latest
+        retention_ms < latest
     }
 
     fn check_sync(&self, c: &ReplayCheck) -> Result<ReplayVerdict, StoreError> {
-        if self.may_be_dropped(c.expires_at_ms, c.now_ms) {
+        let chain_keep_ms = c.chain_retention_ms(self.tolerance_ms);
+        if self.may_be_dropped(chain_keep_ms, c.now_ms) {
             return Ok(ReplayVerdict::Replayed(ReplayReason::StateReset));
         }
         let times = self.times(c.now_ms);
@@ -464,58 +486,133 @@ impl MemoryReplayStore {
         }
         let state = state.expect("present() leaves a state when it accepts");
         let admitted = was_admitted || c.kind == TicketKind::Admitted;
-        let use_hi = hi32(use_hash(&c.ticket_id.0, &c.scope.0));
-        if c.consume {
-            let found = shard
-                .uses
-                .find(use_hi, |u| u.id == c.ticket_id.0 && u.scope == c.scope.0);
-            if let Some(p) = found {
+        // A hold expired unsettled, retaken by the same client in place.
+        let mut retake = None;
+        if c.hold.is_some() {
+            if let Some(p) = self.live_use(shard, c.ticket_id, c.scope.0, times, c.now_ms) {
                 let u = *shard.uses.get(p);
-                if times.expired(u.keep, c.now_ms) {
-                    shard.uses.remove(p);
-                    self.release(u.keep);
-                } else {
-                    let same = u.binding == c.binding.0[..4];
-                    return Ok(ReplayVerdict::Replayed(if same {
-                        ReplayReason::ConsumedBySameClient
-                    } else {
-                        ReplayReason::ConsumedByOtherClient
-                    }));
+                if !c.same_client {
+                    return Ok(ReplayVerdict::Replayed(ReplayReason::ConsumedByOtherClient));
+                }
+                match u.held_until(times) {
+                    None => return Ok(ReplayVerdict::Replayed(ReplayReason::ConsumedBySameClient)),
+                    Some(until_ms) if c.now_ms < until_ms => {
+                        return Ok(ReplayVerdict::InProgress { until_ms });
+                    }
+                    Some(_) => retake = Some(p),
                 }
             }
         }
+        let new_use = c.hold.is_some() && retake.is_none();
         let needs = [
             (true, usize::from(admitted && !was_admitted)),
             (false, usize::from(pos.is_none() && !admitted)),
-            (c.kind == TicketKind::Admitted, usize::from(c.consume)),
+            (c.kind == TicketKind::Admitted, usize::from(new_use)),
         ];
         self.reserve_all(&needs)?;
         if admitted && !was_admitted && pos.is_some() {
             // A waiting chain became admitted: it moves between capacities.
             self.live[kind_index(false)].fetch_sub(1, Ordering::Relaxed);
         }
-        let keep = times.keep_code(c.expires_at_ms.saturating_add(self.tolerance_ms));
-        if c.consume {
-            shard.uses.insert(UseSlot {
+        if let Some(hold) = c.hold {
+            let keep = times.keep_code(c.expires_at_ms.saturating_add(self.tolerance_ms));
+            let slot = UseSlot {
                 id: c.ticket_id.0,
                 scope: c.scope.0,
-                binding: c.binding.0[..4].try_into().expect("4 bytes"),
                 keep: keep
                     | if c.kind == TicketKind::Admitted {
                         ADMITTED
                     } else {
                         0
                     },
-            });
+                token: hold.token as u32,
+                hold: HELD | times.issued_code(hold.until_ms),
+            };
+            match retake {
+                Some(p) => {
+                    let old = *shard.uses.get(p);
+                    // Same record, same capacity and retention: only the
+                    // hold changes.
+                    shard.uses.update(
+                        p,
+                        UseSlot {
+                            keep: old.keep,
+                            ..slot
+                        },
+                    );
+                }
+                None => shard.uses.insert(slot),
+            }
         }
         // A lookup may have moved records only in `uses`; `pos` is still
         // valid in `chains`.
+        let keep = times.keep_code(chain_keep_ms);
         Self::write_chain(shard, pos, &c.ticket_id, state, admitted, keep, times);
         Ok(ReplayVerdict::Fresh)
     }
 
+    /// The live use record of `(id, scope)`, dropping it if expired.
+    fn live_use(
+        &self,
+        shard: &mut Shard,
+        id: TicketId,
+        scope: [u8; 8],
+        times: Times,
+        now_ms: i64,
+    ) -> Option<usize> {
+        let hi = hi32(use_hash(&id.0, &scope));
+        let p = shard.uses.find(hi, |u| u.id == id.0 && u.scope == scope)?;
+        let u = *shard.uses.get(p);
+        if times.expired(u.keep, now_ms) {
+            shard.uses.remove(p);
+            self.release(u.keep);
+            return None;
+        }
+        Some(p)
+    }
+
+    fn settle_sync(&self, s: &SettleHold) -> Result<(), StoreError> {
+        self.latest_ms.fetch_max(s.now_ms, Ordering::AcqRel);
+        let times = self.times(s.now_ms);
+        let mut guard = self.shard(id_hash(&s.ticket_id.0));
+        let shard = &mut *guard;
+        let found = self.live_use(shard, s.ticket_id, s.scope.0, times, s.now_ms);
+        match (s.settlement, found) {
+            (Settlement::Commit, Some(p)) => {
+                let u = *shard.uses.get(p);
+                shard.uses.update(p, UseSlot { hold: 0, ..u });
+            }
+            (Settlement::Commit, None) => {
+                // The hold's record is gone (expired with its ticket, or
+                // released by a race): a handler still succeeded, so the
+                // chain is consumed. Never refused for capacity: the
+                // booking is made.
+                let admitted = s.kind == TicketKind::Admitted;
+                self.live[kind_index(admitted)].fetch_add(1, Ordering::Relaxed);
+                let keep = times.keep_code(s.expires_at_ms.saturating_add(self.tolerance_ms));
+                shard.uses.insert(UseSlot {
+                    id: s.ticket_id.0,
+                    scope: s.scope.0,
+                    keep: keep | if admitted { ADMITTED } else { 0 },
+                    token: 0,
+                    hold: 0,
+                });
+            }
+            (Settlement::Release, Some(p)) => {
+                let u = *shard.uses.get(p);
+                if u.hold & HELD != 0 && u.token == s.hold.token as u32 {
+                    shard.uses.remove(p);
+                    self.release(u.keep);
+                }
+            }
+            (Settlement::Release, None) => {}
+        }
+        Ok(())
+    }
+
     fn advance_sync(&self, a: &AdvanceRequest) -> Result<Advance, StoreError> {
-        if self.may_be_dropped(a.expires_at_ms, a.now_ms) {
+        let keep_ms = retention_ms(a.live_until_ms, a.expires_at_ms, self.tolerance_ms);
+        if self.may_be_dropped(keep_ms, a.now_ms) {
             return Ok(Advance::Stale);
         }
         let times = self.times(a.now_ms);
@@ -540,7 +637,7 @@ impl MemoryReplayStore {
         if admitted && !was_admitted && pos.is_some() {
             self.live[kind_index(false)].fetch_sub(1, Ordering::Relaxed);
         }
-        let keep = times.keep_code(a.expires_at_ms.saturating_add(self.tolerance_ms));
+        let keep = times.keep_code(keep_ms);
         Self::write_chain(shard, pos, &a.ticket_id, state, admitted, keep, times);
         Ok(advance)
     }
@@ -555,6 +652,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ReplayStore for MemoryReplayStore {
     type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
 
     fn epoch(&self) -> u32 {
         self.epoch
@@ -567,12 +665,18 @@ impl ReplayStore for MemoryReplayStore {
     fn advance(&self, a: &AdvanceRequest) -> Self::AdvanceFuture {
         ready(self.at_cap_retry(a.now_ms, || self.advance_sync(a)))
     }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        // Done before this returns: a dropped future cannot undo it.
+        ready(self.settle_sync(s))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{Binding, ScopeId};
+    use crate::replay::Hold;
+    use crate::ticket::ScopeId;
 
     fn check(id: u8, seq: u32, now: i64, consume: bool) -> ReplayCheck {
         ReplayCheck {
@@ -580,18 +684,19 @@ mod tests {
             ticket_id: TicketId([id; 16]),
             sequence: seq,
             kind: TicketKind::Admitted,
-            binding: Binding([1; 16]),
+            same_client: true,
+            live_until_ms: now + 10_000,
             expires_at_ms: now + 10_000,
             now_ms: now,
             grace_ms: 5_000,
-            consume,
+            hold: consume.then(|| Hold::new(now + 5_000)),
         }
     }
 
     #[test]
-    fn slots_are_32_bytes() {
+    fn slot_sizes() {
         assert_eq!(std::mem::size_of::<ChainSlot>(), 32);
-        assert_eq!(std::mem::size_of::<UseSlot>(), 32);
+        assert_eq!(std::mem::size_of::<UseSlot>(), 40);
     }
 
     #[test]
@@ -606,7 +711,7 @@ mod tests {
         for _ in 0..10 {
             assert!(matches!(
                 store.check_sync(&check(1, 5, now, true)),
-                Ok(ReplayVerdict::Replayed(_))
+                Ok(ReplayVerdict::InProgress { .. })
             ));
             assert!(matches!(
                 store.check_sync(&check(1, 2, now, false)),

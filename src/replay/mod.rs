@@ -4,8 +4,12 @@
 //! The issuer writes the highest sequence it issued for a chain (so an older
 //! copy is caught even on a route that never saw the newer one); a `session`
 //! scope refuses sequences older than that (past the renewal grace); a
-//! `single_use` scope consumes the whole chain, recording which binding
-//! consumed it. Every check-and-record is atomic.
+//! `single_use` scope takes a *hold* on the whole chain before the host's
+//! handler runs, and the handler's answer settles it: a success commits
+//! (consumes the chain for the scope), a refusal the host declares free of
+//! side effects releases it, anything else keeps it until it expires, after
+//! which only the same client may try again. Every check-and-record is
+//! atomic.
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -21,7 +25,7 @@ pub use memory::{MemoryReplayStore, MemoryReplayStoreBuilder};
 
 use crate::error::StoreError;
 use crate::rejection::ReplayReason;
-use crate::ticket::{Binding, ScopeId, TicketId, TicketKind};
+use crate::ticket::{ScopeId, TicketId, TicketKind};
 
 /// What a protection scope remembers about the tickets it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,8 +36,10 @@ pub enum ReplayMode {
     /// sequence older than one already issued (past the renewal grace).
     #[default]
     Session,
-    /// The first accepted request consumes the chain (every sequence of it)
-    /// for this scope; any later one is `replayed`.
+    /// At most one request per chain (every sequence of it) succeeds in
+    /// this scope: the first accepted request takes a hold on the chain, a
+    /// concurrent one is `in_progress`, and once a handler succeeded every
+    /// later one is `replayed`. See [`Hold`].
     SingleUse,
 }
 
@@ -48,9 +54,19 @@ pub struct ReplayCheck {
     pub sequence: u32,
     /// The presented ticket's kind (stores keep separate capacity per kind).
     pub kind: TicketKind,
-    /// The presented ticket's binding (recorded by a consumption).
-    pub binding: Binding,
-    /// The ticket's expiry: the record may be dropped after it plus the
+    /// Whether the ticket's binding check passed in this request. Every
+    /// ticket of a chain is bound to the material its client joined with,
+    /// so a request that passed it is the chain's own client, whatever key
+    /// its ticket was minted under (binding bytes minted under different
+    /// keys differ, so stores never compare them). False only when the
+    /// policy monitors `binding_mismatch` and let a mismatch through.
+    pub same_client: bool,
+    /// The presented ticket's liveness deadline. A chain's record is kept
+    /// until the latest deadline issued in the chain (bounded by the
+    /// expiry) plus the store's tolerance: after it, no ticket of the chain
+    /// can pass.
+    pub live_until_ms: i64,
+    /// The ticket's expiry: a consumption record is kept until it plus the
     /// store's tolerance.
     pub expires_at_ms: i64,
     /// Server time of the check.
@@ -58,17 +74,109 @@ pub struct ReplayCheck {
     /// How long after issuing sequence `n + 1` the sequence `n` is still
     /// accepted, if `n + 1` has not been seen (a lost response).
     pub grace_ms: i64,
-    /// Whether to consume the chain for this scope (`single_use`).
-    pub consume: bool,
+    /// For a `single_use` scope: the hold to take on the chain.
+    pub hold: Option<Hold>,
+}
+
+impl ReplayCheck {
+    /// When the chain's record may be dropped: the liveness deadline,
+    /// bounded by the expiry, plus `tolerance_ms`.
+    pub fn chain_retention_ms(&self, tolerance_ms: i64) -> i64 {
+        retention_ms(self.live_until_ms, self.expires_at_ms, tolerance_ms)
+    }
+}
+
+/// The retention rule of a chain record (SPEC §10): the latest liveness
+/// deadline, bounded by the expiry, plus the tolerance.
+pub fn retention_ms(live_until_ms: i64, expires_at_ms: i64, tolerance_ms: i64) -> i64 {
+    live_until_ms
+        .min(expires_at_ms)
+        .saturating_add(tolerance_ms)
+}
+
+/// A hold a `single_use` scope takes on a chain before the host's handler
+/// runs: a lease with a random token, until `until_ms`.
+///
+/// While it is live, another use of the chain in the scope is
+/// [`ReplayVerdict::InProgress`]. The handler's answer settles it with
+/// [`ReplayStore::settle`]: [`Settlement::Commit`] consumes the chain (every
+/// later use is `replayed`), [`Settlement::Release`] drops the hold at once
+/// (the chain may be used again). A hold never settled (a server error, a
+/// panic, a timeout, a client that went away) expires at `until_ms`; after
+/// that only the same client ([`ReplayCheck::same_client`]) may take a new
+/// one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// A random token naming this hold: only its holder's release counts.
+    pub token: u64,
+    /// When the hold expires (server time, ms).
+    pub until_ms: i64,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("token", &"REDACTED")
+            .field("until_ms", &self.until_ms)
+            .finish()
+    }
+}
+
+impl Hold {
+    /// A hold with a fresh random token, until `until_ms`.
+    pub fn new(until_ms: i64) -> Self {
+        let mut b = [0u8; 8];
+        getrandom::getrandom(&mut b).expect("the operating system's random source failed");
+        // Zero is kept free so that stores can mark "no hold" with it.
+        Self {
+            token: u64::from_le_bytes(b).max(1),
+            until_ms,
+        }
+    }
 }
 
 /// The answer to a [`ReplayCheck`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayVerdict {
-    /// Not a replay; recorded.
+    /// Not a replay; recorded (and, for a hold, the hold is taken).
     Fresh,
     /// A replay of the given kind; nothing was recorded.
     Replayed(ReplayReason),
+    /// Another use of the chain in this scope holds it until `until_ms`;
+    /// nothing was recorded.
+    InProgress {
+        /// When that hold expires (server time, ms).
+        until_ms: i64,
+    },
+}
+
+/// How a handler's answer settles a [`Hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The handler succeeded: the chain is consumed for the scope.
+    Commit,
+    /// The handler refused without side effects: the hold is dropped and
+    /// the chain may be used again at once.
+    Release,
+}
+
+/// A request to settle a [`Hold`] (see [`ReplayStore::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleHold {
+    /// The protection scope.
+    pub scope: ScopeId,
+    /// The chain.
+    pub ticket_id: TicketId,
+    /// The kind of the ticket that took the hold.
+    pub kind: TicketKind,
+    /// The hold being settled.
+    pub hold: Hold,
+    /// Commit or release.
+    pub settlement: Settlement,
+    /// The ticket's expiry (the consumption record's retention).
+    pub expires_at_ms: i64,
+    /// Server time.
+    pub now_ms: i64,
 }
 
 /// The issuer's request to advance a chain from the presented sequence.
@@ -80,6 +188,10 @@ pub struct AdvanceRequest {
     pub sequence: u32,
     /// The kind of the ticket about to be issued.
     pub kind: TicketKind,
+    /// The liveness deadline of the ticket about to be issued (an upper
+    /// bound): the chain's record is kept until the latest one, bounded by
+    /// the expiry, plus the store's tolerance.
+    pub live_until_ms: i64,
     /// The expiry of the ticket about to be issued.
     pub expires_at_ms: i64,
     /// Server time.
@@ -121,6 +233,8 @@ pub trait ReplayStore: Send + Sync + 'static {
     type CheckFuture: Future<Output = Result<ReplayVerdict, StoreError>> + Send + 'static;
     /// The future of [`advance`](Self::advance).
     type AdvanceFuture: Future<Output = Result<Advance, StoreError>> + Send + 'static;
+    /// The future of [`settle`](Self::settle).
+    type SettleFuture: Future<Output = Result<(), StoreError>> + Send + 'static;
 
     /// A random number chosen when this store's state began. Tickets carry
     /// the epoch they were minted under; a ticket from another epoch was
@@ -139,11 +253,24 @@ pub trait ReplayStore: Send + Sync + 'static {
 
     /// Advances a chain for the issuer, atomically.
     fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture;
+
+    /// Settles a hold taken by [`check`](Self::check), atomically.
+    ///
+    /// The work must start when this is called, not when the future is
+    /// first polled, and must finish even if the future is dropped: the
+    /// layer settles when the handler's response is known, and a client
+    /// that goes away at that moment must not undo a commit.
+    ///
+    /// A commit always consumes the chain for the scope (a handler
+    /// succeeded, whichever hold it had). A release drops the hold only if
+    /// it is still the one named by `hold.token`.
+    fn settle(&self, settle: &SettleHold) -> Self::SettleFuture;
 }
 
 impl<T: ReplayStore> ReplayStore for Arc<T> {
     type CheckFuture = T::CheckFuture;
     type AdvanceFuture = T::AdvanceFuture;
+    type SettleFuture = T::SettleFuture;
 
     fn epoch(&self) -> u32 {
         (**self).epoch()
@@ -155,6 +282,10 @@ impl<T: ReplayStore> ReplayStore for Arc<T> {
 
     fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
         (**self).advance(request)
+    }
+
+    fn settle(&self, settle: &SettleHold) -> Self::SettleFuture {
+        (**self).settle(settle)
     }
 }
 

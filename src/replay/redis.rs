@@ -11,112 +11,45 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script};
 
-use super::{Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict};
+use super::{
+    retention_ms, Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
+    Settlement,
+};
 use crate::clock::duration_to_ms;
 use crate::error::{ConfigError, StoreError};
 use crate::rejection::ReplayReason;
-use crate::ticket::TicketId;
+use crate::ticket::{ScopeId, TicketId, TicketKind};
 
 /// A boxed, sendable store future. The Redis store's futures are boxed: a
 /// network round trip costs far more than one allocation, and it keeps the
 /// store's types nameable.
 pub type BoxStoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
-/// The epoch check both scripts start with. `KEYS[1]` is the epoch key,
-/// `ARGV[1]` the epoch this instance knows, `ARGV[2]` a fresh random one in
-/// case the key is gone. A missing key means Redis lost its data (a restart
-/// without persistence, a flush, a failover to an empty replica): the
-/// script starts a new epoch, and the caller learns it with code 4.
-const EPOCH_CHECK: &str = r"
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return {4, ARGV[2]}
-end
-if epoch ~= ARGV[1] then
-  return {4, epoch}
-end
-";
+/// The prelude of the check and advance scripts: the epoch check, the
+/// clock check, and reading the chain record.
+const PRELUDE: &str = include_str!("redis_prelude.lua");
+/// `ChainState::present` and the single-use hold.
+const CHECK_BODY: &str = include_str!("redis_check.lua");
+/// `ChainState::advance`.
+const ADVANCE_BODY: &str = include_str!("redis_advance.lua");
+/// Commit or release of a hold.
+const SETTLE: &str = include_str!("redis_settle.lua");
 
-/// Records expire on Redis's clock (`PXAT`), not the caller's. A ticket
-/// whose retention (`ARGV[6]`) has already ended by Redis's clock may have
-/// had a record that is gone (a caller whose clock is behind Redis's, or
-/// was stepped back, would otherwise find no record of a consumed ticket
-/// and admit it again): it cannot be proven fresh, and gets `{5}`.
-const CLOCK_CHECK: &str = r"
-local t = redis.call('TIME')
-if tonumber(ARGV[6]) <= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
-  return {5}
-end
-";
-
-/// Reads a chain record `highest issued seen keep` (or nothing).
-const READ_CHAIN: &str = r"
-local highest, issued, seen, kept
-local rec = redis.call('GET', KEYS[2])
-if rec then
-  local h, i, s, k = string.match(rec, '^(%d+) (%d+) (%d) (%d+)$')
-  highest, issued, seen, kept = tonumber(h), tonumber(i), tonumber(s), tonumber(k)
-end
-local function write_chain(keep)
-  if kept and kept > keep then keep = kept end
-  redis.call('SET', KEYS[2], string.format('%d %d %d %d', highest, issued, seen, keep), 'PXAT', keep)
-end
-";
-
-/// `ChainState::present` and the single-use consumption, atomically.
-/// `KEYS[2]` chain record, `KEYS[3]` this scope's consumption record;
-/// `ARGV[3..]` sequence, now, grace, keep-until, consume (0/1), binding.
-/// Returns `{0}` fresh, `{1}` stale, `{2}` consumed by the same binding,
-/// `{3}` consumed by another, `{4, epoch}` state lost.
-const CHECK_BODY: &str = r"
-local seq, now, grace, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if not rec then
-  highest, issued, seen = seq, now, 1
-elseif seq >= highest then
-  if seq > highest then
-    highest, issued = seq, now
-  end
-  seen = 1
-elseif not (seq + 1 == highest and seen == 0 and now < issued + grace) then
-  return {1}
-end
-if ARGV[7] == '1' then
-  local prev = redis.call('SET', KEYS[3], ARGV[8], 'NX', 'PXAT', keep, 'GET')
-  if prev then
-    if prev == ARGV[8] then return {2} end
-    return {3}
-  end
-end
-write_chain(keep)
-return {0}
-";
-
-/// `ChainState::advance`, atomically. `ARGV[3..]` sequence, now, grace,
-/// keep-until. Returns `{0, seq, issued}` next, `{2, seq, issued}` retry,
-/// `{1}` stale, `{4, epoch}` state lost.
-const ADVANCE_BODY: &str = r"
-local seq, now, grace, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if seq >= 4294967295 then return {1} end
-if rec and seq < highest then
-  if seq + 1 == highest and seen == 0 and now < issued + grace then
-    return {2, highest, issued}
-  end
-  return {1}
-end
-highest, issued, seen = seq + 1, now, 0
-write_chain(keep)
-return {0, highest, issued}
-";
+/// Capacity shards: each chain's records count in the shard of its ticket
+/// id's first byte, each shard holding its share of the capacities.
+const CAP_SHARDS: usize = 16;
 
 struct Inner {
     conn: ConnectionManager,
     prefix: String,
+    /// Per shard: waiting, admitted.
+    shard_capacity: [u64; 2],
     timeout: Duration,
     tolerance_ms: i64,
     epoch: AtomicU32,
     check: Script,
     advance: Script,
+    settle: Script,
 }
 
 /// The replay store in Redis (feature `redis`), for several instances
@@ -127,14 +60,17 @@ struct Inner {
 ///   failure or timeout is a [`StoreError`]: the verifier answers
 ///   `store_unavailable` (fail closed) unless the policy monitors it.
 /// - The sequence rule runs as one Lua script per call, a line-by-line
-///   mirror of [`ChainState`](super::ChainState). A single-use consumption
-///   is one `SET key binding NX PXAT keep GET` inside the same script, so a
-///   stale clone cannot consume a chain and the consumer's binding comes
-///   back with a refusal.
+///   mirror of [`ChainState`](super::ChainState) (the scripts are the
+///   `redis_*.lua` files next to this one). A single-use hold is taken in
+///   the same script, so a stale clone cannot take a chain; a settlement
+///   is one more script, started on a spawned task so that a dropped
+///   response future cannot cancel a commit.
 /// - Keys: `<prefix>:{<ticket id>}:c` (chain) and
 ///   `<prefix>:{<ticket id>}:u:<scope>` (consumption); the `{…}` hash tag
 ///   puts one ticket's keys in one Cluster slot. Records expire with
-///   `PXAT` at the ticket's expiry plus the tolerance (default 60 s).
+///   `PXAT`: a chain's at its latest liveness deadline (bounded by the
+///   expiry), a hold or consumption at the ticket's expiry, plus the
+///   tolerance (default 60 s).
 /// - Epoch: `<prefix>:epoch` holds a random number, created with `SET NX`
 ///   by the first instance. Every script checks it first: if Redis lost its
 ///   data (a restart without persistence, a failover to an empty replica,
@@ -155,7 +91,16 @@ struct Inner {
 /// against a record that may be gone. Run Redis with `maxmemory-policy
 /// noeviction`: an evicting policy would drop live records and let
 /// replays through, while `noeviction` turns a full Redis into errors,
-/// which fail closed.
+/// which fail closed: [`connect`](RedisReplayStoreBuilder::connect) reads
+/// the policy from `INFO memory` and refuses any other unless the host opts
+/// in.
+///
+/// Capacity: separate waiting and admitted caps, as in the memory store,
+/// counted without any global index: 16 shard hashes (each under its own
+/// hash tag) hold counts per kind and per 5-second bucket of retention end,
+/// and a bucket is subtracted once it has passed on Redis's clock. A chain
+/// abandoned while waiting stops counting one liveness window (plus the
+/// tolerance, plus at most one bucket) after its last heartbeat.
 #[derive(Clone)]
 pub struct RedisReplayStore {
     inner: Arc<Inner>,
@@ -180,6 +125,9 @@ pub struct RedisReplayStoreBuilder {
     prefix: String,
     timeout: Duration,
     tolerance: Duration,
+    waiting_capacity: u64,
+    admitted_capacity: u64,
+    allow_evicting_policy: bool,
 }
 
 impl fmt::Debug for RedisReplayStoreBuilder {
@@ -189,6 +137,9 @@ impl fmt::Debug for RedisReplayStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("tolerance", &self.tolerance)
+            .field("waiting_capacity", &self.waiting_capacity)
+            .field("admitted_capacity", &self.admitted_capacity)
+            .field("allow_evicting_policy", &self.allow_evicting_policy)
             .finish()
     }
 }
@@ -214,9 +165,48 @@ impl RedisReplayStoreBuilder {
         self
     }
 
-    /// Connects and reads (or creates) the epoch. Fails if the settings are
-    /// invalid or Redis does not answer within the timeout.
+    /// The most waiting-chain records held at once (default 8 million).
+    /// Counted per shard (16 shards by ticket id, each holding a 16th,
+    /// rounded up): a full shard refuses new records with
+    /// [`StoreError::Capacity`] (`store_unavailable`, failing closed).
+    pub fn waiting_capacity(mut self, records: u64) -> Self {
+        self.waiting_capacity = records;
+        self
+    }
+
+    /// The most admitted-chain, hold and consumption records held at once
+    /// (default 1 million), apart from the waiting ones so that a join
+    /// flood never locks admitted people out of booking.
+    pub fn admitted_capacity(mut self, records: u64) -> Self {
+        self.admitted_capacity = records;
+        self
+    }
+
+    /// Lets the store start on a Redis whose `maxmemory-policy` evicts
+    /// keys (default: refused). Under memory pressure such a Redis drops
+    /// live records, and an evicted consumption lets a consumed ticket book
+    /// again; `noeviction` turns a full Redis into errors instead, which
+    /// fail closed. Opt in only for a Redis that never reaches `maxmemory`.
+    pub fn allow_evicting_policy(mut self, allow: bool) -> Self {
+        self.allow_evicting_policy = allow;
+        self
+    }
+
+    /// Connects, checks Redis's `maxmemory_policy` (read from `INFO
+    /// memory`, since managed Redis refuses `CONFIG GET`), and reads (or
+    /// creates) the epoch. Fails if the settings are invalid, Redis evicts
+    /// keys (unless [allowed](Self::allow_evicting_policy)), or Redis does
+    /// not answer within the timeout.
     pub async fn connect(self) -> Result<RedisReplayStore, StoreError> {
+        if self.waiting_capacity == 0 || self.admitted_capacity == 0 {
+            return Err(StoreError::Backend(
+                ConfigError::Invalid {
+                    setting: "capacity",
+                    reason: "a capacity of zero refuses every ticket",
+                }
+                .to_string(),
+            ));
+        }
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(StoreError::Backend(
                 ConfigError::Invalid {
@@ -247,17 +237,37 @@ impl RedisReplayStoreBuilder {
         )
         .await?
         .map_err(backend)?;
+        if !self.allow_evicting_policy {
+            let mut c = conn.clone();
+            let info: String = timeout(
+                self.timeout,
+                ::redis::cmd("INFO").arg("memory").query_async(&mut c),
+            )
+            .await?
+            .map_err(backend)?;
+            if evicts(&info) {
+                return Err(StoreError::Backend(
+                    ConfigError::Invalid {
+                        setting: "maxmemory-policy",
+                        reason: "Redis evicts keys under memory pressure, and an evicted record could let a consumed ticket back in: set maxmemory-policy noeviction, or opt in with allow_evicting_policy(true)",
+                    }
+                    .to_string(),
+                ));
+            }
+        }
+        let per_shard = |cap: u64| cap.div_ceil(CAP_SHARDS as u64);
         let inner = Inner {
             conn,
+            shard_capacity: [
+                per_shard(self.waiting_capacity),
+                per_shard(self.admitted_capacity),
+            ],
             epoch: AtomicU32::new(0),
             timeout: self.timeout,
             tolerance_ms: duration_to_ms(self.tolerance),
-            check: Script::new(&format!(
-                "{EPOCH_CHECK}{CLOCK_CHECK}{READ_CHAIN}{CHECK_BODY}"
-            )),
-            advance: Script::new(&format!(
-                "{EPOCH_CHECK}{CLOCK_CHECK}{READ_CHAIN}{ADVANCE_BODY}"
-            )),
+            check: Script::new(&format!("{PRELUDE}{CHECK_BODY}")),
+            advance: Script::new(&format!("{PRELUDE}{ADVANCE_BODY}")),
+            settle: Script::new(SETTLE),
             prefix: self.prefix,
         };
         let candidate = random_epoch();
@@ -279,6 +289,23 @@ impl RedisReplayStoreBuilder {
         Ok(RedisReplayStore {
             inner: Arc::new(inner),
         })
+    }
+}
+
+/// Whether `INFO memory` text names an evicting `maxmemory_policy`. A
+/// Redis that does not report one (an old or unusual server) is taken as
+/// evicting: the check fails closed.
+fn evicts(info: &str) -> bool {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+        .map_or(true, |policy| policy.trim() != "noeviction")
+}
+
+/// A ticket kind as the scripts name it.
+fn kind_arg(kind: TicketKind) -> &'static str {
+    match kind {
+        TicketKind::Waiting => "w",
+        TicketKind::Admitted => "a",
     }
 }
 
@@ -308,6 +335,17 @@ impl Inner {
         format!("{}:{{{id}}}:c", self.prefix)
     }
 
+    fn use_key(&self, id: &TicketId, scope: &ScopeId) -> String {
+        format!("{}:{{{id}}}:u:{scope}", self.prefix)
+    }
+
+    /// The capacity shard of a chain: a hash tag of its own, so that on a
+    /// Cluster the shards spread over the primaries.
+    fn cap_key(&self, id: &TicketId) -> String {
+        let shard = usize::from(id.0[0]) % CAP_SHARDS;
+        format!("{p}:{{{p}:cap:{shard}}}", p = self.prefix)
+    }
+
     /// Learns a new epoch from a script's `{4, epoch}` answer.
     fn reset_to(&self, epoch: &::redis::Value) {
         if let Ok(e) = ::redis::from_redis_value::<u32>(epoch) {
@@ -324,6 +362,9 @@ impl RedisReplayStore {
             prefix: "queuegate".to_owned(),
             timeout: Duration::from_millis(500),
             tolerance: Duration::from_secs(60),
+            waiting_capacity: 8_000_000,
+            admitted_capacity: 1_000_000,
+            allow_evicting_policy: false,
         }
     }
 
@@ -392,6 +433,7 @@ pub(crate) async fn clear_prefix(
 impl ReplayStore for RedisReplayStore {
     type CheckFuture = BoxStoreFuture<ReplayVerdict>;
     type AdvanceFuture = BoxStoreFuture<Advance>;
+    type SettleFuture = BoxStoreFuture<()>;
 
     fn epoch(&self) -> u32 {
         self.inner.epoch.load(Ordering::Relaxed)
@@ -402,21 +444,29 @@ impl ReplayStore for RedisReplayStore {
         let c = *c;
         Box::pin(async move {
             let mut invocation = inner.check.prepare_invoke();
+            let hold = c.hold.unwrap_or(super::Hold {
+                token: 0,
+                until_ms: 0,
+            });
             invocation
                 .key(inner.epoch_key())
                 .key(inner.chain_key(&c.ticket_id))
-                .key(format!(
-                    "{}:{{{}}}:u:{}",
-                    inner.prefix, c.ticket_id, c.scope
-                ))
+                .key(inner.use_key(&c.ticket_id, &c.scope))
+                .key(inner.cap_key(&c.ticket_id))
                 .arg(inner.epoch.load(Ordering::Relaxed))
                 .arg(random_epoch())
                 .arg(c.sequence)
                 .arg(c.now_ms)
                 .arg(c.grace_ms)
+                .arg(c.chain_retention_ms(inner.tolerance_ms))
+                .arg(u8::from(c.hold.is_some()))
+                .arg(u8::from(c.same_client))
+                .arg(hold.token)
+                .arg(hold.until_ms)
                 .arg(c.expires_at_ms.saturating_add(inner.tolerance_ms))
-                .arg(u8::from(c.consume))
-                .arg(c.binding.to_string());
+                .arg(kind_arg(c.kind))
+                .arg(inner.shard_capacity[0])
+                .arg(inner.shard_capacity[1]);
             let mut conn = inner.conn.clone();
             let reply: Vec<::redis::Value> =
                 timeout(inner.timeout, invocation.invoke_async(&mut conn))
@@ -434,6 +484,11 @@ impl ReplayStore for RedisReplayStore {
                 }
                 // Past its retention by Redis's clock: its record may be gone.
                 5 => ReplayVerdict::Replayed(ReplayReason::StateReset),
+                6 => match reply.get(1).map(::redis::from_redis_value::<i64>) {
+                    Some(Ok(until_ms)) => ReplayVerdict::InProgress { until_ms },
+                    _ => return Err(StoreError::Backend("redis script answer".into())),
+                },
+                7 => return Err(StoreError::Capacity),
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })
@@ -447,12 +502,20 @@ impl ReplayStore for RedisReplayStore {
             invocation
                 .key(inner.epoch_key())
                 .key(inner.chain_key(&a.ticket_id))
+                .key(inner.cap_key(&a.ticket_id))
                 .arg(inner.epoch.load(Ordering::Relaxed))
                 .arg(random_epoch())
                 .arg(a.sequence)
                 .arg(a.now_ms)
                 .arg(a.grace_ms)
-                .arg(a.expires_at_ms.saturating_add(inner.tolerance_ms));
+                .arg(retention_ms(
+                    a.live_until_ms,
+                    a.expires_at_ms,
+                    inner.tolerance_ms,
+                ))
+                .arg(kind_arg(a.kind))
+                .arg(inner.shard_capacity[0])
+                .arg(inner.shard_capacity[1]);
             let mut conn = inner.conn.clone();
             let reply: Vec<::redis::Value> =
                 timeout(inner.timeout, invocation.invoke_async(&mut conn))
@@ -492,9 +555,51 @@ impl ReplayStore for RedisReplayStore {
                     Advance::Stale
                 }
                 5 => Advance::Stale,
+                7 => return Err(StoreError::Capacity),
                 _ => return Err(StoreError::Backend("redis script answer".into())),
             })
         })
+    }
+
+    /// Runs on a spawned tokio task, so the settlement is sent even if the
+    /// returned future is dropped. A commit is retried once on failure: a
+    /// lost commit would leave a hold that, once expired, lets the same
+    /// client book again.
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        let inner = self.inner.clone();
+        let s = *s;
+        let task = tokio::spawn(async move {
+            let first = Self::settle_now(inner.clone(), s).await;
+            match (first, s.settlement) {
+                (Err(_), Settlement::Commit) => Self::settle_now(inner, s).await,
+                (other, _) => other,
+            }
+        });
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|_| Err(StoreError::Backend("settle task failed".into())))
+        })
+    }
+}
+
+impl RedisReplayStore {
+    async fn settle_now(inner: Arc<Inner>, s: SettleHold) -> Result<(), StoreError> {
+        let mut invocation = inner.settle.prepare_invoke();
+        invocation
+            .key(inner.use_key(&s.ticket_id, &s.scope))
+            .key(inner.cap_key(&s.ticket_id))
+            .arg(match s.settlement {
+                Settlement::Commit => "c",
+                Settlement::Release => "r",
+            })
+            .arg(s.hold.token)
+            .arg(s.expires_at_ms.saturating_add(inner.tolerance_ms))
+            .arg(kind_arg(s.kind));
+        let mut conn = inner.conn.clone();
+        let _: i64 = timeout(inner.timeout, invocation.invoke_async(&mut conn))
+            .await?
+            .map_err(backend)?;
+        Ok(())
     }
 }
 
@@ -502,5 +607,28 @@ fn code_of(reply: &[::redis::Value]) -> Result<i64, StoreError> {
     match reply.first() {
         Some(v) => ::redis::from_redis_value(v).map_err(backend),
         None => Err(StoreError::Backend("redis script answer".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evicts;
+
+    #[test]
+    fn only_noeviction_is_safe() {
+        let info = |p: &str| format!("# Memory\r\nused_memory:1\r\nmaxmemory_policy:{p}\r\n");
+        assert!(!evicts(&info("noeviction")));
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            assert!(evicts(&info(p)), "{p}");
+        }
+        assert!(evicts("# Memory\r\nused_memory:1\r\n"), "unreported");
     }
 }

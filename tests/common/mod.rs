@@ -127,3 +127,16 @@ pub fn bytes_of(ticket: &str) -> Vec<u8> {
 pub fn text_of(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// SPEC.md §10: how long a chain's replay record is kept, from the
+/// `(live_until_ms, expires_at_ms)` of every ticket the store saw issued or
+/// presented in the chain: the latest liveness deadline, each bounded by
+/// its ticket's expiry, plus the tolerance.
+pub fn retention_ms(tickets: &[(i64, i64)], tolerance_ms: i64) -> i64 {
+    tickets
+        .iter()
+        .map(|&(live, expires)| live.min(expires))
+        .max()
+        .expect("at least one ticket")
+        + tolerance_ms
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict};
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, SettleHold};
 use queuegate::{
     ClientTime, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore, Metrics, Policy,
     ReplayStore, StoreError, Verifier,
@@ -163,9 +163,14 @@ pub struct DownStore {
 impl ReplayStore for DownStore {
     type CheckFuture = std::future::Ready<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = std::future::Ready<Result<Advance, StoreError>>;
+    type SettleFuture = std::future::Ready<Result<(), StoreError>>;
 
     fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    fn settle(&self, _: &SettleHold) -> Self::SettleFuture {
+        std::future::ready(Err(StoreError::Timeout))
     }
 
     fn check(&self, _: &ReplayCheck) -> Self::CheckFuture {
@@ -201,9 +206,20 @@ impl<T: Unpin> Future for YieldOnce<T> {
 impl ReplayStore for SlowStore {
     type CheckFuture = YieldOnce<Result<ReplayVerdict, StoreError>>;
     type AdvanceFuture = YieldOnce<Result<Advance, StoreError>>;
+    type SettleFuture = YieldOnce<Result<(), StoreError>>;
 
     fn epoch(&self) -> u32 {
         self.0.epoch()
+    }
+
+    fn settle(&self, s: &SettleHold) -> Self::SettleFuture {
+        // Eager, as the trait requires: the work is done before the
+        // future is returned.
+        let value = now_or_never(self.0.settle(s));
+        YieldOnce {
+            value: Some(value),
+            yielded: false,
+        }
     }
 
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
@@ -337,6 +353,21 @@ pub fn rejection_cases(fx: &Fixture) -> Vec<Case> {
         {
             let t = fx.waiting(SESSION);
             case(C::NotAdmitted, &t, Req::get("/browse").ticket(&t, SESSION))
+        },
+        {
+            // The booking handler answers 202 to `x-keep-hold` (outside the
+            // success set, which is 200): its hold stays, and the next use
+            // of the chain is in progress.
+            let t = fx.admitted(SESSION);
+            Case {
+                code: C::InProgress,
+                before: vec![Req::post("/reserve")
+                    .ticket(&t, SESSION)
+                    .header("x-keep-hold", "1".to_owned())],
+                advance: Duration::ZERO,
+                req: Req::post("/reserve").ticket(&t, SESSION),
+                ticket: t,
+            }
         },
         {
             let t = fx.admitted(SESSION);

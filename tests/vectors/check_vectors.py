@@ -187,6 +187,17 @@ def verify(text, queue, now, material, client_time, ring, policy, protected=True
 DEFAULT_POLICY = {"max_skew_ms": 300_000, "max_jump_ms": 60_000, "max_delay_ms": 10_000}
 
 
+def check_retention(check):
+    """SPEC.md section 10: a chain's record is kept until the latest
+    liveness deadline seen, each bounded by its ticket's expiry, plus the
+    tolerance."""
+    retention = load("retention.json")
+    tolerance = retention["tolerance_ms"]
+    for c in retention["cases"]:
+        keep = max(min(s["live_until_ms"], s["expires_at_ms"]) for s in c["steps"]) + tolerance
+        check(f"retention {c['name']}", keep, c["expect_keep_until_ms"])
+
+
 def main():
     failures = []
 
@@ -350,6 +361,8 @@ def main():
                 got = {"expect": r.code, "monitored": None, "replay_reason": r.reason if r.code == "replayed" else None}
             for k in got:
                 check(f"{what} {k}", got[k], st[k])
+
+    check_retention(check)
 
     if failures:
         print("\n".join(failures))
