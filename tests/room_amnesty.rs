@@ -213,3 +213,36 @@ async fn the_amnesty_is_bounded_by_its_window() {
     assert!(room.declare_amnesty(T0 + 10, T0).is_err());
     assert_eq!(room.amnesty().window(), Some((T0, T0 + 35_000)));
 }
+
+#[tokio::test]
+async fn a_long_outage_past_the_replay_records_retention_is_forgiven_too() {
+    // 100 s down: past the front's deadline plus the replay store's 60 s
+    // tolerance, and the store's purge runs meanwhile.
+    let (room, clock, store) = room();
+    let mut tickets = Vec::new();
+    for i in 0..5 {
+        tickets.push(
+            room.join(who(i).as_bytes(), ClientTime::Absent)
+                .await
+                .unwrap(),
+        );
+    }
+    store.down.store(true, Ordering::SeqCst);
+    room.declare_amnesty(T0, T0 + 300_000).unwrap();
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(10));
+        store.inner.purge(queuegate::Clock::now_ms(&clock));
+        // Someone new arrives: the state runs (and would drop the dead).
+        let _ = room.join(b"newcomer", ClientTime::Absent).await;
+    }
+    store.down.store(false, Ordering::SeqCst);
+    for (i, t) in tickets.iter().enumerate() {
+        let next = beat(&room, i, t)
+            .await
+            .unwrap_or_else(|e| panic!("person {i}: {}", e.code()));
+        assert_eq!(next.position, i as u32 + 1);
+        // And the chain goes on from there.
+        let again = beat(&room, i, &next).await;
+        assert_eq!(code(&again), "ok", "person {i}");
+    }
+}
