@@ -62,6 +62,9 @@ async function person(base) {
   const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('qg_session='));
   return {
     body,
+    slots: (offsetMs) => fetch(base + '/slots', {
+      headers: { 'queue-ticket': body.ticket, cookie, 'queue-client-time': String(Date.now() + offsetMs) },
+    }).then(async (r) => ({ status: r.status, body: await r.text() })),
     beat: () => fetch(base + '/queue/heartbeat', {
       method: 'POST',
       headers: { 'queue-ticket': body.ticket, cookie, 'queue-client-time': String(Date.now()) },
@@ -70,7 +73,7 @@ async function person(base) {
 }
 
 test('the page shows a wave of offline_resumed refusals within 2 s', { timeout: 90_000 }, async () => {
-  const d = await demo({ 'admit-per-sec': 0, 'liveness-ms': 1000 });
+  const d = await demo({ 'admit-per-sec': 50, 'liveness-ms': 1000 });
   const page = await operator(d.base);
   await page.locator('#dash').waitFor({ state: 'visible' });
   // Two updates in: the page has a previous sample to take rates from.
@@ -79,9 +82,16 @@ test('the page shows a wave of offline_resumed refusals within 2 s', { timeout: 
   const rateShown = async () => Number(await page.locator('#refusals tr[data-code="offline_resumed"] .rate').textContent());
   assert.equal(await rateShown(), 0, 'no refusals before the wave');
 
-  // Thirty people go quiet past their 1 s deadline, then come back at once.
+  // Thirty people are let in and look at the slots (their clocks a few
+  // seconds apart, for the offset chart), go quiet past their 1 s deadline,
+  // then come back at once.
   const crowd = [];
   for (let i = 0; i < 30; i++) crowd.push(await person(d.base));
+  assert.ok(crowd.every((p) => p.body.admitted), 'an empty room at 50/s lets them in');
+  for (const [i, p] of crowd.entries()) {
+    const res = await p.slots(((i % 5) - 2) * 1500);
+    assert.equal(res.status, 200, res.body);
+  }
   await sleep(1500);
   const waveAt = Date.now();
   const answers = await Promise.all(crowd.map((p) => p.beat()));
