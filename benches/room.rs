@@ -2,8 +2,8 @@
 //! people, and the in-memory state's memory per waiting person.
 //!
 //! `cargo bench --bench room`. The queue is built once: a million joins
-//! before the opening (each with its first ticket recorded, 176 characters
-//! like a real one), then the opening places them all. Admission is paused
+//! before the opening (each with its first ticket's facts recorded, as the
+//! room does), then the opening places them all. Admission is paused
 //! and the clock stands still, so every measured heartbeat finds the same
 //! queue. Besides criterion's figures the bench prints its own quick
 //! measurement of both positions and their ratio (1 means the cost does not
@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use queuegate::room::schedule::shuffle;
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, MemoryRoomState, Place, RoomState,
+    AdmissionRule, BeatRecord, ChainFacts, IssuedRecord, JoinRecord, MemoryRoomState, Place,
+    RoomState,
 };
-use queuegate::ticket::{Binding, TicketId, ENCODED_LEN};
+use queuegate::ticket::{Binding, TicketId};
 
 const PEOPLE: u32 = 1_000_000;
 const T: i64 = 1_700_000_000_000;
@@ -53,6 +54,17 @@ fn who(i: u32) -> Binding {
 
 fn chain(i: u32) -> TicketId {
     TicketId(bytes(i, 2))
+}
+
+/// What the room records for person `i`'s first ticket.
+fn facts(i: u32) -> ChainFacts {
+    ChainFacts {
+        ticket_id: chain(i),
+        sequence: 0,
+        joined_at_ms: T,
+        expires_at_ms: T + 43_200_000,
+        admitted_from_ms: None,
+    }
 }
 
 fn rule(now_ms: i64) -> AdmissionRule {
@@ -94,7 +106,7 @@ impl Setup {
             .expect("memory state")
     }
 
-    fn at(&self, position: u32) -> u32 {
+    fn at(&self, position: u64) -> u32 {
         self.by_position[position as usize - 1]
     }
 }
@@ -107,7 +119,6 @@ fn build() -> Setup {
     // shuffled with the rule's seed); checked against the state below.
     let mut by_position: Vec<u32> = (0..PEOPLE).collect();
     shuffle(&mut by_position, SEED);
-    let ticket = "t".repeat(ENCODED_LEN);
     let rss_before = rss_bytes();
     let state = MemoryRoomState::new();
     let started = Instant::now();
@@ -123,8 +134,7 @@ fn build() -> Setup {
             state.join(QUEUE, &join, &before_opening).await.unwrap();
             let issued = IssuedRecord {
                 binding: who(i),
-                ticket_id: chain(i),
-                ticket: &ticket,
+                chain: facts(i),
                 live_until_ms,
             };
             state.record(QUEUE, &issued).await.unwrap();
@@ -157,7 +167,6 @@ fn build() -> Setup {
 fn mass_drop_out(setup: &Setup) {
     const DROPPED: u32 = 100_000;
     const MASS: &str = "mass";
-    let ticket = "t".repeat(ENCODED_LEN);
     let survivors_until = T + 3_600_000;
     let dead_at = OPENS + 10;
     let state = &setup.state;
@@ -173,8 +182,7 @@ fn mass_drop_out(setup: &Setup) {
             state.join(MASS, &join, &rule(T)).await.unwrap();
             let issued = IssuedRecord {
                 binding: who(i),
-                ticket_id: chain(i),
-                ticket: &ticket,
+                chain: facts(i),
                 live_until_ms,
             };
             state.record(MASS, &issued).await.unwrap();
@@ -229,13 +237,13 @@ fn quick_mean(setup: &Setup, person: u32) -> Duration {
 
 fn heartbeat_by_position(c: &mut Criterion) {
     let setup = build();
-    let near_pos = 10;
-    let far_pos = PEOPLE - 1;
+    let near_pos = 10u64;
+    let far_pos = u64::from(PEOPLE - 1);
     let (near, far) = (setup.at(near_pos), setup.at(far_pos));
     let p = setup.beat(near).expect("waiting");
-    assert_eq!((p.position, p.ahead), (near_pos, u64::from(near_pos) - 1));
+    assert_eq!((p.position, p.ahead), (near_pos, near_pos - 1));
     let p = setup.beat(far).expect("waiting");
-    assert_eq!((p.position, p.ahead), (far_pos, u64::from(far_pos) - 1));
+    assert_eq!((p.position, p.ahead), (far_pos, far_pos - 1));
 
     let near_mean = quick_mean(&setup, near);
     let far_mean = quick_mean(&setup, far);

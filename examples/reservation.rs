@@ -83,10 +83,11 @@ usage: reservation [flags]
                           (or set QUEUEGATE_SECRET; none given: a random key)
   --admit-per-sec N       people admitted per second (default 50; 0 pauses)
   --opens-in-ms N         the queue opens N ms after start (default 0: now)
-  --liveness-ms N         the longest liveness deadline granted (default 30000)
+  --liveness-ms N         the longest liveness deadline granted (default 300000;
+                          near the front and admitted: the smaller of it and 75000)
   --session-ttl-ms N      time an admitted person has to book (default 600000)
   --max-skew-ms N         client clock skew tolerated (default 300000)
-  --max-jump-ms N         client clock jump tolerated (default 5000)
+  --max-jump-ms N         client clock jump tolerated (default 60000)
   --max-delay-ms N        network delay bound for backward clock moves (default 10000)
   --redis URL             replay and room state in Redis, shared by every
                           instance with the same URL and secret (needs a
@@ -99,6 +100,10 @@ usage: reservation [flags]
   --joins-per-addr N      joins per minute from one client address (IPv6:
                           per /64), counted by this process (default 0: no
                           limit)
+  --redis-cluster URLS    the same on Redis Cluster: comma-separated seed
+                          nodes, redis://127.0.0.1:7000,redis://127.0.0.1:7001
+                          (needs --features redis; see the README: the replay
+                          store on a Cluster is not there yet)
   --admin-token-file PATH the operator's token (16+ chars) for /admin and
                           /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
                           given: /admin is off and answers 404)
@@ -138,6 +143,8 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Joins per minute per client address (0: no limit).
     pub joins_per_addr: u32,
+    /// Redis Cluster seed nodes (`--redis-cluster`).
+    pub redis_cluster: Option<Vec<String>>,
     /// `--admin-token-file`: the operator's token (else
     /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
     pub admin_token_file: Option<String>,
@@ -161,6 +168,10 @@ impl std::fmt::Debug for Config {
             .field("trusted_origins", &self.trusted_origins)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("joins_per_addr", &self.joins_per_addr)
+            .field(
+                "redis_cluster",
+                &self.redis_cluster.as_ref().map(|n| n.len()),
+            )
             .field("admin_token_file", &self.admin_token_file)
             .finish()
     }
@@ -195,11 +206,12 @@ impl Config {
         let mut secret_file = None;
         let mut secret_hex = None;
         let mut admit = "50".to_owned();
-        let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 30_000, 600_000);
-        let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 5_000, 10_000);
+        let (mut opens_in_ms, mut liveness_ms, mut session_ttl_ms) = (0, 300_000, 600_000);
+        let (mut max_skew_ms, mut max_jump_ms, mut max_delay_ms) = (300_000, 60_000, 10_000);
         let mut redis = None;
         let (mut trusted_origins, mut trusted_proxies) = (Vec::new(), Vec::new());
         let mut joins_per_addr = 0;
+        let mut redis_cluster: Option<Vec<String>> = None;
         let mut admin_token_file = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -226,6 +238,7 @@ impl Config {
                 "--trusted-origin",
                 "--trusted-proxy",
                 "--joins-per-addr",
+                "--redis-cluster",
                 "--admin-token-file",
             ];
             if !known.contains(&name.as_str()) {
@@ -254,6 +267,9 @@ impl Config {
                     joins_per_addr = value.parse().map_err(|_| {
                         format!("--joins-per-addr: expected a whole number, got {value:?}")
                     })?
+                }
+                "--redis-cluster" => {
+                    redis_cluster = Some(value.split(',').map(|s| s.trim().to_owned()).collect())
                 }
                 "--admin-token-file" => admin_token_file = Some(value),
                 _ => unreachable!("checked above"),
@@ -294,6 +310,19 @@ impl Config {
                 .trust(c)
                 .map_err(|e| format!("--trusted-proxy {c:?}: {e}"))?;
         }
+        if let Some(nodes) = &redis_cluster {
+            if redis.is_some() {
+                return Err("--redis and --redis-cluster: give one of them".to_owned());
+            }
+            if let Some(bad) = nodes
+                .iter()
+                .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(format!(
+                    "--redis-cluster: expected comma-separated redis:// URLs, got {bad:?}"
+                ));
+            }
+        }
         let (secret, random_secret) = if let Some(path) = secret_file {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("--secret-file {path}: cannot read it: {e}"))?;
@@ -323,6 +352,7 @@ impl Config {
             trusted_origins,
             trusted_proxies,
             joins_per_addr,
+            redis_cluster,
             admin_token_file,
         })
     }
@@ -458,17 +488,10 @@ impl RoomState for Rooms {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let (queue, ticket) = (queue.to_owned(), issued.ticket.to_owned());
-        let (binding, ticket_id, live_until_ms) =
-            (issued.binding, issued.ticket_id, issued.live_until_ms);
-        each_room!(self, s => s.record(&queue, &IssuedRecord {
-            binding,
-            ticket_id,
-            ticket: &ticket,
-            live_until_ms,
-        }))
+        let (queue, issued) = (queue.to_owned(), *issued);
+        each_room!(self, s => s.record(&queue, &issued))
     }
 
     fn leave(
@@ -552,11 +575,14 @@ const REDIS_NEEDS_CONNECT: &str = "--redis: Redis state is connected by `build_a
 #[cfg(not(feature = "redis"))]
 const REDIS_NEEDS_CONNECT: &str =
     "--redis: this build has no Redis support; rebuild with `--features redis`";
+#[cfg(not(feature = "redis"))]
+const CLUSTER_NEEDS_FEATURE: &str =
+    "--redis-cluster: this build has no Redis support; rebuild with `--features redis`";
 
 /// Builds the app and its router with in-memory state (`--redis` needs
 /// [`build_async`]).
 pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
-    if config.redis.is_some() {
+    if config.redis.is_some() || config.redis_cluster.is_some() {
         return Err(REDIS_NEEDS_CONNECT.to_owned());
     }
     build_with(
@@ -569,6 +595,32 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
 /// Builds the app and its router, connecting to Redis first if `--redis`
 /// was given.
 pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> {
+    if let Some(nodes) = &config.redis_cluster {
+        #[cfg(feature = "redis")]
+        {
+            // The room state runs on the Cluster; the replay store (the
+            // single-use booking records and their per-shard lost-data
+            // epoch) does not yet, and the demo refuses to keep bookings in
+            // one process's memory behind a shared room.
+            let seeds: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            RedisRoomState::cluster_builder(&seeds)
+                .prefix(&format!("queuegate-demo-{}", config.queue))
+                .connect()
+                .await
+                .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
+            return Err(
+                "--redis-cluster: the room state runs on this Cluster, but the \
+                        replay store does not support Redis Cluster yet (its per-shard \
+                        lost-data epoch is unfinished); use --redis URL for now"
+                    .to_owned(),
+            );
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = nodes;
+            return Err(CLUSTER_NEEDS_FEATURE.to_owned());
+        }
+    }
     let Some(url) = &config.redis else {
         return build(config);
     };
@@ -598,7 +650,9 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
     let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, replay.clone())
         .map_err(err)?
         .admitted_ttl(millis(config.session_ttl_ms));
-    let near = millis(config.liveness_ms.min(10_000));
+    // The library's near deadline (75 s: a phone switching apps, a
+    // throttled background tab), or less when the flag asks for less.
+    let near = millis(config.liveness_ms.min(75_000));
     let room = WaitingRoom::builder(issuer, rooms)
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
@@ -1303,6 +1357,13 @@ $("book-form").addEventListener("submit", async (ev) => {
   finally { $("book-button").disabled = false; }
 });
 $("rejoin").addEventListener("click", join);
+// Back from another app or tab, or thawed after the browser froze the page:
+// heart-beat at once rather than when a throttled timer gets round to it.
+function beatNow() {
+  if (ticket && !booked && $("rejoin").hidden && document.visibilityState === "visible") beat();
+}
+document.addEventListener("visibilitychange", beatNow);
+document.addEventListener("resume", beatNow);
 join();
 </script>
 </body>

@@ -56,6 +56,38 @@ pub struct JoinDecision {
 /// What the room decided for a renewal.
 pub type RenewDecision = JoinDecision;
 
+/// What a chain's latest ticket says that minting the chain's next ticket
+/// without it needs ([`Issuer::rejoin`]). A room keeps these instead of
+/// the ticket text (a third of the size, and a rejoin can then re-mint
+/// with a new client-clock baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainFacts {
+    /// The chain's id.
+    pub ticket_id: TicketId,
+    /// The highest sequence issued in the chain (the latest ticket's).
+    pub sequence: u32,
+    /// When the client joined.
+    pub joined_at_ms: i64,
+    /// The latest ticket's expiry: the waiting cap fixed at join, or once
+    /// admitted the admitted cap fixed at admission.
+    pub expires_at_ms: i64,
+    /// Once an admitted ticket was issued: when admission took effect.
+    pub admitted_from_ms: Option<i64>,
+}
+
+impl ChainFacts {
+    /// The facts of a ticket's claims.
+    pub fn of(claims: &Claims) -> Self {
+        Self {
+            ticket_id: claims.ticket_id,
+            sequence: claims.sequence,
+            joined_at_ms: claims.joined_at_ms,
+            expires_at_ms: claims.expires_at_ms,
+            admitted_from_ms: claims.is_admitted().then_some(claims.admitted_from_ms),
+        }
+    }
+}
+
 /// Mints and renews tickets for one queue.
 pub struct Issuer<C = SystemClock, S = MemoryReplayStore> {
     verifier: Verifier<C, S>,
@@ -170,6 +202,102 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         Ok(self.sign(claims))
     }
 
+    /// Mints the next ticket of a live chain for a client that joins again
+    /// without presenting it (a reloaded page, or a ticket refused for its
+    /// client clock): same ticket id and join time, the next sequence (the
+    /// older tickets of the chain become `replayed` once the renewal grace
+    /// has passed), the same expiry (or the admitted one if `decision`
+    /// admits), and the client clock measured now as the chain's **new
+    /// baseline** (`None` if no client time was sent): a corrected clock
+    /// starts afresh instead of failing every later heartbeat. The clock is
+    /// still checked for skew first, so a clock far off stays refused.
+    ///
+    /// `chain` comes from the room's state, keyed by the client's binding,
+    /// so `binding` is the material that chain was joined with. When the
+    /// replay store's chain has moved past `chain.sequence` (a renewal not
+    /// yet recorded), the answer is `replayed` and nothing is issued.
+    pub async fn rejoin(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+        chain: &ChainFacts,
+        decision: &JoinDecision,
+    ) -> Result<Minted, Rejection> {
+        let now = self.now_ms();
+        let offset = self.verifier.check_join_clock(client_time, now)?;
+        let admitted = chain.admitted_from_ms.is_some();
+        let admitting = !admitted && decision.admit;
+        let request = AdvanceRequest {
+            ticket_id: chain.ticket_id,
+            sequence: chain.sequence,
+            kind: if admitted || admitting {
+                TicketKind::Admitted
+            } else {
+                TicketKind::Waiting
+            },
+            expires_at_ms: if admitting {
+                now.saturating_add(self.admitted_ttl_ms)
+            } else {
+                chain.expires_at_ms
+            },
+            // As in `renew`: the successor's deadline bounds the record's
+            // retention (merge of the replay and room trait changes).
+            live_until_ms: now.saturating_add(duration_to_ms(decision.live_for)),
+            now_ms: now,
+            grace_ms: self.verifier.policy().renewal_grace_ms(),
+        };
+        let (sequence, issued_at) = self.advance(&request).await?;
+        let keys = self.verifier.keys();
+        let key_id = keys.signing_key_id();
+        let queue = self.verifier.policy().queue_id();
+        let bound = keys
+            .bind(key_id, queue, binding)
+            .expect("the signing key is in the ring");
+        let prev = Claims {
+            kind: if admitted {
+                TicketKind::Admitted
+            } else {
+                TicketKind::Waiting
+            },
+            key_id,
+            queue,
+            ticket_id: chain.ticket_id,
+            epoch: 0,
+            sequence: chain.sequence,
+            position: 0,
+            joined_at_ms: chain.joined_at_ms,
+            issued_at_ms: issued_at,
+            live_until_ms: issued_at,
+            admitted_from_ms: chain.admitted_from_ms.unwrap_or(issued_at),
+            expires_at_ms: chain.expires_at_ms,
+            clock_offset_ms: None,
+            binding: bound,
+        };
+        let claims = self.next_claims(prev, sequence, issued_at, offset, bound, decision);
+        Ok(self.sign(claims))
+    }
+
+    /// Advances a chain in the replay store: the sequence and issue time to
+    /// sign, `replayed` if the chain moved on, `store_unavailable` if the
+    /// store failed (always fail closed: a chain must never fork).
+    async fn advance(&self, request: &AdvanceRequest) -> Result<(u32, i64), Rejection> {
+        match self.verifier.store().advance(request).await {
+            Ok(Advance::Next {
+                sequence,
+                issued_at_ms,
+            })
+            | Ok(Advance::Retry {
+                sequence,
+                issued_at_ms,
+            }) => Ok((sequence, issued_at_ms)),
+            Ok(Advance::Stale) => Err(Rejection::Replayed {
+                reason: ReplayReason::StaleSequence,
+                ticket_id: request.ticket_id,
+            }),
+            Err(_) => Err(self.verifier.policy().store_unavailable()),
+        }
+    }
+
     /// Checks a ticket presented to a heartbeat: every verifier rule except
     /// that waiting tickets pass. The room reads the result's claims
     /// (position, kind) to decide the [`RenewDecision`].
@@ -216,24 +344,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             now_ms: current.now_ms,
             grace_ms: self.verifier.policy().renewal_grace_ms(),
         };
-        let advance = self.verifier.store().advance(&request).await;
-        let (sequence, issued_at) = match advance {
-            Ok(Advance::Next {
-                sequence,
-                issued_at_ms,
-            })
-            | Ok(Advance::Retry {
-                sequence,
-                issued_at_ms,
-            }) => (sequence, issued_at_ms),
-            Ok(Advance::Stale) => {
-                return Err(Rejection::Replayed {
-                    reason: ReplayReason::StaleSequence,
-                    ticket_id: c.ticket_id,
-                })
-            }
-            Err(_) => return Err(self.verifier.policy().store_unavailable()),
-        };
+        let (sequence, issued_at) = self.advance(&request).await?;
         let baseline = match (c.clock_offset_ms, current.client_offset_ms) {
             (Some(b), Some(m)) => Some(i64::from(b).max(m)),
             (None, m) => m,

@@ -223,6 +223,9 @@ struct KeyEntry {
     waiting: MacKey,
     admitted: MacKey,
     binding: MacKey,
+    /// The room key this secret gives when it is the room secret, or when
+    /// the ring has no room secret and this key signs.
+    room: MacKey,
 }
 
 impl KeyEntry {
@@ -243,6 +246,7 @@ impl KeyEntry {
             waiting: derive("waiting"),
             admitted: derive("admitted"),
             binding: derive("binding"),
+            room: derive("room"),
         })
     }
 
@@ -270,10 +274,24 @@ impl KeyEntry {
 /// From each secret three keys are derived, one per purpose (waiting
 /// tickets, admitted tickets, bindings), so a tag made for one purpose never
 /// verifies for another. `Debug` prints key ids only.
+///
+/// **The room key.** The waiting room finds a person's place by a binding
+/// under a fourth derived key, the room key ([`room_bind`](Self::room_bind)),
+/// which must outlive every rotation: places keyed under the signing key
+/// would all be lost when it rotates. Give the ring a room secret that you
+/// keep across rotations ([`KeyRingBuilder::room_secret`]); without one the
+/// room key is derived from the signing key, which is fine for a ring that
+/// never rotates, and a [`WaitingRoom`](crate::room::WaitingRoom) refuses to
+/// build on a ring of several keys without one. The room key is derived
+/// from the room secret exactly as it would be from a signing key of that
+/// secret, so a ring that never had a room secret can start a rotation by
+/// naming its current signing secret as the room secret: places stay.
 #[derive(Clone)]
 pub struct KeyRing {
     keys: Vec<KeyEntry>,
     signing: usize,
+    room: MacKey,
+    room_secret: bool,
 }
 
 impl KeyRing {
@@ -409,6 +427,20 @@ impl KeyRing {
         Some(Binding(self.entry(key_id)?.bind(&queue.0, material)))
     }
 
+    /// The room binding of `material` in `queue`: the first 16 bytes of
+    /// `HMAC(K_room, queue_id || material)`, under the ring's long-lived
+    /// room key (see the type's docs), the same before, during and after a
+    /// rotation of the signing key. It never appears in a ticket.
+    pub fn room_bind(&self, queue: QueueId, material: &[u8]) -> Binding {
+        Binding(binding_prefix(&self.room.tag(&[&queue.0, material])))
+    }
+
+    /// Whether the ring was given a room secret
+    /// ([`KeyRingBuilder::room_secret`]).
+    pub fn has_room_secret(&self) -> bool {
+        self.room_secret
+    }
+
     /// Whether `material` is what `claims` is bound to (constant time).
     pub fn binding_matches(&self, claims: &Claims, material: &[u8]) -> bool {
         match self.bind(claims.key_id, claims.queue, material) {
@@ -423,6 +455,7 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("signing_key_id", &self.signing_key_id())
             .field("key_ids", &self.key_ids().collect::<Vec<_>>())
+            .field("room_secret", &self.room_secret)
             .field("secrets", &"REDACTED")
             .finish()
     }
@@ -435,6 +468,7 @@ impl fmt::Debug for KeyRing {
 pub struct KeyRingBuilder {
     keys: Vec<KeyEntry>,
     signing: Option<u8>,
+    room: Option<MacKey>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -445,6 +479,7 @@ impl fmt::Debug for KeyRingBuilder {
                 &self.keys.iter().map(|k| k.id).collect::<Vec<_>>(),
             )
             .field("signing", &self.signing)
+            .field("room_secret", &self.room.is_some())
             .field("secrets", &"REDACTED")
             .finish()
     }
@@ -467,6 +502,15 @@ impl KeyRingBuilder {
         Ok(this)
     }
 
+    /// Sets the room secret (at least 32 bytes): the long-lived secret the
+    /// room key is derived from, kept the same across every rotation of the
+    /// signing key (see [`KeyRing`]). It signs nothing and verifies nothing.
+    pub fn room_secret(mut self, secret: &[u8]) -> Result<Self, ConfigError> {
+        // Key id 0 only names the secret in a length error.
+        self.room = Some(KeyEntry::new(0, secret)?.room);
+        Ok(self)
+    }
+
     /// Builds the ring.
     pub fn build(self) -> Result<KeyRing, ConfigError> {
         let signing_id = self.signing.ok_or(ConfigError::NoSigningKey)?;
@@ -475,9 +519,13 @@ impl KeyRingBuilder {
             .iter()
             .position(|k| k.id == signing_id)
             .ok_or(ConfigError::UnknownKeyId(signing_id))?;
+        let room_secret = self.room.is_some();
+        let room = self.room.unwrap_or_else(|| self.keys[signing].room.clone());
         Ok(KeyRing {
             keys: self.keys,
             signing,
+            room,
+            room_secret,
         })
     }
 }
@@ -663,6 +711,50 @@ mod tests {
         let w = entry.waiting.tag(&[b"x"]);
         assert!(!entry.admitted.verify(b"x", &w));
         assert!(!entry.binding.verify(b"x", &w));
+        assert!(!entry.room.verify(b"x", &w));
+    }
+
+    /// The room binding is its own purpose, follows the signing key only
+    /// when no room secret is given, and is the same across a rotation
+    /// when one is.
+    #[test]
+    fn room_bindings_survive_a_rotation_with_a_room_secret() {
+        let q = QueueId::from_name("q");
+        let old = KeyRing::new(1, &[7; 32]).unwrap();
+        assert!(!old.has_room_secret());
+        assert_ne!(old.room_bind(q, b"s").0, old.bind(1, q, b"s").unwrap().0);
+        let new = KeyRing::new(2, &[8; 32]).unwrap();
+        assert_ne!(old.room_bind(q, b"s"), new.room_bind(q, b"s"));
+        // Naming the old signing secret as the room secret keeps its room
+        // bindings through every step of a rotation.
+        let rings = [
+            KeyRing::builder()
+                .room_secret(&[7; 32])
+                .unwrap()
+                .signing_key(1, &[7; 32])
+                .unwrap()
+                .verify_only_key(2, &[8; 32])
+                .unwrap()
+                .build()
+                .unwrap(),
+            KeyRing::builder()
+                .room_secret(&[7; 32])
+                .unwrap()
+                .signing_key(2, &[8; 32])
+                .unwrap()
+                .build()
+                .unwrap(),
+        ];
+        for ring in &rings {
+            assert!(ring.has_room_secret());
+            assert_eq!(ring.room_bind(q, b"s"), old.room_bind(q, b"s"));
+            assert_ne!(ring.room_bind(q, b"s"), ring.room_bind(q, b"t"));
+        }
+        assert!(matches!(
+            KeyRing::builder().room_secret(&[1; 31]),
+            Err(ConfigError::KeyTooShort { .. })
+        ));
+        assert!(format!("{:?}", rings[0]).contains("REDACTED"));
     }
 
     #[test]

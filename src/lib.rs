@@ -111,7 +111,7 @@ pub mod verify;
 pub use amnesty::Amnesty;
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use error::{ConfigError, StoreError};
-pub use issuer::{Issuer, JoinDecision, Minted, RenewDecision};
+pub use issuer::{ChainFacts, Issuer, JoinDecision, Minted, RenewDecision};
 pub use keys::{KeyRing, KeyRingBuilder, MacKey};
 pub use layer::{QueueGate, QueueGateBuilder, QueueGateLayer};
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -43,7 +43,9 @@ fn mint<C: queuegate::Clock + Clone>(
 
 #[tokio::test]
 async fn every_bypass_is_refused_with_its_code_and_counted() {
-    let demo = start(&["--admit-per-sec", "0"]).await;
+    // A jump tolerance tighter than the demo's default (60 s), so the 20 s
+    // jump below is `clock_jump` while staying far inside the skew limit.
+    let demo = start(&["--admit-per-sec", "0", "--max-jump-ms", "5000"]).await;
     let secret = hex::decode(SECRET_HEX).unwrap();
     let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
     let mut expect = |r: Reply, status: u16, code: &'static str| {

@@ -74,7 +74,11 @@ async fn a_flood_of_bad_tickets_and_joins_changes_nothing_for_real_people() {
                             vec![session, ("queue-ticket", "x".repeat(n as usize % 700))],
                             &[400, 403],
                         ),
-                        3 => ("POST", "/queue/join", vec![session], &[200]),
+                        // The same session rejoining from many connections
+                        // at once: each rejoin re-mints the chain's ticket,
+                        // and one that keeps losing the race to the others
+                        // is told `busy` (503, retry in a moment).
+                        3 => ("POST", "/queue/join", vec![session], &[200, 503]),
                         _ => (
                             // Someone else's (real) ticket.
                             "GET",
@@ -127,10 +131,12 @@ async fn a_flood_of_bad_tickets_and_joins_changes_nothing_for_real_people() {
         assert_eq!(p.slots(&demo).await.status, 200);
     }
     // Garbage and repeated joins held nothing new; the real clients' own
-    // replay records (one per chain checked) are the only addition.
+    // replay records (one per chain checked) and the attacker's (a rejoin
+    // re-mints the chain's ticket, advancing its one record) are the only
+    // additions, however many joins the flood sent.
     let after = demo.metric("queuegate_store_entries").await;
     assert!(
-        after <= baseline + 3,
+        after <= baseline + 4,
         "store entries grew from {baseline} to {after}"
     );
     assert!(demo.rejections("malformed").await > 100);

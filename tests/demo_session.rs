@@ -251,6 +251,11 @@ async fn the_layer_and_the_room_read_the_session_cookie_alike() {
         if !carries {
             assert_eq!(slots.code(), "binding_mismatch", "{cookie:?}");
         }
+        if recognised {
+            // A rejoin re-mints the chain's ticket (issue 12 item 5): the
+            // next case presents the newest one, as the page would.
+            me.ticket = join.json()["ticket"].as_str().map(str::to_owned);
+        }
     }
     // Two different session cookies are ambiguous: the join refuses rather
     // than guess or replace either.

@@ -179,7 +179,7 @@ async fn an_amnesty_covering_the_outage_keeps_the_front_in_place() {
         let t = r
             .as_ref()
             .unwrap_or_else(|e| panic!("person {i}: {}", e.code()));
-        assert_eq!((t.position, t.ahead), (i as u32 + 1, i as u64));
+        assert_eq!((t.position, t.ahead), (i as u64 + 1, i as u64));
         assert!(t.live_until_ms > queuegate::Clock::now_ms(&clock));
     }
     assert_eq!(room.control_changes(Setting::Amnesty), 1);
@@ -240,7 +240,7 @@ async fn a_long_outage_past_the_replay_records_retention_is_forgiven_too() {
         let next = beat(&room, i, t)
             .await
             .unwrap_or_else(|e| panic!("person {i}: {}", e.code()));
-        assert_eq!(next.position, i as u32 + 1);
+        assert_eq!(next.position, i as u64 + 1);
         // And the chain goes on from there.
         let again = beat(&room, i, &next).await;
         assert_eq!(code(&again), "ok", "person {i}");

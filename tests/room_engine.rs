@@ -55,6 +55,13 @@ async fn beat<H: queuegate::room::JoinHook>(
     .await
 }
 
+fn claims(t: &RoomTicket) -> queuegate::Claims {
+    queuegate::ticket::decode(t.ticket.as_bytes())
+        .unwrap()
+        .claims()
+        .unwrap()
+}
+
 fn code(e: &RoomError) -> Option<RejectionCode> {
     match e {
         RoomError::Rejected(r) => Some(r.code()),
@@ -75,17 +82,25 @@ async fn positions_are_monotonic_and_one_chain_per_binding() {
         "paused: no estimate"
     );
 
-    // Joining again with a live chain returns that chain, not a new place.
+    // Joining again with a live chain returns that chain, not a new place:
+    // its next ticket, minted afresh (the room keeps no ticket text).
     let again = join(&room, "b").await;
     assert_eq!(again.ticket_id, b.ticket_id);
-    assert_eq!(again.position, 2);
-    assert_eq!(again.ticket, b.ticket);
+    assert_eq!((again.position, again.ahead), (2, 1));
+    assert_ne!(again.ticket, b.ticket);
+    assert_eq!(claims(&again).sequence, claims(&b).sequence + 1);
+    assert_eq!(claims(&again).joined_at_ms, claims(&b).joined_at_ms);
+    assert_eq!(claims(&again).expires_at_ms, claims(&b).expires_at_ms);
 
-    // After a heartbeat, a rejoin hands back the newest ticket.
-    clock.advance(Duration::from_secs(1));
-    let b1 = beat(&room, "b", &b).await.unwrap();
+    // The re-minted ticket heart-beats; once it has, the older one is
+    // `replayed` (a copy of the chain cannot go on alone).
+    clock.advance(Duration::from_secs(6));
+    let b1 = beat(&room, "b", &again).await.unwrap();
+    assert_eq!((b1.ticket_id, b1.position), (b.ticket_id, 2));
+    let old = beat(&room, "b", &b).await.unwrap_err();
+    assert_eq!(code(&old), Some(RejectionCode::Replayed));
     let again = join(&room, "b").await;
-    assert_eq!(again.ticket, b1.ticket);
+    assert_eq!(claims(&again).sequence, claims(&b1).sequence + 1);
     assert_eq!(room.stats().await.unwrap().entries, 3);
 
     let d = join(&room, "d").await;
@@ -252,7 +267,7 @@ async fn the_opening_draws_places_at_random() {
             order.push(i);
         }
     }
-    let positions: Vec<u32> = people.iter().map(|(_, t)| t.position).collect();
+    let positions: Vec<u64> = people.iter().map(|(_, t)| t.position).collect();
     let mut sorted = positions.clone();
     sorted.sort();
     assert_eq!(sorted, (1..=12).collect::<Vec<_>>(), "{positions:?}");

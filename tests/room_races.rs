@@ -106,13 +106,13 @@ async fn many_sessions_joining_at_once_get_distinct_places() {
         })
     })
     .await;
-    let positions: HashSet<u32> = results.iter().map(|t| t.position).collect();
+    let positions: HashSet<u64> = results.iter().map(|t| t.position).collect();
     let ids: HashSet<_> = results.iter().map(|t| t.ticket_id).collect();
     assert_eq!(positions.len(), TASKS * 4, "no two sessions share a place");
     assert_eq!(ids.len(), TASKS * 4);
     assert_eq!(
         positions,
-        (1..=(TASKS * 4) as u32).collect::<HashSet<_>>(),
+        (1..=(TASKS * 4) as u64).collect::<HashSet<_>>(),
         "places are 1..=n with no gap"
     );
 }

@@ -12,7 +12,7 @@
 #[derive(Debug, Default)]
 pub(super) struct PositionCounts {
     /// Positions up to `base` are all behind the front (count 0).
-    base: u32,
+    base: u64,
     /// 1-based Fenwick layout: `tree[i - 1]` holds the counts of the
     /// positions `base + i - lowbit(i) + 1 ..= base + i`.
     tree: Vec<u32>,
@@ -45,16 +45,16 @@ impl PositionCounts {
         }
     }
 
-    fn index(&self, position: u32) -> Option<usize> {
+    fn index(&self, position: u64) -> Option<usize> {
         position
             .checked_sub(self.base)
             .filter(|&i| i > 0)
-            .map(|i| i as usize)
+            .and_then(|i| usize::try_from(i).ok())
     }
 
     /// Counts a place at `position` (after every position counted so far
     /// in normal use; the tree grows to reach it).
-    pub(super) fn insert(&mut self, position: u32) {
+    pub(super) fn insert(&mut self, position: u64) {
         let Some(i) = self.index(position) else {
             return;
         };
@@ -68,14 +68,14 @@ impl PositionCounts {
     }
 
     /// Uncounts the place at `position` (which must be counted).
-    pub(super) fn remove(&mut self, position: u32) {
+    pub(super) fn remove(&mut self, position: u64) {
         if let Some(i) = self.index(position).filter(|&i| i <= self.tree.len()) {
             self.add(i, u32::MAX);
         }
     }
 
     /// The number of places counted before `position`.
-    pub(super) fn count_before(&self, position: u32) -> u64 {
+    pub(super) fn count_before(&self, position: u64) -> u64 {
         match self.index(position) {
             Some(i) => self.prefix((i - 1).min(self.tree.len())),
             None => 0,
@@ -84,9 +84,12 @@ impl PositionCounts {
 
     /// Forgets the positions before `front` (none of them may be counted):
     /// the memory they take is given back once it is worth a rebuild.
-    pub(super) fn drop_before(&mut self, front: u32) {
+    pub(super) fn drop_before(&mut self, front: u64) {
         let new_base = front.saturating_sub(1);
-        let Some(shift) = new_base.checked_sub(self.base).map(|s| s as usize) else {
+        let Some(shift) = new_base
+            .checked_sub(self.base)
+            .map(|s| usize::try_from(s).unwrap_or(usize::MAX))
+        else {
             return;
         };
         if shift == 0 {
@@ -141,12 +144,12 @@ mod tests {
         let rng = SplitMix::new(7);
         let mut counts = PositionCounts::default();
         let mut model = BTreeSet::new();
-        let mut last = 0u32;
+        let mut last = 0u64;
         for step in 0..60_000u32 {
             match rng.next_u64() % 10 {
                 // Joins at the back (now and then leaving a gap).
                 0..=4 => {
-                    last += 1 + u32::from(rng.next_u64() % 50 == 0);
+                    last += 1 + u64::from(rng.next_u64() % 50 == 0);
                     counts.insert(last);
                     model.insert(last);
                 }
@@ -159,7 +162,7 @@ mod tests {
                 // Someone anywhere leaves.
                 _ => {
                     if last > 0 {
-                        let p = 1 + (rng.next_u64() % u64::from(last)) as u32;
+                        let p = 1 + rng.next_u64() % last;
                         if model.remove(&p) {
                             counts.remove(p);
                         }

@@ -13,15 +13,21 @@ use super::hook::{JoinHook, JoinRequest, JoinVerdict};
 use super::schedule::{
     estimated_wait_ms, jittered_retry_ms, os_random_u64, AdmissionRule, Liveness, SplitMix,
 };
-use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};
 use super::MemoryRoomState;
 use crate::clock::{duration_to_ms, Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
-use crate::issuer::{Issuer, JoinDecision};
+use crate::issuer::{Issuer, JoinDecision, Minted};
 use crate::rejection::Rejection;
 use crate::replay::{MemoryReplayStore, ReplayStore};
-use crate::ticket::{decode, Binding, Claims, TicketId};
+use crate::ticket::{Binding, Claims, TicketId};
 use crate::verify::{ClientTime, Presented};
+
+/// How often a rejoin reads the chain's facts again when it raced another
+/// rejoin or renewal of the same chain, before answering `busy`.
+const REJOIN_ATTEMPTS: usize = 3;
 
 /// What a join or heartbeat hands back to the client. `Debug` does not
 /// print the ticket.
@@ -33,8 +39,9 @@ pub struct RoomTicket {
     /// The chain's id.
     pub ticket_id: TicketId,
     /// Place in the queue (1 = first); `0` before the opening, when places
-    /// are not drawn yet.
-    pub position: u32,
+    /// are not drawn yet. (The ticket's own `position` claim is 32 bits and
+    /// saturates at `u32::MAX`; it is informational.)
+    pub position: u64,
     /// Live people waiting in front.
     pub ahead: u64,
     /// Estimated wait until admission; `None` while admission is paused.
@@ -316,8 +323,22 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
         }
     }
 
-    /// Builds the room.
+    /// Builds the room. A key ring of several keys (a rotation under way)
+    /// must have a room secret ([`KeyRingBuilder::room_secret`]): places
+    /// are found under the room key, and without a room secret that key
+    /// follows the signing key, so the rotation would end every place.
+    ///
+    /// [`KeyRingBuilder::room_secret`]: crate::KeyRingBuilder::room_secret
     pub fn build(self) -> Result<WaitingRoom<C, S, R, H>, ConfigError> {
+        let keys = self.issuer.verifier().keys();
+        if keys.key_ids().nth(1).is_some() && !keys.has_room_secret() {
+            return Err(ConfigError::Invalid {
+                setting: "room_secret",
+                reason: "a key ring of several keys is a rotation: give it a room secret \
+                         (KeyRingBuilder::room_secret) kept across rotations, or the \
+                         rotation ends every place in the room",
+            });
+        }
         let opens_at_ms = self.opens_at_ms.unwrap_or(i64::MIN);
         self.state
             .share_amnesty(self.issuer.verifier().amnesty().clone());
@@ -404,14 +425,13 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         RoomError::Rejected(self.issuer.verifier().policy().store_unavailable())
     }
 
+    /// The room binding: under the long-lived room key, so a rotation of
+    /// the signing key does not move anyone's place.
     fn bind(&self, material: &[u8]) -> Binding {
-        let keys = self.issuer.verifier().keys();
-        keys.bind(
-            keys.signing_key_id(),
-            self.issuer.verifier().policy().queue_id(),
-            material,
-        )
-        .expect("the signing key is in the ring")
+        self.issuer
+            .verifier()
+            .keys()
+            .room_bind(self.issuer.verifier().policy().queue_id(), material)
     }
 
     /// What the room decides for a place: deadline, estimate, admission.
@@ -437,7 +457,8 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             (live, wait, jittered_retry_ms(live, self.rng.next_u64()))
         };
         let decision = JoinDecision {
-            position: place.position,
+            // The ticket's claim is 32 bits: it saturates (informational).
+            position: u32::try_from(place.position).unwrap_or(u32::MAX),
             live_for: Duration::from_millis(live_for.unsigned_abs()),
             estimated_wait: Duration::from_millis(wait.unwrap_or(live_for).unsigned_abs()),
             admit: place.admitted,
@@ -477,9 +498,11 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     }
 
     /// Joins the queue for the client identified by `binding` (a session
-    /// id). A client that already holds a live chain gets that chain back
-    /// (its latest ticket and current place), never a second place. The
-    /// join hook sees no address or headers: see [`join_with`](Self::join_with).
+    /// id). A client that already holds a live chain keeps it, never gets a
+    /// second place: it gets the chain's next ticket, re-minted with its
+    /// client clock as the new baseline (see [`Issuer::rejoin`]), at its
+    /// current place. The join hook sees no address or headers: see
+    /// [`join_with`](Self::join_with).
     pub async fn join(
         &self,
         binding: &[u8],
@@ -517,31 +540,91 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             live_until_ms: now.saturating_add(self.liveness.near_ms),
             max_waiting: self.control.max_waiting(),
         };
-        let joined = self
+        // A rejoin that races another rejoin or renewal of the same chain
+        // (the chain moved on between reading its facts and advancing it)
+        // reads the facts again, a few times at most.
+        for _ in 0..REJOIN_ATTEMPTS - 1 {
+            match self
+                .join_once(binding, client_time, bound, &record, &rule)
+                .await
+            {
+                Err(RoomError::Busy) => {}
+                done => return done,
+            }
+        }
+        self.join_once(binding, client_time, bound, &record, &rule)
+            .await
+    }
+
+    /// One attempt of [`join`](Self::join) after the hook and the clock.
+    async fn join_once(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+        bound: Binding,
+        record: &JoinRecord,
+        rule: &AdmissionRule,
+    ) -> Result<RoomTicket, RoomError> {
+        let rule = *rule;
+        let now = rule.now_ms;
+        let mut joined = self
             .state
-            .join(&self.queue, &record, &rule)
+            .join(&self.queue, record, &rule)
             .await
             .map_err(|e| self.store_failed(e))?;
         self.note_opened(&rule);
+        if let Joined::Existing(Place {
+            chain: Some(chain), ..
+        }) = joined
+        {
+            if chain.expires_at_ms <= now {
+                // Alive by its deadline but past its expiry: nothing of it
+                // can be minted any more. A new chain takes its place.
+                self.state
+                    .leave(&self.queue, &bound)
+                    .await
+                    .map_err(|e| self.store_failed(e))?;
+                joined = self
+                    .state
+                    .join(&self.queue, record, &rule)
+                    .await
+                    .map_err(|e| self.store_failed(e))?;
+            }
+        }
         match joined {
             Joined::Full => Err(RoomError::Full),
-            Joined::Existing { ticket: None, .. } => Err(RoomError::Busy),
-            Joined::Existing {
-                place,
-                ticket: Some(ticket),
-            } => {
-                let claims = decode(ticket.as_bytes())
-                    .and_then(|t| t.claims())
-                    .map_err(|_| RoomError::Busy)?;
+            Joined::Existing(Place { chain: None, .. }) => Err(RoomError::Busy),
+            Joined::Existing(
+                place @ Place {
+                    chain: Some(chain), ..
+                },
+            ) => {
+                // The same client again (a reloaded page, or a ticket refused
+                // for its clock): the chain's next ticket, re-minted from its
+                // facts with the clock measured now as the new baseline. The
+                // place is kept.
                 let (decision, retry) = self.decide(&place, &rule);
-                // Admitted in the state but holding a waiting ticket: come
-                // back at once for the admitted one.
-                let retry = if place.admitted && !claims.is_admitted() {
-                    0
-                } else {
-                    retry
+                let minted = match self
+                    .issuer
+                    .rejoin(binding, client_time, &chain, &decision)
+                    .await
+                {
+                    Ok(m) => m,
+                    // A renewal of this chain is in flight and not yet
+                    // recorded: try again in a moment.
+                    Err(Rejection::Replayed { .. }) => return Err(RoomError::Busy),
+                    Err(r) => return Err(r.into()),
                 };
-                Ok(self.answer(ticket, &claims, &place, (decision, retry), &rule, false))
+                self.record(bound, &minted).await?;
+                let newly = minted.claims.is_admitted() && chain.admitted_from_ms.is_none();
+                Ok(self.answer(
+                    minted.ticket,
+                    &minted.claims,
+                    &place,
+                    (decision, retry),
+                    &rule,
+                    newly,
+                ))
             }
             Joined::New(place) => {
                 let (decision, retry) = self.decide(&place, &rule);
@@ -552,18 +635,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                         return Err(r.into());
                     }
                 };
-                self.state
-                    .record(
-                        &self.queue,
-                        &IssuedRecord {
-                            binding: bound,
-                            ticket_id: minted.claims.ticket_id,
-                            ticket: &minted.ticket,
-                            live_until_ms: minted.claims.live_until_ms,
-                        },
-                    )
-                    .await
-                    .map_err(|e| self.store_failed(e))?;
+                self.record(bound, &minted).await?;
                 let newly = minted.claims.is_admitted();
                 Ok(self.answer(
                     minted.ticket,
@@ -575,6 +647,21 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 ))
             }
         }
+    }
+
+    /// Records a ticket just minted for the chain of `bound`.
+    async fn record(&self, bound: Binding, minted: &Minted) -> Result<(), RoomError> {
+        self.state
+            .record(
+                &self.queue,
+                &IssuedRecord {
+                    binding: bound,
+                    chain: ChainFacts::of(&minted.claims),
+                    live_until_ms: minted.claims.live_until_ms,
+                },
+            )
+            .await
+            .map_err(|e| self.store_failed(e))
     }
 
     /// Renews a chain: checks the presented ticket with every rule of the
@@ -603,18 +690,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         let place = place.ok_or(RoomError::Ended)?;
         let (decision, retry) = self.decide(&place, &rule);
         let minted = self.issuer.renew(&verified, material, &decision).await?;
-        self.state
-            .record(
-                &self.queue,
-                &IssuedRecord {
-                    binding: bound,
-                    ticket_id: minted.claims.ticket_id,
-                    ticket: &minted.ticket,
-                    live_until_ms: minted.claims.live_until_ms,
-                },
-            )
-            .await
-            .map_err(|e| self.store_failed(e))?;
+        self.record(bound, &minted).await?;
         let newly = minted.claims.is_admitted() && !verified.claims.is_admitted();
         Ok(self.answer(
             minted.ticket,

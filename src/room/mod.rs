@@ -46,6 +46,7 @@
 //! # }).unwrap();
 //! ```
 
+mod chains;
 mod control;
 mod counts;
 mod engine;
@@ -58,10 +59,14 @@ pub mod schedule;
 mod state;
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisRoomState;
+pub use self::redis::{
+    RedisRoomState, RedisRoomStateBuilder, RoomSettings, SettingsError, LAYOUT as REDIS_LAYOUT,
+};
 pub use control::{ControlError, ControlSnapshot, Setting, MAX_CLOSE_MESSAGE};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;
 pub use schedule::{AdmissionRule, Liveness, TokenBucket};
-pub use state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+pub use state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};

@@ -93,9 +93,17 @@ impl TokenBucket {
 /// Far from the front a client heart-beats rarely: half its estimated wait,
 /// up to [`max_ms`](Self::max_ms) (minutes in production), so millions of
 /// waiting clients do not all call every few seconds. Near the front, and
-/// once admitted, it heart-beats often ([`near_ms`](Self::near_ms),
-/// seconds), so a place whose holder left is skipped quickly and a
-/// device that went offline is caught.
+/// once admitted, the deadline is [`near_ms`](Self::near_ms).
+///
+/// The near deadline must not be short: it has to outlast what honest
+/// people do with their phones and browsers. A person who looks at a
+/// message for 15 s stops every timer of the page; Chrome runs the timers
+/// of a tab hidden for minutes at most once a minute (intensive wake-up
+/// throttling), so a heartbeat may come a minute after it was due. Short
+/// deadlines buy nothing against the airplane-mode trick: the gate refuses
+/// every request without a live admitted ticket whatever the deadline.
+/// The default, 75 s, is a minute of throttling plus 15 s of network; a
+/// device away for longer (minutes) is `offline_resumed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
     /// The deadline near the front and while admitted (ms).
@@ -105,10 +113,10 @@ pub struct Liveness {
 }
 
 impl Default for Liveness {
-    /// 10 seconds near the front, 5 minutes at most.
+    /// 75 seconds near the front and while admitted, 5 minutes at most.
     fn default() -> Self {
         Self {
-            near_ms: 10_000,
+            near_ms: 75_000,
             max_ms: 300_000,
         }
     }
@@ -141,14 +149,39 @@ pub(crate) fn estimated_wait_ms(ahead: u64, per_sec: f64, until_open_ms: i64) ->
     Some(ms.saturating_add(until_open_ms.max(0)))
 }
 
+/// How late a hidden Chrome tab may run a timer: it wakes at most once a
+/// minute (intensive wake-up throttling).
+pub(crate) const THROTTLED_WAKE_UP_MS: u64 = 60_000;
+
+/// The network time allowed on top of a throttled wake-up.
+const THROTTLE_MARGIN_MS: u64 = 5_000;
+
 /// When to suggest the next heartbeat: a random point between 40% and 60%
 /// of the liveness deadline, so clients do not return in waves and a lost
 /// response still leaves time for a retry.
+///
+/// A throttled background tab runs the heartbeat at its next once-a-minute
+/// wake-up, so the hint is also kept where that still arrives in time:
+/// either a minute late is inside the deadline (hint + 70 s ≤ deadline), or
+/// the hint is at most 50 s, so the timer fires at the very next wake-up, a
+/// minute after the one that sent the last heartbeat (in time for any
+/// deadline of 70 s or more). Only deadlines between about 85 s and 175 s
+/// need the second rule; their hints then lie between 40% of the deadline
+/// and 50 s, or at 40% where that is above 50 s.
 pub(crate) fn jittered_retry_ms(live_for_ms: i64, random: u64) -> u64 {
     let live = live_for_ms.max(1) as u64;
     let low = live * 2 / 5;
     let span = (live / 5).max(1);
-    low + random % span
+    let hint = low + random % span;
+    // A minute late, plus the network on the way back and out again.
+    let late = THROTTLED_WAKE_UP_MS + 2 * THROTTLE_MARGIN_MS;
+    let soon = THROTTLED_WAKE_UP_MS - 2 * THROTTLE_MARGIN_MS;
+    if hint + late <= live || hint <= soon {
+        hint
+    } else {
+        // Where 40% of the deadline is above 50 s, it is early enough.
+        soon.max(low).min(hint)
+    }
 }
 
 /// A small pseudo-random sequence (SplitMix64) for jitter and the opening
@@ -291,6 +324,28 @@ mod tests {
             seen.insert(r);
         }
         assert!(seen.len() > 100, "jitter actually varies");
+    }
+
+    /// Whatever the deadline above 70 s, a heartbeat that a throttled tab
+    /// runs at the next whole-minute wake-up at or after the hint arrives
+    /// before the deadline (with 5 s of network each way).
+    #[test]
+    fn hints_survive_a_wake_up_a_minute() {
+        let rng = SplitMix::new(5);
+        for live in (70_000..=300_000).step_by(500) {
+            for _ in 0..200 {
+                let hint = jittered_retry_ms(live, rng.next_u64());
+                // The last heartbeat ran at a wake-up (t = 0); its answer
+                // came back after 5 s; the timer fires at the first
+                // wake-up at or after 5 s + hint.
+                let fires = (5_000 + hint).div_ceil(THROTTLED_WAKE_UP_MS) * THROTTLED_WAKE_UP_MS;
+                assert!(
+                    fires + 5_000 <= live as u64,
+                    "deadline {live}: hint {hint} fires at {fires}"
+                );
+                assert!(hint >= live as u64 * 2 / 5 && hint < live as u64 * 3 / 5);
+            }
+        }
     }
 
     #[test]

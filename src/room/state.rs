@@ -3,22 +3,29 @@
 //!
 //! Per queue a state holds: the next-position counter, the admission token
 //! bucket, the pre-queue of people who joined before the opening, the live
-//! chains (binding → chain: position, status, liveness deadline, latest
-//! ticket), the waiting places in position order and the admitted chains by
-//! deadline. Each method is one atomic step; a shared store runs each as a
-//! single script or transaction.
+//! chains (room binding → chain: position, status, liveness deadline and
+//! the [`ChainFacts`] of its latest ticket), the waiting places in position
+//! order and the admitted chains by deadline. Each method is one atomic
+//! step; a shared store runs each as a single script or transaction.
+//!
+//! A chain is found by its **room binding**: the keyed hash of the client's
+//! binding material under the ring's long-lived room key
+//! ([`KeyRing::room_bind`](crate::KeyRing::room_bind)), which a rotation of
+//! the signing key does not change. A heartbeat names the chain's ticket id
+//! too, and matches only the chain of that id. The state keeps no ticket
+//! text: a repeated join re-mints the chain's ticket from its facts.
 
-use std::fmt;
 use std::future::Future;
 
 use super::schedule::AdmissionRule;
 use crate::error::StoreError;
+pub use crate::issuer::ChainFacts;
 use crate::ticket::{Binding, TicketId};
 
 /// A request to join: the binding's live chain, or a new place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JoinRecord {
-    /// The keyed hash of the client's binding (a session id).
+    /// The room binding of the client (a session id under the room key).
     pub binding: Binding,
     /// A provisional liveness deadline for a new chain, until its first
     /// ticket is [recorded](RoomState::record).
@@ -29,48 +36,37 @@ pub struct JoinRecord {
     pub max_waiting: Option<u64>,
 }
 
-/// A heartbeat: where the chain `ticket_id` bound to `binding` stands.
+/// A heartbeat: where the chain `ticket_id` of `binding` stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BeatRecord {
-    /// The keyed hash of the client's binding.
+    /// The room binding of the client.
     pub binding: Binding,
-    /// The presented chain.
+    /// The presented chain: only a chain with this id answers.
     pub ticket_id: TicketId,
 }
 
-/// The ticket just issued for a chain: its new liveness deadline, and the
-/// ticket to hand back if the same client joins again.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct IssuedRecord<'a> {
-    /// The keyed hash of the client's binding.
+/// A ticket just issued for a chain: what re-minting it needs, and its
+/// liveness deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedRecord {
+    /// The room binding of the client.
     pub binding: Binding,
-    /// The chain.
-    pub ticket_id: TicketId,
-    /// The ticket text.
-    pub ticket: &'a str,
+    /// The facts of the ticket just issued.
+    pub chain: ChainFacts,
     /// Its liveness deadline.
     pub live_until_ms: i64,
-}
-
-impl fmt::Debug for IssuedRecord<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedRecord")
-            .field("binding", &self.binding)
-            .field("ticket_id", &self.ticket_id)
-            .field("ticket", &"REDACTED")
-            .field("live_until_ms", &self.live_until_ms)
-            .finish()
-    }
 }
 
 /// Where a chain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
-    /// The chain's id, once its first ticket is recorded.
-    pub ticket_id: Option<TicketId>,
+    /// The facts of the chain's latest ticket, once its first ticket is
+    /// recorded (`None` while it is being minted).
+    pub chain: Option<ChainFacts>,
     /// Place in the queue (1 = first); `0` in the pre-queue before the
-    /// opening (the place is drawn at the opening).
-    pub position: u32,
+    /// opening (the place is drawn at the opening). 64 bits: a counter that
+    /// never reaches its top, so a place is never handed out twice.
+    pub position: u64,
     /// Live people waiting in front (0 when admitted or before opening).
     pub ahead: u64,
     /// Whether the turn has come.
@@ -79,35 +75,24 @@ pub struct Place {
     pub live_until_ms: i64,
 }
 
-/// The answer to a join. `Debug` does not print the ticket.
-#[derive(Clone, PartialEq, Eq)]
+impl Place {
+    /// The chain's id, once its first ticket is recorded.
+    pub fn ticket_id(&self) -> Option<TicketId> {
+        self.chain.map(|c| c.ticket_id)
+    }
+}
+
+/// The answer to a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
     /// A new chain was started at this place.
     New(Place),
-    /// The binding already has a live chain: its place and latest ticket
-    /// (`None` while that chain's first ticket is still being minted).
-    Existing {
-        /// Where the chain stands.
-        place: Place,
-        /// Its latest ticket.
-        ticket: Option<String>,
-    },
+    /// The binding already has a live chain: its place and facts
+    /// ([`Place::chain`] is `None` while that chain's first ticket is still
+    /// being minted).
+    Existing(Place),
     /// The waiting capacity is used up.
     Full,
-}
-
-impl fmt::Debug for Joined {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::New(place) => f.debug_tuple("New").field(place).finish(),
-            Self::Existing { place, ticket } => f
-                .debug_struct("Existing")
-                .field("place", place)
-                .field("ticket", &ticket.as_ref().map(|_| "REDACTED"))
-                .finish(),
-            Self::Full => f.write_str("Full"),
-        }
-    }
 }
 
 /// Counts for operators.
@@ -123,7 +108,7 @@ pub struct RoomStats {
     /// Chain records held.
     pub entries: u64,
     /// The last position handed out.
-    pub last_position: u32,
+    pub last_position: u64,
     /// Whether the opening has happened.
     pub opened: bool,
 }
@@ -160,12 +145,14 @@ pub trait RoomState: Send + Sync + 'static {
         rule: &AdmissionRule,
     ) -> impl Future<Output = Result<Option<Place>, StoreError>> + Send;
 
-    /// Records a ticket just issued for a chain (ignored if the chain is
-    /// gone): sets its liveness deadline and its latest ticket.
+    /// Records a ticket just issued for a chain (ignored if the binding's
+    /// chain is gone or has another id): extends its liveness deadline (never
+    /// shortens it) and keeps its facts, unless facts of a later sequence
+    /// are recorded already.
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Ends the binding's chain (the person booked and left), freeing its
@@ -223,7 +210,7 @@ impl<T: RoomState> RoomState for std::sync::Arc<T> {
     fn record(
         &self,
         queue: &str,
-        issued: &IssuedRecord<'_>,
+        issued: &IssuedRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).record(queue, issued)
     }
@@ -254,38 +241,5 @@ impl<T: RoomState> RoomState for std::sync::Arc<T> {
 
     fn share_amnesty(&self, amnesty: std::sync::Arc<crate::amnesty::Amnesty>) {
         (**self).share_amnesty(amnesty)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_prints_no_ticket() {
-        let place = Place {
-            ticket_id: Some(TicketId([1; 16])),
-            position: 3,
-            ahead: 2,
-            admitted: false,
-            live_until_ms: 10,
-        };
-        let joined = Joined::Existing {
-            place,
-            ticket: Some("AQEAAXNlY3JldC10aWNrZXQtdGV4dA".to_owned()),
-        };
-        let shown = format!("{joined:?}");
-        assert!(!shown.contains("AQEAAXNl"), "{shown}");
-        assert!(
-            shown.contains("REDACTED") && shown.contains("position: 3"),
-            "{shown}"
-        );
-        let record = IssuedRecord {
-            binding: Binding([2; 16]),
-            ticket_id: TicketId([1; 16]),
-            ticket: "AQEAAXNlY3JldC10aWNrZXQtdGV4dA",
-            live_until_ms: 10,
-        };
-        assert!(!format!("{record:?}").contains("AQEAAXNl"));
     }
 }

@@ -111,16 +111,6 @@ pub fn decode(text: &[u8]) -> Result<DecodedTicket, Rejection> {
     Ok(ticket)
 }
 
-/// The bytes of ticket-sized text under the same strict base64url rules as
-/// [`decode`], without reading them (no version check): `None` for text
-/// that is not exactly one canonical encoding. [`encode_bytes`] gives the
-/// same text back.
-pub(crate) fn decode_bytes(text: &[u8]) -> Option<[u8; TICKET_LEN]> {
-    let text: &[u8; ENCODED_LEN] = text.try_into().ok()?;
-    let mut out = [0u8; TICKET_LEN + SPARE];
-    decode_base64url(text, &mut out).then(|| out[..TICKET_LEN].try_into().expect("fixed layout"))
-}
-
 /// Bytes after the ticket in a decoding buffer: the decoder stores eight
 /// bytes at a time, six of them decoded.
 const SPARE: usize = 2;

@@ -10,4 +10,4 @@ pub use codec::{
     decode, encode, mac_input, DecodedTicket, CLAIMS_LEN, DOMAIN_LABEL, ENCODED_LEN, MAC_INPUT_LEN,
     TAG_LEN, TICKET_LEN, VERSION,
 };
-pub(crate) use codec::{decode_bytes, encode_bytes, encode_signed, CLAIMS_BINDING, CLAIMS_QUEUE};
+pub(crate) use codec::{encode_signed, CLAIMS_BINDING, CLAIMS_QUEUE};

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState,
+    AdmissionRule, BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState,
 };
 use queuegate::ticket::{Binding, TicketId};
 
@@ -60,14 +60,27 @@ pub async fn join_recorded<S: RoomState>(
     place
 }
 
+/// The facts of chain `i`'s ticket of `sequence`.
+pub fn facts(i: u8, sequence: u32) -> ChainFacts {
+    ChainFacts {
+        ticket_id: chain(i),
+        sequence,
+        joined_at_ms: T,
+        expires_at_ms: T + 43_200_000,
+        admitted_from_ms: (sequence >= 5).then_some(T + 1_000),
+    }
+}
+
 pub async fn record<S: RoomState>(s: &S, q: &str, i: u8, live_until_ms: i64) {
-    let text = format!("ticket-{i}-{live_until_ms}");
+    record_seq(s, q, i, live_until_ms, 0).await
+}
+
+pub async fn record_seq<S: RoomState>(s: &S, q: &str, i: u8, live_until_ms: i64, sequence: u32) {
     s.record(
         q,
         &IssuedRecord {
             binding: who(i),
-            ticket_id: chain(i),
-            ticket: &text,
+            chain: facts(i, sequence),
             live_until_ms,
         },
     )
@@ -98,17 +111,27 @@ pub async fn one_chain_per_binding<S: RoomState>(s: S) {
     assert_eq!((a.position, a.ahead, a.admitted), (1, 0, false));
     // Before its first ticket is recorded: the chain exists, no ticket yet.
     match s.join(&q, &joining(1, T + 10_000), &r).await.unwrap() {
-        Joined::Existing { place, ticket } => {
+        Joined::Existing(place) => {
             assert_eq!(place.position, 1);
-            assert_eq!(ticket, None);
+            assert_eq!(place.chain, None);
         }
         other => panic!("{other:?}"),
     }
     record(&s, &q, 1, T + 10_000).await;
     match s.join(&q, &joining(1, T + 10_000), &r).await.unwrap() {
-        Joined::Existing { place, ticket } => {
-            assert_eq!(place.ticket_id, Some(chain(1)));
-            assert_eq!(ticket.as_deref(), Some("ticket-1-1700000010000"));
+        Joined::Existing(place) => {
+            assert_eq!(place.chain, Some(facts(1, 0)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The facts of a later ticket replace them (an admitted one included);
+    // a late record of an earlier one does not roll them back.
+    record_seq(&s, &q, 1, T + 10_000, 6).await;
+    record_seq(&s, &q, 1, T + 10_000, 4).await;
+    match s.join(&q, &joining(1, T + 10_000), &r).await.unwrap() {
+        Joined::Existing(place) => {
+            assert_eq!(place.chain, Some(facts(1, 6)));
+            assert_eq!(place.live_until_ms, T + 10_000);
         }
         other => panic!("{other:?}"),
     }
@@ -237,7 +260,7 @@ pub async fn the_opening_shuffles<S: RoomState>(s: S) {
     }
     let mut sorted = positions.clone();
     sorted.sort();
-    assert_eq!(sorted, (1..=20).collect::<Vec<u32>>());
+    assert_eq!(sorted, (1..=20).collect::<Vec<u64>>());
     assert_ne!(positions, sorted, "drawn, not by arrival");
     let late = join_recorded(&s, &q, 21, &after, opens + 60_000).await;
     assert_eq!(late.position, 21);

@@ -1,0 +1,1306 @@
+//! The room's state in Redis or Redis Cluster (feature `redis`): every
+//! instance of a room that uses the same Redis and prefix shares places,
+//! the serving counter, the admission bucket and the settings.
+//!
+//! # Key layout (version [`LAYOUT`])
+//!
+//! Per person, under the person's own hash tag (so heartbeats spread over
+//! every primary of a Cluster):
+//!
+//! - `<prefix>:rp:{<binding>}:<queue id>`: a hash with the chain's id,
+//!   place, status (`j` joining, `p` pre-queue, `w` waiting, `a`
+//!   admitted), liveness deadline and the latest ticket's chain facts
+//!   (`sequence:joined:expires:admitted-from`); it expires by itself
+//!   a minute after its deadline.
+//!
+//! Per queue, under the queue's hash tag `{<queue id>}` (one slot), few
+//! keys touched by O(1) or O(log n) commands and bounded batches only:
+//!
+//! - `…:layout` the layout version; `…:meta` counters (last place, tokens,
+//!   admitted total, sweep cursor, opened); `…:settings` the shared
+//!   settings; `…:waiting` (place → binding), `…:pre` (random draw →
+//!   binding), `…:admitted` (deadline → binding) sorted sets; `…:blocks`
+//!   live counts per block of 1,024 places; `…:lease` the tick's lease.
+//!
+//! # What touches what
+//!
+//! - A heartbeat: one `HMGET` on the person's key (and the engine's
+//!   record of the next ticket: one script there). "People ahead" comes
+//!   from the instance's [`Snapshot`](cache::Snapshot) of the queue (see
+//!   [`cache`] for the bound), refreshed by the instance's tick.
+//! - A join: one script on the person's slot (the binding's live chain, or
+//!   a placeholder so a concurrent join gets "busy"), one on the queue's
+//!   slot (O(log n): the next place, or a random draw in the pre-queue),
+//!   one on the person's slot (the place).
+//! - The tick, at most once a second per instance (by the operations'
+//!   clock): every instance reads a snapshot; the one instance holding the
+//!   lease also admits. It picks at most [`BATCH`] admitted chains whose
+//!   deadline passed, pre-queue entries to place (the opening, in draw
+//!   order, a batch per tick) and waiting places after the sweep's cursor,
+//!   asks each person's slot whether the chain lives, then admits up to the
+//!   bucket's tokens from the front, skipping at most [`BATCH`] dead places
+//!   per tick for free.
+//!
+//! So no script ever loops over the queue, and the queue's slot sees a
+//! bounded number of commands per tick whatever the queue's depth.
+
+mod cache;
+mod conn;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::redis::Value;
+use futures_util::future::join_all;
+
+use self::cache::Snapshot;
+use self::conn::{ClusterConn, Conn, Lua};
+use super::schedule::{os_random_u64, AdmissionRule};
+use super::state::{
+    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+};
+use crate::error::StoreError;
+use crate::replay::RedisReplayStore;
+use crate::ticket::{Binding, QueueId, TicketId};
+
+/// The key layout and script version this build reads and writes. A queue
+/// whose `…:layout` key holds another version is refused with
+/// [`StoreError::Backend`] naming both versions, never touched.
+pub const LAYOUT: &str = "2";
+
+/// The most entries one tick checks per list (expired admitted chains,
+/// pre-queue entries to place, waiting places to sweep), the most places
+/// it admits and the most dead front places it skips.
+pub const BATCH: usize = 1000;
+
+/// How often (by the operations' clock) an instance refreshes its snapshot
+/// and, holding the lease, runs the admission tick.
+const TICK_MS: i64 = 1_000;
+
+/// How long the tick's lease lasts without renewal (Redis's clock).
+const LEASE_MS: u64 = 2_000;
+
+/// How long a person's record outlives its deadline.
+const SLACK_MS: i64 = 60_000;
+
+const PRELUDE: &str = include_str!("lua/queue_prelude.lua");
+
+fn person(body: &str) -> Lua {
+    Lua::new(body.to_owned())
+}
+
+fn queue_script(body: &str) -> Lua {
+    Lua::new(format!("{PRELUDE}\n{body}"))
+}
+
+struct Scripts {
+    claim: Lua,
+    place: Lua,
+    drop: Lua,
+    get: Lua,
+    record: Lua,
+    leave: Lua,
+    admit: Lua,
+    check: Lua,
+    join: Lua,
+    queue_leave: Lua,
+    stats: Lua,
+    range: Lua,
+    forget: Lua,
+    snapshot: Lua,
+    settings: Lua,
+    tick_begin: Lua,
+    tick_apply: Lua,
+    tick_admit: Lua,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            claim: person(include_str!("lua/person_claim.lua")),
+            place: person(include_str!("lua/person_place.lua")),
+            drop: person(include_str!("lua/person_drop.lua")),
+            get: person(include_str!("lua/person_get.lua")),
+            record: person(include_str!("lua/person_record.lua")),
+            leave: person(include_str!("lua/person_leave.lua")),
+            admit: person(include_str!("lua/person_admit.lua")),
+            check: person(include_str!("lua/person_check.lua")),
+            join: queue_script(include_str!("lua/queue_join.lua")),
+            queue_leave: queue_script(include_str!("lua/queue_leave.lua")),
+            stats: queue_script(include_str!("lua/queue_stats.lua")),
+            range: queue_script(include_str!("lua/queue_range.lua")),
+            forget: queue_script(include_str!("lua/queue_forget.lua")),
+            snapshot: queue_script(include_str!("lua/queue_snapshot.lua")),
+            settings: queue_script(include_str!("lua/queue_settings.lua")),
+            tick_begin: queue_script(include_str!("lua/queue_tick_begin.lua")),
+            tick_apply: queue_script(include_str!("lua/queue_tick_apply.lua")),
+            tick_admit: queue_script(include_str!("lua/queue_tick_admit.lua")),
+        }
+    }
+}
+
+/// A queue's settings shared by every instance: read by the tick, so a
+/// change made through any instance takes effect everywhere within about
+/// a second. An instance's own configuration only seeds them when the
+/// queue is first used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoomSettings {
+    /// People admitted per second.
+    pub admit_per_sec: f64,
+    /// The most admissions saved up while nobody waits.
+    pub burst: f64,
+    /// The most admitted chains alive at once.
+    pub max_admitted: Option<u64>,
+    /// When the queue opens (ms since the epoch).
+    pub opens_at_ms: i64,
+    /// Whether admission is paused.
+    pub paused: bool,
+}
+
+impl RoomSettings {
+    fn of(rule: &AdmissionRule) -> Self {
+        Self {
+            admit_per_sec: finite(rule.per_sec),
+            burst: finite(rule.burst),
+            max_admitted: rule.max_admitted,
+            opens_at_ms: rule.opens_at_ms,
+            paused: false,
+        }
+    }
+
+    fn args(&self) -> [String; 5] {
+        [
+            format!("{:?}", self.admit_per_sec),
+            format!("{:?}", self.burst),
+            self.max_admitted
+                .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX))
+                .to_string(),
+            self.opens_at_ms.to_string(),
+            u8::from(self.paused).to_string(),
+        ]
+    }
+
+    fn parse(items: &[Value]) -> Result<Option<Self>, StoreError> {
+        let [per_sec, burst, max_admitted, opens_at, paused] = items else {
+            return Err(bad_answer());
+        };
+        let per_sec = text(per_sec)?;
+        if per_sec.is_empty() {
+            return Ok(None);
+        }
+        let num = |v: &Value| -> Result<f64, StoreError> {
+            text(v)?.parse::<f64>().map_err(|_| bad_answer())
+        };
+        let max = text(max_admitted)?
+            .parse::<i64>()
+            .map_err(|_| bad_answer())?;
+        Ok(Some(Self {
+            admit_per_sec: per_sec.parse().map_err(|_| bad_answer())?,
+            burst: num(burst)?,
+            max_admitted: u64::try_from(max).ok(),
+            opens_at_ms: text(opens_at)?.parse().map_err(|_| bad_answer())?,
+            paused: text(paused)? == "1",
+        }))
+    }
+}
+
+/// Why shared settings were not changed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The opening time has passed: it can no longer move.
+    #[error("the queue has opened already: its opening time can no longer move")]
+    OpeningPassed,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-1e15, 1e15)
+    }
+}
+
+/// What an instance keeps per queue.
+#[derive(Default)]
+struct Local {
+    snap: Snapshot,
+    /// The operations' clock at the last tick.
+    last_tick_ms: Option<i64>,
+    /// The latest operation time seen (for records' lifetimes).
+    last_now_ms: Option<i64>,
+    /// The settings this instance last passed on (seeded or set).
+    last_settings: Option<RoomSettings>,
+    /// A tick is due at the next operation (an admitted slot was freed).
+    nudge: bool,
+}
+
+struct Inner {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    /// This instance's id for the tick's lease.
+    id: String,
+    scripts: Scripts,
+    queues: Mutex<HashMap<String, Local>>,
+}
+
+/// The room's state in Redis or Redis Cluster (feature `redis`), shared by
+/// every instance that uses the same Redis and prefix: a client may join
+/// on one instance and heart-beat on another.
+///
+/// Every operation costs the same at place 1 and at place 5,000,000: a
+/// heartbeat is one script on its person's slot, a join three short
+/// scripts, and admission runs on a tick (at most once a second per
+/// instance, by the operations' clock) that does bounded work; see the
+/// module source for the key layout. Differences from
+/// [`MemoryRoomState`](super::MemoryRoomState):
+///
+/// - Admission happens on the tick, not on every operation: at most a
+///   second later (an empty room still admits its first arrival at once,
+///   and a [`leave`](RoomState::leave) makes the next operation tick).
+/// - "People ahead" is exact at a join, and from a heartbeat an overcount
+///   bounded as documented in the `cache` module (never an undercount):
+///   less than 1,024 plus what the room removed in the last second plus
+///   the dead not yet reached by the front or the sweep.
+/// - The settings (rate, pause, admitted cap, opening time) are shared:
+///   see [`RoomSettings`]. The rule an operation brings seeds them when
+///   the queue is first used; when an instance's rule changes (its
+///   `set_admit_per_sec`, `pause`, `resume`), the change is written for
+///   every instance. A moved opening time is refused once the opening time
+///   has passed.
+/// - The opening draws places in the order of a random number each
+///   pre-queue join got when it arrived; the tick places them in batches.
+#[derive(Clone)]
+pub struct RedisRoomState {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisRoomState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRoomState")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("cluster", &matches!(self.inner.conn, Conn::Cluster(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`RedisRoomState`] with a connection of its own. `Debug`
+/// does not print the URLs.
+#[must_use]
+pub struct RedisRoomStateBuilder {
+    nodes: Vec<String>,
+    cluster: bool,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisRoomStateBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRoomStateBuilder")
+            .field("nodes", &self.nodes.len())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RedisRoomStateBuilder {
+    /// The key prefix (default `queuegate`). Must not contain `{` or `}`.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The timeout of each call (default 500 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects (to the Cluster: reads its topology from the seed nodes).
+    pub async fn connect(self) -> Result<RedisRoomState, StoreError> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend(
+                "invalid prefix: must be non-empty, without `{` or `}`".into(),
+            ));
+        }
+        if self.timeout.is_zero() || self.nodes.is_empty() {
+            return Err(StoreError::Backend(
+                "invalid settings: a positive timeout and at least one node".into(),
+            ));
+        }
+        let conn = if self.cluster {
+            Conn::Cluster(ClusterConn::connect(&self.nodes, self.timeout).await?)
+        } else {
+            let client = ::redis::Client::open(self.nodes[0].as_str()).map_err(conn::backend)?;
+            let config = ::redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(self.timeout)
+                .set_response_timeout(self.timeout)
+                .set_number_of_retries(1)
+                .set_max_delay(200);
+            let manager = tokio::time::timeout(
+                self.timeout * 4,
+                ::redis::aio::ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(conn::backend)?;
+            Conn::Single(manager)
+        };
+        Ok(RedisRoomState::with(conn, self.prefix, self.timeout))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bad_answer() -> StoreError {
+    StoreError::Backend("redis room script answer".into())
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad_answer),
+        _ => Err(bad_answer()),
+    }
+}
+
+fn text(v: &Value) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad_answer()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Okay => Ok("OK".into()),
+        Value::Nil => Ok(String::new()),
+        Value::Int(i) => Ok(i.to_string()),
+        _ => Err(bad_answer()),
+    }
+}
+
+fn items(v: Value) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        _ => Err(bad_answer()),
+    }
+}
+
+/// `binding, score` pairs as Redis returns them `WITHSCORES`.
+fn pairs(v: &Value) -> Result<Vec<(String, String)>, StoreError> {
+    let Value::Array(items) = v else {
+        return Err(bad_answer());
+    };
+    items
+        .chunks(2)
+        .map(|c| match c {
+            [b, s] => Ok((text(b)?, text(s)?)),
+            _ => Err(bad_answer()),
+        })
+        .collect()
+}
+
+fn parse_ticket_id(hex: &str) -> Option<TicketId> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(TicketId(id))
+}
+
+/// A person's record as the scripts return it.
+struct Record {
+    tid: String,
+    place: u64,
+    status: String,
+    live: i64,
+    facts: String,
+}
+
+impl Record {
+    fn parse(items: &[Value]) -> Result<Self, StoreError> {
+        let [tid, place, status, live, facts] = items else {
+            return Err(bad_answer());
+        };
+        Ok(Self {
+            tid: text(tid)?,
+            place: u64::try_from(int(place)?).map_err(|_| bad_answer())?,
+            status: text(status)?,
+            live: int(live)?,
+            facts: text(facts)?,
+        })
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl RedisRoomState {
+    /// A room state on the connection, key prefix and timeout of `store`
+    /// (a single Redis).
+    pub fn new(store: &RedisReplayStore) -> Self {
+        Self::with(
+            Conn::Single(store.connection()),
+            store.prefix().to_owned(),
+            store.call_timeout(),
+        )
+    }
+
+    /// A room state with its own connection to the single Redis at `url`.
+    pub fn builder(url: &str) -> RedisRoomStateBuilder {
+        RedisRoomStateBuilder {
+            nodes: vec![url.to_owned()],
+            cluster: false,
+            prefix: "queuegate".into(),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    /// A room state on the Redis Cluster reached through `seeds` (some of
+    /// its nodes' URLs, `redis://127.0.0.1:7000`).
+    pub fn cluster_builder(seeds: &[&str]) -> RedisRoomStateBuilder {
+        RedisRoomStateBuilder {
+            nodes: seeds.iter().map(|s| (*s).to_owned()).collect(),
+            cluster: true,
+            prefix: "queuegate".into(),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn with(conn: Conn, prefix: String, timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn,
+                prefix,
+                timeout,
+                id: TicketId::random().to_string(),
+                scripts: Scripts::new(),
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The queue's shared settings (`None` before the queue's first use).
+    pub async fn settings(&self, queue: &str) -> Result<Option<RoomSettings>, StoreError> {
+        let reply = self
+            .inner
+            .queue_eval(
+                &self.inner.scripts.settings,
+                queue,
+                wall_ms(),
+                &[
+                    "get".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            )
+            .await?;
+        RoomSettings::parse(items(reply)?.get(1..).ok_or_else(bad_answer)?)
+    }
+
+    /// Changes the queue's shared settings for every instance (within about
+    /// a second). Moving the opening time once it has passed is refused,
+    /// and then nothing changes.
+    pub async fn set_settings(
+        &self,
+        queue: &str,
+        settings: &RoomSettings,
+    ) -> Result<(), SettingsError> {
+        let [a, b, c, d, e] = settings.args();
+        let reply = self
+            .inner
+            .queue_eval(
+                &self.inner.scripts.settings,
+                queue,
+                wall_ms(),
+                &["set".into(), a, b, c, d, e],
+            )
+            .await?;
+        let reply = items(reply)?;
+        match reply.first().map(int) {
+            Some(Ok(0)) => {
+                let mut map = lock(&self.inner.queues);
+                let local = map.entry(queue.to_owned()).or_default();
+                local.nudge = true;
+                Ok(())
+            }
+            Some(Ok(1)) => Err(SettingsError::OpeningPassed),
+            _ => Err(bad_answer().into()),
+        }
+    }
+
+    /// Deletes the queue's own keys (tests, deliberate resets). People's
+    /// records expire by themselves.
+    pub async fn clear(&self, queue: &str) -> Result<(), StoreError> {
+        let keys = self.inner.queue_keys(queue);
+        self.inner
+            .conn
+            .query(::redis::cmd("UNLINK").arg(&keys[..]), self.inner.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs the tick for `queue` now if it is due (tests and benches).
+    #[doc(hidden)]
+    pub async fn tick_now(&self, queue: &str, rule: &AdmissionRule) -> Result<(), StoreError> {
+        lock(&self.inner.queues)
+            .entry(queue.to_owned())
+            .or_default()
+            .nudge = true;
+        self.inner.maybe_tick(queue, rule).await.map(|_| ())
+    }
+}
+
+impl Inner {
+    fn queue_keys(&self, queue: &str) -> [String; 8] {
+        let base = format!("{}:room:{{{}}}", self.prefix, QueueId::from_name(queue));
+        [
+            "layout", "meta", "settings", "waiting", "pre", "admitted", "blocks", "lease",
+        ]
+        .map(|k| format!("{base}:{k}"))
+    }
+
+    fn person_key(&self, queue: &str, binding: &Binding) -> String {
+        format!(
+            "{}:rp:{{{}}}:{}",
+            self.prefix,
+            binding,
+            QueueId::from_name(queue)
+        )
+    }
+
+    /// Runs a script on the queue's slot; refuses a queue of another layout.
+    async fn queue_eval(
+        &self,
+        script: &Lua,
+        queue: &str,
+        now_ms: i64,
+        extra: &[String],
+    ) -> Result<Value, StoreError> {
+        let mut args = Vec::with_capacity(2 + extra.len());
+        args.push(LAYOUT.to_owned());
+        args.push(now_ms.to_string());
+        args.extend_from_slice(extra);
+        let reply = self
+            .conn
+            .eval(script, &self.queue_keys(queue), &args, self.timeout)
+            .await?;
+        if let Value::Array(items) = &reply {
+            if let [Value::Int(-1), found] = items.as_slice() {
+                let found = text(found).unwrap_or_default();
+                let message = format!(
+                    "the room state in Redis has key layout version {found:?}, this build knows {LAYOUT:?}: refusing to touch it (finish the rolling upgrade, or drain the queue)"
+                );
+                #[cfg(feature = "tracing")]
+                tracing::error!(queue = %queue, "{message}");
+                return Err(StoreError::Backend(message));
+            }
+        }
+        Ok(reply)
+    }
+
+    async fn person_eval(
+        &self,
+        script: &Lua,
+        key: &str,
+        args: &[String],
+    ) -> Result<Value, StoreError> {
+        self.conn
+            .eval(
+                script,
+                std::slice::from_ref(&key.to_owned()),
+                args,
+                self.timeout,
+            )
+            .await
+    }
+
+    fn note_now(&self, queue: &str, now_ms: i64) {
+        let mut map = lock(&self.queues);
+        let local = map.entry(queue.to_owned()).or_default();
+        local.last_now_ms = Some(local.last_now_ms.map_or(now_ms, |t| t.max(now_ms)));
+    }
+
+    /// Seeds or writes the shared settings when this instance's rule is
+    /// new or changed, then ticks if due. Returns whether it ticked.
+    async fn maybe_tick(&self, queue: &str, rule: &AdmissionRule) -> Result<bool, StoreError> {
+        let wanted = RoomSettings::of(rule);
+        let (due, mode, last_settings) = {
+            let mut map = lock(&self.queues);
+            let local = map.entry(queue.to_owned()).or_default();
+            local.last_now_ms = Some(
+                local
+                    .last_now_ms
+                    .map_or(rule.now_ms, |t| t.max(rule.now_ms)),
+            );
+            let mode = match local.last_settings {
+                None => Some("seed"),
+                Some(last) if last != wanted => Some("set"),
+                Some(_) => None,
+            };
+            let due = mode.is_some()
+                || local.nudge
+                || match local.last_tick_ms {
+                    None => true,
+                    Some(t) => rule.now_ms >= t.saturating_add(TICK_MS) || rule.now_ms < t,
+                };
+            (due, mode, local.last_settings)
+        };
+        if !due {
+            return Ok(false);
+        }
+        if let Some(mode) = mode {
+            // Only what this instance changed is written: its other
+            // settings (say an opening time of its own) stay as shared.
+            let mut args = wanted.args();
+            if let Some(last) = last_settings {
+                for (arg, old) in args.iter_mut().zip(last.args()) {
+                    if *arg == old {
+                        arg.clear();
+                    }
+                }
+            }
+            let [a, b, c, d, e] = args;
+            let reply = self
+                .queue_eval(
+                    &self.scripts.settings,
+                    queue,
+                    rule.now_ms,
+                    &[mode.into(), a, b, c, d, e],
+                )
+                .await?;
+            let reply = items(reply)?;
+            let shared = RoomSettings::parse(reply.get(1..).ok_or_else(bad_answer)?)?;
+            if shared.is_some_and(|s| {
+                s.opens_at_ms != wanted.opens_at_ms || (mode == "seed" && s != wanted)
+            }) {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    queue = %queue,
+                    "this instance's room settings differ from the queue's shared settings; the shared ones apply"
+                );
+            }
+            lock(&self.queues)
+                .entry(queue.to_owned())
+                .or_default()
+                .last_settings = Some(wanted);
+        }
+        self.tick(queue, rule.now_ms).await?;
+        let mut map = lock(&self.queues);
+        let local = map.entry(queue.to_owned()).or_default();
+        local.last_tick_ms = Some(rule.now_ms);
+        local.nudge = false;
+        Ok(true)
+    }
+
+    /// Asks each person's slot whether the chain behind an entry lives.
+    async fn check_all(
+        &self,
+        queue: &str,
+        status: &str,
+        entries: &[(String, String)],
+        with_place: bool,
+        now_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let calls = entries.iter().map(|(b, score)| async move {
+            let Some(binding) = parse_binding(b) else {
+                return Ok((0, 0));
+            };
+            let place = if with_place {
+                score.clone()
+            } else {
+                "-1".into()
+            };
+            let reply = self
+                .person_eval(
+                    &self.scripts.check,
+                    &self.person_key(queue, &binding),
+                    &[status.to_owned(), place, now_ms.to_string()],
+                )
+                .await?;
+            let reply = items(reply)?;
+            let code = int(reply.first().ok_or_else(bad_answer)?)?;
+            let live = reply.get(1).map(int).transpose()?.unwrap_or(0);
+            Ok::<_, StoreError>((code, live))
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    /// One tick: the lease holder's bounded admission work, then every
+    /// instance's snapshot.
+    async fn tick(&self, queue: &str, now_ms: i64) -> Result<(), StoreError> {
+        let begin = items(
+            self.queue_eval(
+                &self.scripts.tick_begin,
+                queue,
+                now_ms,
+                &[self.id.clone(), LEASE_MS.to_string(), BATCH.to_string()],
+            )
+            .await?,
+        )?;
+        if int(begin.first().ok_or_else(bad_answer)?)? == 1 {
+            let [_, expired, pre, sweep] = begin.as_slice() else {
+                return Err(bad_answer());
+            };
+            let (expired, pre, sweep) = (pairs(expired)?, pairs(pre)?, pairs(sweep)?);
+            let (e, p, s) = futures_util::join!(
+                self.check_all(queue, "a", &expired, false, now_ms),
+                self.check_all(queue, "p", &pre, false, now_ms),
+                self.check_all(queue, "w", &sweep, true, now_ms),
+            );
+            let (e, p, s) = (e?, p?, s?);
+            let mut args = vec![
+                self.id.clone(),
+                BATCH.to_string(),
+                BATCH.to_string(),
+                BATCH.to_string(),
+            ];
+            args.push(expired.len().to_string());
+            for ((b, score), (code, live)) in expired.iter().zip(&e) {
+                args.extend([
+                    b.clone(),
+                    score.clone(),
+                    if *code == 1 { *live } else { 0 }.to_string(),
+                ]);
+            }
+            args.push(pre.len().to_string());
+            for ((b, score), (code, _)) in pre.iter().zip(&p) {
+                args.extend([b.clone(), score.clone(), code.to_string()]);
+            }
+            args.push(sweep.len().to_string());
+            for ((b, score), (code, _)) in sweep.iter().zip(&s) {
+                // A join being set up counts as alive.
+                let alive = if *code == 0 { "0" } else { "1" };
+                args.extend([b.clone(), score.clone(), alive.to_owned()]);
+            }
+            let apply = items(
+                self.queue_eval(&self.scripts.tick_apply, queue, now_ms, &args)
+                    .await?,
+            )?;
+            if int(apply.first().ok_or_else(bad_answer)?)? == 1 {
+                let [_, placed, n, front] = apply.as_slice() else {
+                    return Err(bad_answer());
+                };
+                self.place_drawn(queue, &pairs(placed)?).await?;
+                let n = usize::try_from(int(n)?).unwrap_or(0);
+                self.admit_front(queue, n, &pairs(front)?, now_ms).await?;
+            }
+        }
+        self.refresh(queue, now_ms).await
+    }
+
+    /// Gives the people the opening just placed their places.
+    async fn place_drawn(
+        &self,
+        queue: &str,
+        placed: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let calls = placed.iter().filter_map(|(b, place)| {
+            let binding = parse_binding(b)?;
+            Some(async move {
+                self.person_eval(
+                    &self.scripts.place,
+                    &self.person_key(queue, &binding),
+                    &["w".into(), place.clone(), "p".into()],
+                )
+                .await
+            })
+        });
+        for r in join_all(calls).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Admits up to `n` live people from `front` in place order: a chunk
+    /// of places is checked at once on the people's slots (the dead are
+    /// skipped for free), then the live ones are admitted, never more than
+    /// `n` (each admission re-checks on the person's slot).
+    async fn admit_front(
+        &self,
+        queue: &str,
+        n: usize,
+        front: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        const CHUNK: usize = 128;
+        let mut admitted = 0;
+        let mut outcome: Vec<String> = vec![String::new()];
+        for chunk in front.chunks(CHUNK) {
+            if admitted >= n {
+                break;
+            }
+            let checks = self.check_all(queue, "w", chunk, true, now_ms).await?;
+            let mut stop = false;
+            let mut live = Vec::new();
+            for (entry, (code, _)) in chunk.iter().zip(checks) {
+                match code {
+                    0 => outcome.extend([entry.0.clone(), entry.1.clone(), "0".into(), "0".into()]),
+                    1 => live.push(entry),
+                    // A join being set up at this place: keep the order.
+                    _ => {
+                        stop = true;
+                        break;
+                    }
+                }
+                if admitted + live.len() >= n {
+                    stop = true;
+                    break;
+                }
+            }
+            let calls = live.iter().map(|(b, place)| async move {
+                let Some(binding) = parse_binding(b) else {
+                    return Ok((0, 0));
+                };
+                let reply = items(
+                    self.person_eval(
+                        &self.scripts.admit,
+                        &self.person_key(queue, &binding),
+                        &[place.clone(), now_ms.to_string()],
+                    )
+                    .await?,
+                )?;
+                let code = int(reply.first().ok_or_else(bad_answer)?)?;
+                let live = reply.get(1).map(int).transpose()?.unwrap_or(0);
+                Ok::<_, StoreError>((code, live))
+            });
+            let results: Vec<Result<(i64, i64), StoreError>> = join_all(calls).await;
+            for ((b, place), r) in live.iter().zip(results) {
+                match r {
+                    Ok((code @ 0..=2, live)) => {
+                        if code == 1 {
+                            admitted += 1;
+                        }
+                        outcome.extend([
+                            b.clone(),
+                            place.clone(),
+                            code.to_string(),
+                            live.to_string(),
+                        ]);
+                    }
+                    // Being set up, or an unknown outcome: the place stays
+                    // for the next tick.
+                    Ok(_) | Err(_) => stop = true,
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        if outcome.len() > 1 {
+            self.queue_eval(&self.scripts.tick_admit, queue, now_ms, &outcome)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the queue's snapshot into this instance's cache.
+    async fn refresh(&self, queue: &str, now_ms: i64) -> Result<(), StoreError> {
+        let reply = items(
+            self.queue_eval(&self.scripts.snapshot, queue, now_ms, &[])
+                .await?,
+        )?;
+        let [next, _opened, front, first, counts, ..] = reply.as_slice() else {
+            return Err(bad_answer());
+        };
+        let mut snap = Snapshot {
+            next: u64::try_from(int(next)?).map_err(|_| bad_answer())?,
+            front: u64::try_from(int(front)?).map_err(|_| bad_answer())?,
+            ..Snapshot::default()
+        };
+        let bytes = match counts {
+            Value::BulkString(b) => b.as_slice(),
+            _ => &[],
+        };
+        snap.set_counts(u64::try_from(int(first)?).map_err(|_| bad_answer())?, bytes);
+        lock(&self.queues).entry(queue.to_owned()).or_default().snap = snap;
+        Ok(())
+    }
+
+    /// A person's place as the instance's snapshot sees it.
+    fn place_of(&self, queue: &str, r: &Record) -> Place {
+        let waiting = r.status == "w";
+        let ahead = if waiting {
+            lock(&self.queues)
+                .get(queue)
+                .map_or(0, |l| l.snap.ahead(r.place))
+        } else {
+            0
+        };
+        Place {
+            chain: parse_ticket_id(&r.tid).and_then(|id| parse_facts(id, &r.facts)),
+            position: if r.status == "w" || r.status == "a" {
+                r.place
+            } else {
+                0
+            },
+            ahead,
+            admitted: r.status == "a",
+            live_until_ms: r.live,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let reply = items(self.person_eval(&self.scripts.get, key, &[]).await?)?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        Record::parse(&reply).map(Some)
+    }
+
+    async fn join(
+        &self,
+        queue: &str,
+        join: JoinRecord,
+        rule: AdmissionRule,
+    ) -> Result<Joined, StoreError> {
+        let now = rule.now_ms;
+        let key = self.person_key(queue, &join.binding);
+        let claim = items(
+            self.person_eval(
+                &self.scripts.claim,
+                &key,
+                &[
+                    now.to_string(),
+                    join.live_until_ms.to_string(),
+                    SLACK_MS.to_string(),
+                ],
+            )
+            .await?,
+        )?;
+        if int(claim.first().ok_or_else(bad_answer)?)? == 1 {
+            let mut record = Record::parse(claim.get(1..).ok_or_else(bad_answer)?)?;
+            if self.maybe_tick(queue, &rule).await? {
+                if let Some(r) = self.get(&key).await? {
+                    record = r;
+                }
+            }
+            return Ok(Joined::Existing(self.place_of(queue, &record)));
+        }
+        let max_waiting = join
+            .max_waiting
+            .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        let draw = os_random_u64() >> 12;
+        let known_next = lock(&self.queues).get(queue).map_or(0, |l| l.snap.next);
+        let placed = items(
+            self.queue_eval(
+                &self.scripts.join,
+                queue,
+                now,
+                &[
+                    join.binding.to_string(),
+                    max_waiting.to_string(),
+                    draw.to_string(),
+                    rule.opens_at_ms.to_string(),
+                    known_next.to_string(),
+                ],
+            )
+            .await?,
+        )?;
+        let code = int(placed.first().ok_or_else(bad_answer)?)?;
+        if code == 2 {
+            self.person_eval(&self.scripts.drop, &key, &[]).await?;
+            return Ok(Joined::Full);
+        }
+        let [_, status, place, ahead, _next] = placed.as_slice() else {
+            return Err(bad_answer());
+        };
+        let status = text(status)?;
+        let place = u64::try_from(int(place)?).map_err(|_| bad_answer())?;
+        let ahead = u64::try_from(int(ahead)?).map_err(|_| bad_answer())?;
+        self.person_eval(
+            &self.scripts.place,
+            &key,
+            &[status.clone(), place.to_string(), "j".into()],
+        )
+        .await?;
+        if status == "w" {
+            lock(&self.queues)
+                .entry(queue.to_owned())
+                .or_default()
+                .snap
+                .joined(place);
+        }
+        if self.maybe_tick(queue, &rule).await? {
+            if let Some(r) = self.get(&key).await? {
+                return Ok(Joined::New(self.place_of(queue, &r)));
+            }
+        }
+        Ok(Joined::New(Place {
+            chain: None,
+            position: if status == "w" { place } else { 0 },
+            ahead,
+            admitted: false,
+            live_until_ms: join.live_until_ms,
+        }))
+    }
+
+    /// A heartbeat: one plain `HMGET` on the person's own key (no script:
+    /// the cheapest read Redis has for it). A dead record is left to its
+    /// expiry and to the tick, which drop it.
+    async fn beat(
+        &self,
+        queue: &str,
+        beat: BeatRecord,
+        rule: AdmissionRule,
+    ) -> Result<Option<Place>, StoreError> {
+        self.maybe_tick(queue, &rule).await?;
+        let key = self.person_key(queue, &beat.binding);
+        let reply = items(
+            self.conn
+                .query(
+                    ::redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg(&["tid", "place", "st", "live", "facts"]),
+                    self.timeout,
+                )
+                .await?,
+        )?;
+        if matches!(reply.first(), None | Some(Value::Nil)) {
+            return Ok(None);
+        }
+        let record = Record::parse(&reply)?;
+        if record.tid != beat.ticket_id.to_string() || record.live <= rule.now_ms {
+            return Ok(None);
+        }
+        Ok(Some(self.place_of(queue, &record)))
+    }
+
+    async fn record(
+        &self,
+        queue: &str,
+        binding: Binding,
+        chain: ChainFacts,
+        live_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = lock(&self.queues)
+            .get(queue)
+            .and_then(|l| l.last_now_ms)
+            .unwrap_or_else(wall_ms);
+        self.person_eval(
+            &self.scripts.record,
+            &self.person_key(queue, &binding),
+            &[
+                chain.ticket_id.to_string(),
+                format_facts(&chain),
+                live_until_ms.to_string(),
+                now.to_string(),
+                SLACK_MS.to_string(),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn leave(&self, queue: &str, binding: Binding) -> Result<(), StoreError> {
+        let key = self.person_key(queue, &binding);
+        let old = self.get(&key).await?;
+        self.person_eval(&self.scripts.leave, &key, &[]).await?;
+        let now = lock(&self.queues)
+            .get(queue)
+            .and_then(|l| l.last_now_ms)
+            .unwrap_or_else(wall_ms);
+        let reply = items(
+            self.queue_eval(
+                &self.scripts.queue_leave,
+                queue,
+                now,
+                &[binding.to_string()],
+            )
+            .await?,
+        )?;
+        let [was, front] = reply.as_slice() else {
+            return Err(bad_answer());
+        };
+        let front = u64::try_from(int(front)?).map_err(|_| bad_answer())?;
+        let mut map = lock(&self.queues);
+        let local = map.entry(queue.to_owned()).or_default();
+        if int(was)? == 1 {
+            if let Some(r) = old {
+                local.snap.left(r.place, front);
+            }
+        }
+        local.nudge = true;
+        Ok(())
+    }
+
+    async fn sweep(&self, queue: &str, now_ms: i64) -> Result<u64, StoreError> {
+        self.note_now(queue, now_ms);
+        let mut total = 0u64;
+        for (which, status, with_place) in [("6", "a", false), ("5", "p", false), ("4", "w", true)]
+        {
+            let mut cursor = "-inf".to_owned();
+            loop {
+                let reply = self
+                    .queue_eval(
+                        &self.scripts.range,
+                        queue,
+                        now_ms,
+                        &[which.into(), cursor.clone(), BATCH.to_string()],
+                    )
+                    .await?;
+                let batch = pairs(&reply)?;
+                let Some((_, last)) = batch.last() else {
+                    break;
+                };
+                cursor = format!("({last}");
+                let alive = self
+                    .check_all(queue, status, &batch, with_place, now_ms)
+                    .await?;
+                let mut args = vec![which.to_owned()];
+                for ((b, s), (code, _)) in batch.iter().zip(&alive) {
+                    if *code == 0 {
+                        args.extend([b.clone(), s.clone()]);
+                    }
+                }
+                if args.len() > 1 {
+                    let n = int(&self
+                        .queue_eval(&self.scripts.forget, queue, now_ms, &args)
+                        .await?)?;
+                    total += u64::try_from(n).unwrap_or(0);
+                }
+                if batch.len() < BATCH {
+                    break;
+                }
+            }
+        }
+        // The counts changed: read them again at the next operation.
+        lock(&self.queues)
+            .entry(queue.to_owned())
+            .or_default()
+            .nudge = true;
+        Ok(total)
+    }
+
+    async fn stats(&self, queue: &str, now_ms: i64) -> Result<RoomStats, StoreError> {
+        let reply = items(
+            self.queue_eval(&self.scripts.stats, queue, now_ms, &[])
+                .await?,
+        )?;
+        let [waiting, alive, total, entries, last, opened] = reply.as_slice() else {
+            return Err(bad_answer());
+        };
+        let count = |v: &Value| u64::try_from(int(v)?).map_err(|_| bad_answer());
+        Ok(RoomStats {
+            waiting: count(waiting)?,
+            admitted_alive: count(alive)?,
+            admitted_total: count(total)?,
+            entries: count(entries)?,
+            last_position: count(last)?,
+            opened: int(opened)? == 1,
+        })
+    }
+}
+
+/// `sequence:joined:expires:admitted-from` (`-`: not admitted).
+fn format_facts(f: &ChainFacts) -> String {
+    match f.admitted_from_ms {
+        Some(a) => format!("{}:{}:{}:{a}", f.sequence, f.joined_at_ms, f.expires_at_ms),
+        None => format!("{}:{}:{}:-", f.sequence, f.joined_at_ms, f.expires_at_ms),
+    }
+}
+
+fn parse_facts(ticket_id: TicketId, text: &str) -> Option<ChainFacts> {
+    let mut parts = text.split(':');
+    let mut next = || parts.next();
+    let sequence = next()?.parse().ok()?;
+    let joined_at_ms = next()?.parse().ok()?;
+    let expires_at_ms = next()?.parse().ok()?;
+    let admitted_from_ms = match next()? {
+        "-" => None,
+        a => Some(a.parse().ok()?),
+    };
+    Some(ChainFacts {
+        ticket_id,
+        sequence,
+        joined_at_ms,
+        expires_at_ms,
+        admitted_from_ms,
+    })
+}
+
+fn parse_binding(hex: &str) -> Option<Binding> {
+    parse_ticket_id(hex).map(|t| Binding(t.0))
+}
+
+impl RoomState for RedisRoomState {
+    fn join(
+        &self,
+        queue: &str,
+        join: &JoinRecord,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send {
+        let (inner, queue, join, rule) = (self.inner.clone(), queue.to_owned(), *join, *rule);
+        async move { inner.join(&queue, join, rule).await }
+    }
+
+    fn beat(
+        &self,
+        queue: &str,
+        beat: &BeatRecord,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<Option<Place>, StoreError>> + Send {
+        let (inner, queue, beat, rule) = (self.inner.clone(), queue.to_owned(), *beat, *rule);
+        async move { inner.beat(&queue, beat, rule).await }
+    }
+
+    fn record(
+        &self,
+        queue: &str,
+        issued: &IssuedRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (inner, queue, issued) = (self.inner.clone(), queue.to_owned(), *issued);
+        async move {
+            inner
+                .record(&queue, issued.binding, issued.chain, issued.live_until_ms)
+                .await
+        }
+    }
+
+    fn leave(
+        &self,
+        queue: &str,
+        binding: &Binding,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (inner, queue, binding) = (self.inner.clone(), queue.to_owned(), *binding);
+        async move { inner.leave(&queue, binding).await }
+    }
+
+    fn sweep(
+        &self,
+        queue: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let (inner, queue) = (self.inner.clone(), queue.to_owned());
+        async move { inner.sweep(&queue, now_ms).await }
+    }
+
+    fn stats(
+        &self,
+        queue: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
+        let (inner, queue) = (self.inner.clone(), queue.to_owned());
+        async move { inner.stats(&queue, now_ms).await }
+    }
+}
