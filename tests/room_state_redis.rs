@@ -44,7 +44,7 @@ async fn places_past_32_bits_keep_counting() {
     );
     redis::cmd("HSET")
         .arg(&meta)
-        .arg("last")
+        .arg("next")
         .arg(u64::from(u32::MAX) - 1)
         .query_async::<()>(&mut conn)
         .await
