@@ -60,6 +60,7 @@
 //! }
 //! ```
 
+pub mod admin;
 mod client;
 mod client_addr;
 mod limit;

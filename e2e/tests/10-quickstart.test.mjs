@@ -1,4 +1,4 @@
-// Scenario 9: the quickstart (examples/quickstart.rs), whose page uses only
+// Scenario 10: the quickstart (examples/quickstart.rs), whose page uses only
 // the client the crate ships and the room's endpoints the crate ships. The
 // page waits behind a crowd, is admitted, and proceeds (POST /buy) exactly
 // once; going offline past the deadline gets offline_resumed, which the
@@ -124,7 +124,7 @@ test('the quickstart page waits, is admitted and proceeds once', { timeout: 120_
   assert.ok(Number(/number (\d+)/.exec(waiting)[1]) >= 5, `behind the crowd: ${waiting}`);
   assert.equal(await page.locator('#status').getAttribute('aria-live'), 'polite');
   assert.equal(device.buys.length, 0, 'no protected call while waiting');
-  await shot(page, '09-quickstart-waiting');
+  await shot(page, '10-quickstart-waiting');
 
   // Admitted: the page proceeds, once, with an admitted ticket.
   await until('the purchase', async () => (await text(page, 'result')).includes('You have a ticket'), 40_000);
@@ -137,7 +137,7 @@ test('the quickstart page waits, is admitted and proceeds once', { timeout: 120_
     device.answers.some((a) => a.status === 200 && a.body.admitted === true && a.body.ticket === device.buys[0].ticket),
     'the ticket sent is one the room handed out as admitted',
   );
-  await shot(page, '09-quickstart-admitted');
+  await shot(page, '10-quickstart-admitted');
   // And never again (the page left the room after its purchase).
   await sleep(4000);
   assert.equal(device.buys.length, 1, 'still one protected call');
@@ -162,13 +162,13 @@ test('the quickstart page offline past the deadline: offline_resumed, reported, 
   await until('everyone ahead admitted', async () => crowd.allAdmitted(), 30_000, 200);
   await sleep(Math.max(2000, offlineAt + 3 * livenessMs - Date.now()));
   assert.match(await text(page, 'status'), /connection lost/i, 'the client says the connection is lost');
-  await shot(page, '09-quickstart-offline');
+  await shot(page, '10-quickstart-offline');
   await context.setOffline(false);
 
   const rejection = await rejectionSeen(device, 'offline_resumed', 20_000);
   assert.equal(rejection.path, '/queue/heartbeat');
   await until('the refusal on the page', async () => (await text(page, 'status')) === rejection.body.detail);
-  await shot(page, '09-quickstart-offline-resumed');
+  await shot(page, '10-quickstart-offline-resumed');
   await sleep(2000);
   assert.equal(device.buys.length, 0, 'never proceeded');
   assert.equal(await text(page, 'result'), '');
