@@ -80,6 +80,7 @@ fn sessions(scheme: &str) -> RoomSessions {
 struct Server {
     base: String,
     clock: ManualClock,
+    room: Arc<Room>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -91,14 +92,20 @@ impl Drop for Server {
 
 async fn serve_with(o: Options, endpoints: impl FnOnce(Arc<Room>) -> axum::Router) -> Server {
     let clock = ManualClock::new(T0);
-    let router = endpoints(room(&o, &clock));
+    let room = room(&o, &clock);
+    let router = endpoints(room.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, service).await.unwrap();
     });
-    Server { base, clock, task }
+    Server {
+        base,
+        clock,
+        room,
+        task,
+    }
 }
 
 async fn serve(o: Options) -> Server {
@@ -414,6 +421,11 @@ async fn every_room_error_a_client_can_meet_is_a_problem_document() {
     )
     .await
     .assert_problem(403, "cross_site");
+    // room_closed (410): the operator's message, to joins and heartbeats.
+    s.room.close("Sold out: thank you for waiting.").unwrap();
+    let closed = join(&s, &[]).await;
+    closed.assert_problem(410, "room_closed");
+    assert_eq!(closed.json()["detail"], "Sold out: thank you for waiting.");
 }
 
 #[tokio::test]

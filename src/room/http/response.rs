@@ -97,9 +97,10 @@ pub(crate) fn json_response(status: StatusCode, json: String) -> Response<Bytes>
 /// The problem document (RFC 9457, `application/problem+json`) for a room
 /// error: a ticket refusal is the layer's own document
 /// ([`problem_response`]); the room's own refusals (`join_refused`,
-/// `room_full`, `busy`, `ended`) have the same fields — `type`, `title`,
-/// `status`, `detail` (plain words for the person), `code` and, where
-/// waiting helps, `retry_after` — and the `Retry-After` header in whole
+/// `room_full`, `busy`, `ended`, `room_closed`) have the same fields — `type`, `title`,
+/// `status`, `detail` (plain words for the person; for `room_closed`, the
+/// operator's message), `code` and, where waiting helps, `retry_after` —
+/// and the `Retry-After` header in whole
 /// seconds, rounded up (SPEC §8.6: `Retry-After: 0` would make clients
 /// spin). The error itself is put in the response extensions.
 ///
@@ -125,6 +126,7 @@ pub fn room_problem_response(e: &RoomError) -> Response<Bytes> {
         RoomError::Full => "The waiting room is full",
         RoomError::Busy => "Place being set up",
         RoomError::Ended => "Place in the queue ended",
+        RoomError::Closed { .. } => "The waiting room is closed",
         _ => "Could not join the queue",
     };
     let mut json = String::with_capacity(256);
@@ -195,6 +197,9 @@ mod tests {
             RoomError::Full,
             RoomError::Busy,
             RoomError::Ended,
+            RoomError::Closed {
+                message: "Sold out. Thank you for \"waiting\".".into(),
+            },
         ];
         for e in errors {
             let res = room_problem_response(&e);
