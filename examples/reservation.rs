@@ -10,6 +10,8 @@
 //! | `GET /` | the waiting-room page |
 //! | `POST /queue/join` | joins; sets cookie `qg_session` (a signed session id, the ticket's binding) unless the request carries a valid one |
 //! | `POST /queue/heartbeat` | renews the chain (header `queue-ticket`) |
+//! | `POST /queue/leave` | ends the session's place |
+//! | `GET /queue/status` | place, people ahead and wait, read without renewing |
 //! | `GET /queue/client.js` | the browser client shipped in the crate |
 //! | `GET /slots` | protected, replay mode `session` |
 //! | `POST /reserve` | protected, `single_use`, own scope |
@@ -24,11 +26,13 @@
 //! by every instance started with the same URL and secret: a client may
 //! join on one instance and heart-beat or book on another.
 //!
-//! The join and heartbeat use `queuegate::room::http`: requests a browser
-//! sends for another site are refused (`cross_site`), session ids are
-//! issued and signed by the server, a valid session cookie is never
-//! replaced, and the join hook sees the client's address through the
-//! trusted proxies.
+//! The `/queue/*` routes are the crate's own endpoints
+//! (`queuegate::room::http::RoomService`), and the page runs the crate's
+//! browser client (`/queue/client.js`): requests a browser sends for
+//! another site are refused (`cross_site`), session ids are issued and
+//! signed by the server, a valid session cookie is never replaced, and the
+//! join hook sees the client's address through the trusted proxies. What
+//! is left here is the booking site: its slots, its bookings, its page.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,8 +43,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
@@ -48,30 +53,29 @@ use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
-use queuegate::layer::{problem_response, NoSideEffects, QueueGateLayer, PROBLEM_JSON};
+use queuegate::layer::{NoSideEffects, QueueGateLayer};
 use queuegate::replay::{
     Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
 };
 use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::room::http::{
-    CrossSiteGuard, PerAddressLimit, RoomSessions, SessionKeys, SessionRefusal, TrustedProxies,
+    CrossSiteGuard, PeerAddr, PerAddressLimit, RoomEndpoints, RoomService, RoomSessions,
+    SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, JoinRequest, Joined, MemoryRoomState,
-    Place, RoomError, RoomState, RoomStats, RoomTicket, WaitingRoom,
+    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomState,
+    RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
 use queuegate::{
-    ClientTime, Clock, Issuer, KeyRing, MalformedReason, MemoryReplayStore, Metrics, Policy,
-    Presented, Rejection, ReplayMode, ReplayReason, SystemClock, TicketId, Verified, Verifier,
+    Clock, Issuer, KeyRing, MemoryReplayStore, Metrics, Policy, Rejection, ReplayMode,
+    ReplayReason, SystemClock, TicketId, Verified, Verifier,
 };
 use serde_json::json;
 
 /// The session cookie the tickets are bound to.
 pub const SESSION_COOKIE: &str = "qg_session";
-const TICKET_HEADER: &str = "queue-ticket";
-const CLIENT_TIME_HEADER: &str = "queue-client-time";
 
 const USAGE: &str = "\
 usage: reservation [flags]
@@ -526,18 +530,14 @@ type Room = WaitingRoom<SystemClock, Replay, Rooms, Option<PerAddressLimit>>;
 
 /// Everything the handlers share.
 pub struct App {
-    /// The waiting room.
-    pub room: Room,
+    /// The waiting room (shared with its endpoints).
+    pub room: Arc<Room>,
     /// The replay store (shared with the layers).
     pub replay: Arc<Replay>,
     /// The counters.
     pub metrics: Metrics,
     /// Bookings by chain, so a retried booking gets the same answer.
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
-    /// Signed session ids and the cross-site guard of join and heartbeat.
-    pub sessions: RoomSessions,
-    /// The proxies whose `X-Forwarded-For` names the client.
-    pub proxies: TrustedProxies,
     /// Seats taken per slot (each has [`SLOT_SEATS`]).
     pub seats_taken: Mutex<HashMap<String, usize>>,
     /// How many of the room's admissions the counter already shows.
@@ -686,14 +686,18 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .iter()
         .try_fold(TrustedProxies::new(), |p, c| p.trust(c))
         .map_err(err)?;
+    let room = Arc::new(room);
+    // The room's endpoints, as the crate ships them.
+    let endpoints: RoomService<_, _, _, _> = RoomEndpoints::new(room.clone(), sessions)
+        .trusted_proxies(proxies)
+        .metrics(metrics.clone())
+        .build();
     let admin = Admin::from_sources(config.admin_token_file.as_deref().map(std::path::Path::new))?;
     let app = Arc::new(App {
         room,
         replay: replay.clone(),
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
-        sessions,
-        proxies,
         seats_taken: Mutex::new(HashMap::new()),
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
@@ -752,11 +756,13 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .build()
         .map_err(err)?;
 
-    let router = Router::new()
+    let router = ["join", "heartbeat", "leave", "status", "client.js"]
+        .iter()
+        .fold(Router::new(), |r, path| {
+            r.route_service(&format!("/queue/{path}"), endpoints.clone())
+        })
+        .layer(axum::middleware::from_fn(peer_addr))
         .route("/", get(page))
-        .route("/queue/join", post(join))
-        .route("/queue/heartbeat", post(heartbeat))
-        .route("/queue/client.js", get(client_js))
         .route("/slots", get(slots).layer(slots_layer))
         .route("/reserve", post(reserve).layer(reserve_layer))
         .route("/metrics", get(metrics_text))
@@ -792,117 +798,20 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
     res
 }
 
-/// A problem document for a room error (rejections use the layer's).
-fn room_problem(app: &App, e: &RoomError) -> Response<Body> {
-    if let RoomError::Rejected(r) = e {
-        app.metrics.record_rejection(r.code());
-        return problem_response(r).map(Body::from);
+/// Hands the connection's peer address to the room's endpoints
+/// ([`PeerAddr`]); built with the crate's `axum` feature, they read axum's
+/// `ConnectInfo` themselves.
+async fn peer_addr(mut req: Request, next: Next) -> Response<Body> {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(PeerAddr(peer));
     }
-    let status = e.status();
-    let mut body = json!({
-        "type": format!("urn:queuegate:problem:{}", e.code()),
-        "title": "Could not join the queue",
-        "status": status.as_u16(),
-        "detail": e.to_string(),
-        "code": e.code(),
-    });
-    if let Some(ms) = e.retry_after_ms() {
-        body["retry_after"] = json!(ms.div_ceil(1000));
-    }
-    let mut res = Response::new(Body::from(body.to_string()));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    if let Some(ms) = e.retry_after_ms() {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
-    }
-    res
-}
-
-/// A refusal by the session layer of the room's endpoints (`cross_site`,
-/// or a session cookie that cannot be read): no cookie is set.
-fn session_problem(app: &App, e: &SessionRefusal) -> Response<Body> {
-    if let SessionRefusal::Rejected(r) = e {
-        app.metrics.record_rejection(r.code());
-    }
-    e.problem_response().map(Body::from)
-}
-
-fn client_time(headers: &HeaderMap) -> ClientTime {
-    let mut values = headers.get_all(CLIENT_TIME_HEADER).iter();
-    match (values.next(), values.next()) {
-        (None, _) => ClientTime::Absent,
-        (Some(v), None) => ClientTime::parse(v.as_bytes()),
-        _ => ClientTime::Invalid,
-    }
-}
-
-fn room_json(t: &RoomTicket) -> serde_json::Value {
-    json!({
-        "ticket": t.ticket,
-        "position": t.position,
-        "ahead": t.ahead,
-        "admitted": t.admitted,
-        "retry_after_ms": t.retry_after_ms,
-        "estimated_wait_ms": t.estimated_wait.map(|d| d.as_millis() as u64),
-        "opens_in_ms": t.opens_in_ms,
-    })
+    next.run(req).await
 }
 
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     getrandom::getrandom(&mut b).expect("the operating system's random source failed");
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-async fn join(State(app): State<Arc<App>>, parts: Parts) -> Response<Body> {
-    let session = match app.sessions.join(&parts.headers, &parts.uri) {
-        Ok(s) => s,
-        Err(e) => return session_problem(&app, &e),
-    };
-    let mut request = JoinRequest::new(session.id().as_bytes(), client_time(&parts.headers))
-        .headers(&parts.headers);
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        request = request.client_addr(app.proxies.resolve(peer.ip(), &parts.headers));
-    }
-    match app.room.join_with(&request).await {
-        Ok(t) => {
-            let mut res = json_response(StatusCode::OK, room_json(&t));
-            // Only a new session gets a cookie: a live one is never replaced.
-            if let Some(cookie) = session.set_cookie() {
-                res.headers_mut().insert(header::SET_COOKIE, cookie.clone());
-            }
-            res
-        }
-        Err(e) => room_problem(&app, &e),
-    }
-}
-
-async fn heartbeat(State(app): State<Arc<App>>, headers: HeaderMap, uri: Uri) -> Response<Body> {
-    let session = match app.sessions.check(&headers, &uri) {
-        Ok(s) => s,
-        Err(e) => return session_problem(&app, &e),
-    };
-    let mut tickets = headers.get_all(TICKET_HEADER).iter();
-    let ticket = match (tickets.next(), tickets.next()) {
-        (Some(_), Some(_)) => {
-            let r = Rejection::Malformed {
-                reason: MalformedReason::Ambiguous,
-            };
-            return room_problem(&app, &RoomError::Rejected(r));
-        }
-        (t, _) => t.map(|v| v.as_bytes()),
-    };
-    let presented = Presented {
-        ticket,
-        binding: session,
-        client_time: client_time(&headers),
-    };
-    match app.room.heartbeat(&presented).await {
-        Ok(t) => json_response(StatusCode::OK, room_json(&t)),
-        Err(e) => room_problem(&app, &e),
-    }
 }
 
 /// The open slots: a fixed, plausible list.
@@ -1079,22 +988,10 @@ async fn page() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-store"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
             ),
         ],
         Html(PAGE),
-    )
-}
-
-/// The browser client shipped in the crate (`queuegate::room::http::CLIENT_JS`).
-async fn client_js() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        queuegate::room::http::CLIENT_JS,
     )
 }
 
@@ -1163,7 +1060,8 @@ async fn main() {
     serve(app, router, listener).await;
 }
 
-/// The waiting-room page: inline HTML and script, no external assets.
+/// The waiting-room page: inline HTML and style; its script is a small
+/// module on top of the crate's browser client (`/queue/client.js`).
 const PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
@@ -1188,13 +1086,13 @@ const PAGE: &str = r##"<!doctype html>
 queue by itself. Going offline or closing the page loses your place.</p>
 
 <div class="card">
-  <p id="status">Joining the queue…</p>
+  <p id="status" aria-live="polite" aria-atomic="true">Joining the queue…</p>
   <dl>
     <dt>Your place</dt><dd id="position">–</dd>
     <dt>People ahead</dt><dd id="ahead">–</dd>
     <dt>Estimated wait</dt><dd id="wait">–</dd>
   </dl>
-  <progress id="progress" max="100" value="0"></progress>
+  <progress id="progress" max="100" value="0" aria-label="Progress through the queue"></progress>
 </div>
 
 <form id="book-form" class="card" hidden>
@@ -1204,33 +1102,123 @@ queue by itself. Going offline or closing the page loses your place.</p>
   <button id="book-button" type="submit">Book</button>
 </form>
 
-<p id="reservation" class="card" hidden></p>
+<p id="reservation" class="card" role="status" hidden></p>
 <p id="error" role="alert" hidden></p>
 <button id="rejoin" type="button" hidden>Rejoin the queue</button>
 
-<script>
-"use strict";
-let ticket = null;
-let timer = null;
-let firstAhead = null;
-let booked = false;
-let formShown = false;
-const $ = (id) => document.getElementById(id);
+<script type="module">
+import { WaitingRoom } from '/queue/client.js';
 
-function headers(extra) {
-  const h = Object.assign({ "queue-client-time": String(Date.now()) }, extra || {});
-  if (ticket) h["queue-ticket"] = ticket;
-  return h;
+const $ = (id) => document.getElementById(id);
+let firstAhead = null;
+let formShown = false;
+let spoken = '';
+// The newest admitted ticket this page was given, kept after the place
+// ends so `call` (below) can show what the server says to a stale one.
+let lastTicket = null;
+// A ticket set by hand (`ticket = '…'` in the console): the page sends it
+// from then on, to show what the server does with a copied ticket.
+let planted = null;
+
+function words(ms) {
+  if (ms === null || ms === undefined) return "admission is paused";
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  if (s < 60) return "about " + s + " s";
+  return "about " + Math.round(s / 60) + " min";
 }
 
+// Screen readers hear #status (aria-live): it changes when the place does,
+// not on every heartbeat.
+function say(text) {
+  if (text !== spoken) $("status").textContent = spoken = text;
+}
+
+const room = new WaitingRoom({
+  base: '/queue',
+  onUpdate(s) {
+    if (room.ticket) lastTicket = room.ticket;
+    $("error").hidden = true;
+    if (s.state === 'joining') return say("Joining the queue…");
+    if (s.position === 0) {
+      say("The queue opens in " + words(s.opensInMs) + ". Everyone who arrives before then gets a random place.");
+      $("position").textContent = "drawn at the opening";
+      $("ahead").textContent = "–";
+      $("wait").textContent = words(s.estimatedWaitMs);
+      $("progress").value = 0;
+      return;
+    }
+    $("position").textContent = String(s.position);
+    $("ahead").textContent = String(s.ahead);
+    $("wait").textContent = s.admitted ? "none" : words(s.estimatedWaitMs);
+    if (firstAhead === null || s.ahead > firstAhead) firstAhead = s.ahead;
+    $("progress").value = s.admitted ? 100
+      : firstAhead === 0 ? 90 : Math.round(100 * (firstAhead - s.ahead) / firstAhead);
+    say(s.admitted ? "It is your turn: book below."
+      : "You are number " + s.position + " in line, " + s.ahead + " ahead of you.");
+  },
+  onAdmitted(a) {
+    lastTicket = a.ticket;
+    if (!formShown) loadSlots().catch((e) => fail(e.message));
+  },
+  onRetrying(r) { $("error").textContent = r.text; $("error").hidden = false; },
+  onOffline(o) { $("error").textContent = o.text; $("error").hidden = false; },
+  onRefused(r) { fail(r.text); },
+  // Closed by the operator (sold out, event over): their message, no rejoin.
+  onClosed(r) { fail(r.text, true); },
+});
+
+function fail(text, closed = false) {
+  say(closed ? "The queue is closed." : "You are no longer in the queue.");
+  // The old place is gone: do not leave it on screen as if it still held.
+  for (const id of ["position", "ahead", "wait"]) $(id).textContent = "–";
+  $("progress").value = 0;
+  $("error").textContent = text;
+  $("error").hidden = false;
+  $("rejoin").hidden = closed;
+  $("book-form").hidden = true;
+}
+
+async function loadSlots() {
+  formShown = true;
+  const res = await room.fetch("/slots");
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.detail || ("The server answered " + res.status));
+  const sel = $("slot");
+  sel.replaceChildren();
+  for (const s of data.slots) {
+    const o = document.createElement("option");
+    o.value = s.id;
+    o.textContent = s.date + " " + s.time + " — " + s.clinic;
+    sel.appendChild(o);
+  }
+  if (room.state === 'admitted') $("book-form").hidden = false;
+}
+
+// A heartbeat carries the planted ticket, if any (see `planted`).
+const send = window.fetch.bind(window);
+window.fetch = (input, init) => {
+  const h = init && init.headers;
+  if (planted && h && !(h instanceof Headers) && h["queue-ticket"]) {
+    init = { ...init, headers: { ...h, "queue-ticket": planted } };
+  }
+  return send(input, init);
+};
+Object.defineProperty(window, "ticket", {
+  get: () => planted ?? room.ticket ?? lastTicket,
+  set: (t) => { planted = t; },
+});
+
+// A protected call with the page's ticket, for the booking form and the
+// console: `call("POST", "/reserve", { slot: "S12" })`. Throws the
+// server's plain words, with `code` and `retryAfter`.
 async function call(method, path, body) {
-  const init = { method, headers: headers(body ? { "content-type": "application/json" } : {}),
-                 credentials: "same-origin", cache: "no-store" };
-  if (body) init.body = JSON.stringify(body);
-  const res = await fetch(path, init);
-  const text = await res.text();
+  const headers = { "queue-client-time": String(Date.now()) };
+  if (window.ticket) headers["queue-ticket"] = window.ticket;
+  if (body) headers["content-type"] = "application/json";
+  const res = await send(path, { method, headers, credentials: "same-origin", cache: "no-store",
+                                 body: body ? JSON.stringify(body) : undefined });
   let data = null;
-  try { data = JSON.parse(text); } catch (_) { data = null; }
+  try { data = await res.json(); } catch (_) { data = null; }
   if (!res.ok) {
     const err = new Error((data && data.detail) || ("The server answered " + res.status));
     err.code = data && (data.code || data.error);
@@ -1239,132 +1227,47 @@ async function call(method, path, body) {
   }
   return data;
 }
-
-function words(ms) {
-  if (ms === null || ms === undefined) return "admission is paused";
-  const s = Math.ceil(ms / 1000);
-  if (s < 60) return "about " + s + " s";
-  const m = Math.round(s / 60);
-  return "about " + m + " min";
-}
-
-function show(r) {
-  ticket = r.ticket;
-  if (r.position === 0) {
-    $("status").textContent = "The queue opens in " + words(r.opens_in_ms) +
-      ". Everyone who arrives before then gets a random place.";
-    $("position").textContent = "drawn at the opening";
-    $("ahead").textContent = "–";
-    $("wait").textContent = words(r.estimated_wait_ms);
-    $("progress").value = 0;
-  } else {
-    $("position").textContent = String(r.position);
-    $("ahead").textContent = String(r.ahead);
-    $("wait").textContent = r.admitted ? "none" : words(r.estimated_wait_ms);
-    if (firstAhead === null || r.ahead > firstAhead) firstAhead = r.ahead;
-    const done = r.admitted ? 100 : (firstAhead === 0 ? 90 : Math.round(100 * (firstAhead - r.ahead) / firstAhead));
-    $("progress").value = done;
-    $("status").textContent = r.admitted ? "It is your turn: book below." : "You are waiting in line.";
-  }
-}
-
-function schedule(ms) {
-  clearTimeout(timer);
-  if (!booked) timer = setTimeout(beat, Math.max(100, ms));
-}
-
-function fail(e) {
-  clearTimeout(timer);
-  // Closed by the operator (sold out, event over): their message, no rejoin.
-  const closed = e.code === "room_closed";
-  $("status").textContent = closed ? "The queue is closed." : "You are no longer in the queue.";
-  // The old place is gone: do not leave it on screen as if it still held.
-  for (const id of ["position", "ahead", "wait"]) $(id).textContent = "–";
-  $("progress").value = 0;
-  $("error").textContent = e.message;
-  $("error").hidden = false;
-  $("rejoin").hidden = closed;
-  $("book-form").hidden = true;
-}
-
-async function loadSlots() {
-  const data = await call("GET", "/slots");
-  const sel = $("slot");
-  sel.innerHTML = "";
-  for (const s of data.slots) {
-    const o = document.createElement("option");
-    o.value = s.id;
-    o.textContent = s.date + " " + s.time + " — " + s.clinic;
-    sel.appendChild(o);
-  }
-  formShown = true;
-  $("book-form").hidden = false;
-}
-
-async function after(r) {
-  show(r);
-  if (r.admitted && !formShown) await loadSlots();
-  schedule(r.retry_after_ms);
-}
-
-async function join() {
-  $("error").hidden = true;
-  $("rejoin").hidden = true;
-  $("reservation").hidden = true;
-  ticket = null; firstAhead = null; booked = false; formShown = false;
-  $("status").textContent = "Joining the queue…";
-  try { await after(await call("POST", "/queue/join")); } catch (e) { fail(e); }
-}
-
-async function beat() {
-  try {
-    await after(await call("POST", "/queue/heartbeat"));
-    $("error").hidden = true;
-  } catch (e) {
-    if (e.code === "store_unavailable" || e.code === "busy") { schedule(1000 * (e.retryAfter || 2)); return; }
-    if (!e.code) {
-      // No answer at all (offline): keep trying; the server decides
-      // whether the place survived.
-      $("error").textContent = "Connection lost: retrying…";
-      $("error").hidden = false;
-      schedule(2000);
-      return;
-    }
-    fail(e);
-  }
-}
+window.call = call;
+// Heart-beat now (the console, or a test that just corrected the clock).
+window.beat = () => room.beat();
 
 $("book-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   $("book-button").disabled = true;
   try {
     const r = await call("POST", "/reserve", { slot: $("slot").value });
-    booked = true;
-    clearTimeout(timer);
+    // Booked: the place is no longer needed.
+    room.leave();
     $("book-form").hidden = true;
-    $("status").textContent = "Booked.";
+    say("Booked.");
     $("reservation").textContent = "Your reservation number is " + r.reservation_id + " (slot " + r.slot + ").";
     $("reservation").hidden = false;
   } catch (e) {
     // A full slot or a booking still running keeps the turn: stay on the
-    // form (the heartbeat goes on) and say what to do.
-    if (e.code === "slot_taken" || e.code === "in_progress") {
-      $("error").textContent = e.code === "slot_taken"
-        ? "That slot was just taken: please pick another one." : e.message;
-      $("error").hidden = false;
-    } else { fail(e); }
+    // form (the heartbeat goes on) and say what to do; so does a booking
+    // that got no answer (it may be retried: it never books twice).
+    if (e.code === "slot_taken") {
+      $("error").textContent = "That slot was just taken: please pick another one.";
+    } else if (e.code === "in_progress" || !e.code) {
+      $("error").textContent = e.message;
+    } else {
+      // Refused: the place is gone.
+      room.leave();
+      fail(e.message);
+      return;
+    }
+    $("error").hidden = false;
+  } finally {
+    $("book-button").disabled = false;
   }
-  finally { $("book-button").disabled = false; }
 });
-$("rejoin").addEventListener("click", join);
-// Back from another app or tab, or thawed after the browser froze the page:
-// heart-beat at once rather than when a throttled timer gets round to it.
-function beatNow() {
-  if (ticket && !booked && $("rejoin").hidden && document.visibilityState === "visible") beat();
-}
-document.addEventListener("visibilitychange", beatNow);
-document.addEventListener("resume", beatNow);
-join();
+
+$("rejoin").addEventListener("click", () => {
+  for (const id of ["error", "rejoin", "reservation", "book-form"]) $(id).hidden = true;
+  firstAhead = null; formShown = false; planted = null; lastTicket = null;
+  room.join();
+});
+room.join();
 </script>
 </body>
 </html>

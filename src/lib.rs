@@ -60,14 +60,18 @@
 //!
 //! None is on by default. Without any, the crate has the tickets, keys,
 //! verifier and issuer, the tower layer, the waiting room on in-memory
-//! state (one instance) with its HTTP building blocks ([`room::http`]:
-//! sessions, cross-site refusal, client addresses, the browser client), the
+//! state (one instance) with its HTTP endpoints ([`room::http`]: the
+//! endpoints as a tower service, sessions, cross-site refusal, client
+//! addresses, the browser client), the
 //! counters with their Prometheus text, and the health checks.
 //!
 //! - **`axum`**: the axum extractor for the verified ticket,
 //!   [`layer::QueueTicket`] (and its rejection
 //!   [`layer::MissingQueueTicket`], "is the layer installed?"), through
-//!   `axum-core` 0.5 (axum 0.8).
+//!   `axum-core` 0.5 (axum 0.8); and the room's endpoints as an axum
+//!   `Router`, `room::http::RoomEndpoints::router`, which also reads the
+//!   peer address from axum's `ConnectInfo` (axum 0.8 with its `tokio`
+//!   feature only).
 //! - **`redis`**: state shared by several instances in Redis, through the
 //!   `redis` client on tokio: [`replay::RedisReplayStore`] (the replay
 //!   store), [`room::RedisRoomState`] (the waiting room's state) and

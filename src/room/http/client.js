@@ -109,6 +109,20 @@ export class WaitingRoom extends EventTarget {
     this.#send();
   }
 
+  /**
+   * Heart-beats now instead of at the scheduled time (after the call in
+   * flight, if any): for a page that knows something changed, such as a
+   * clock it just corrected. Does nothing once the place has ended.
+   */
+  beat() {
+    if (!this.#running) return;
+    if (!this.#busy) return this.#send();
+    const generation = this.#generation;
+    this.#busy.then(() => {
+      if (generation === this.#generation) this.#send();
+    });
+  }
+
   /** Stops heart-beating and gives the place up (best effort: `POST {base}/leave`). */
   leave() {
     const ticket = this.#ticket;

@@ -1,6 +1,8 @@
-//! The room's HTTP endpoints' building blocks, for the host's join,
-//! heartbeat and leave handlers (the demo's are in
-//! `examples/reservation.rs`):
+//! The room's HTTP endpoints: [`RoomService`] (built by
+//! [`RoomEndpoints`]) answers join, heartbeat, leave, status and the
+//! client script as one tower service, with the contract the README
+//! states; [`place_response`] and [`room_problem_response`] are its
+//! answers. Its building blocks, for a host that writes its own handlers:
 //!
 //! - [`session`]: signed, server-issued session ids in a cookie that a
 //!   cross-site request can neither use nor replace ([`RoomSessions`]);
@@ -63,10 +65,17 @@ mod client;
 mod client_addr;
 mod limit;
 mod origin;
+mod response;
+mod service;
 pub mod session;
 
 pub use client::CLIENT_JS;
 pub use client_addr::{ClientAddr, ProxyHeader, TrustedProxies, MAX_HOPS};
 pub use limit::PerAddressLimit;
 pub use origin::{CrossSite, CrossSiteGuard, CrossSiteReason, SEC_FETCH_SITE};
+pub use response::{place_response, room_problem_response, RoomBody};
+pub use service::{
+    PeerAddr, RoomEndpoints, RoomFuture, RoomService, SessionSource, CLIENT_TIME_HEADER,
+    TICKET_HEADER,
+};
 pub use session::{JoinSession, RoomSessions, SessionKeys, SessionRefusal, SESSION_ID_LEN};

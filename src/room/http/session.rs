@@ -241,6 +241,8 @@ pub struct RoomSessions {
     keys: SessionKeys,
     guard: CrossSiteGuard,
     cookie: Box<str>,
+    /// Extra cookie attributes (`; Path=...`, `; Domain=...`), written once.
+    attributes: Box<str>,
 }
 
 impl fmt::Debug for RoomSessions {
@@ -249,6 +251,7 @@ impl fmt::Debug for RoomSessions {
             .field("keys", &self.keys)
             .field("guard", &self.guard)
             .field("cookie", &self.cookie)
+            .field("attributes", &self.attributes)
             .finish()
     }
 }
@@ -263,7 +266,42 @@ impl RoomSessions {
             keys,
             guard,
             cookie: DEFAULT_SESSION_COOKIE.into(),
+            attributes: "; Path=/".into(),
         }
+    }
+
+    /// Sets the cookie's `Path` (default `/`) and `Domain` (default none:
+    /// this host only, which is what a `__Host-` name requires). A
+    /// `Domain` shares the session, and so the place, with every subdomain:
+    /// set it only when the protected site is on another subdomain than the
+    /// room. `HttpOnly` and `SameSite=Strict` are not settable: the
+    /// cross-site defence and the place depend on them; `Secure` follows
+    /// the guard's scheme (`https`: the host says it is behind HTTPS).
+    pub fn cookie_scope(mut self, path: &str, domain: Option<&str>) -> Result<Self, ConfigError> {
+        fn attribute(v: &str) -> bool {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        }
+        if !path.starts_with('/') || !attribute(path) {
+            return Err(ConfigError::Invalid {
+                setting: "session cookie path",
+                reason: "expected a path starting with / without ';', ',' or spaces",
+            });
+        }
+        let mut attributes = format!("; Path={path}");
+        if let Some(domain) = domain {
+            if !attribute(domain) {
+                return Err(ConfigError::Invalid {
+                    setting: "session cookie domain",
+                    reason: "expected a host name without ';', ',' or spaces",
+                });
+            }
+            attributes.push_str("; Domain=");
+            attributes.push_str(domain);
+        }
+        self.attributes = attributes.into();
+        Ok(self)
     }
 
     /// Keeps the session in cookie `name` instead (the layer's
@@ -303,8 +341,9 @@ impl RoomSessions {
             None => {
                 let id = self.keys.mint();
                 let cookie = format!(
-                    "{}={id}; HttpOnly; SameSite=Strict; Path=/{}",
+                    "{}={id}; HttpOnly; SameSite=Strict{}{}",
                     self.cookie,
+                    self.attributes,
                     if self.guard.scheme() == "https" {
                         "; Secure"
                     } else {
@@ -366,6 +405,24 @@ impl fmt::Debug for JoinSession {
 }
 
 impl JoinSession {
+    /// A session the request already carries (for a host's own
+    /// [`SessionSource`](super::SessionSource)): no cookie is set.
+    pub fn existing(id: String) -> Self {
+        Self {
+            id,
+            set_cookie: None,
+        }
+    }
+
+    /// A session issued by this request, with the `Set-Cookie` value that
+    /// hands it to the browser (sent only with a successful join).
+    pub fn issued(id: String, set_cookie: HeaderValue) -> Self {
+        Self {
+            id,
+            set_cookie: Some(set_cookie),
+        }
+    }
+
     /// The session id: the binding material to join with.
     pub fn id(&self) -> &str {
         &self.id
