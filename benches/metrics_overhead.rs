@@ -125,16 +125,8 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let _in_runtime = rt.enter();
 
     let mixes: [(&str, bool, Box<dyn Fn(usize) -> &'static str>); 2] = [
-        (
-            "admitted",
-            true,
-            Box::new(move |i| tickets[i % CHAINS]),
-        ),
-        (
-            "rejected_forged",
-            false,
-            Box::new(move |_| forged),
-        ),
+        ("admitted", true, Box::new(move |i| tickets[i % CHAINS])),
+        ("rejected_forged", false, Box::new(move |_| forged)),
     ];
 
     // The bench's own interleaved rounds.
