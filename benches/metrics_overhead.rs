@@ -52,6 +52,9 @@ fn route(_: Request<()>) -> std::future::Ready<Result<Response<&'static str>, In
 
 type Route = fn(Request<()>) -> std::future::Ready<Result<Response<&'static str>, Infallible>>;
 
+/// Which ticket the `i`-th request of a mix presents.
+type TicketFor = Box<dyn Fn(usize) -> &'static str>;
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -124,7 +127,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
         .unwrap();
     let _in_runtime = rt.enter();
 
-    let mixes: [(&str, bool, Box<dyn Fn(usize) -> &'static str>); 2] = [
+    let mixes: [(&str, bool, TicketFor); 2] = [
         ("admitted", true, Box::new(move |i| tickets[i % CHAINS])),
         ("rejected_forged", false, Box::new(move |_| forged)),
     ];
