@@ -17,6 +17,7 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness on local faults only (`queuegate::health`) |
 //! | `GET /ping` | `pong`: the cheapest route, the load test's CPU floor |
 //! | `GET /stats` | JSON counts for the load test (waiting, records, replay heap bytes) |
+//! | `/admin`, `/admin/api/...` | the operator page and API (`queuegate::room::http::admin`), only with an admin token |
 //!
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
@@ -41,7 +42,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::cookie::find_cookie;
@@ -51,6 +52,7 @@ use queuegate::layer::{problem_response, NoSideEffects, QueueGateLayer, PROBLEM_
 use queuegate::replay::{
     Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
 };
+use queuegate::room::http::admin::{Admin, LiveInputs};
 use queuegate::room::http::{
     CrossSiteGuard, PerAddressLimit, RoomSessions, SessionKeys, SessionRefusal, TrustedProxies,
 };
@@ -102,6 +104,9 @@ usage: reservation [flags]
                           nodes, redis://127.0.0.1:7000,redis://127.0.0.1:7001
                           (needs --features redis; see the README: the replay
                           store on a Cluster is not there yet)
+  --admin-token-file PATH the operator's token (16+ chars) for /admin and
+                          /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
+                          given: /admin is off and answers 404)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -140,6 +145,9 @@ pub struct Config {
     pub joins_per_addr: u32,
     /// Redis Cluster seed nodes (`--redis-cluster`).
     pub redis_cluster: Option<Vec<String>>,
+    /// `--admin-token-file`: the operator's token (else
+    /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
+    pub admin_token_file: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -164,6 +172,7 @@ impl std::fmt::Debug for Config {
                 "redis_cluster",
                 &self.redis_cluster.as_ref().map(|n| n.len()),
             )
+            .field("admin_token_file", &self.admin_token_file)
             .finish()
     }
 }
@@ -203,6 +212,7 @@ impl Config {
         let (mut trusted_origins, mut trusted_proxies) = (Vec::new(), Vec::new());
         let mut joins_per_addr = 0;
         let mut redis_cluster: Option<Vec<String>> = None;
+        let mut admin_token_file = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -229,6 +239,7 @@ impl Config {
                 "--trusted-proxy",
                 "--joins-per-addr",
                 "--redis-cluster",
+                "--admin-token-file",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -260,6 +271,7 @@ impl Config {
                 "--redis-cluster" => {
                     redis_cluster = Some(value.split(',').map(|s| s.trim().to_owned()).collect())
                 }
+                "--admin-token-file" => admin_token_file = Some(value),
                 _ => unreachable!("checked above"),
             }
         }
@@ -341,6 +353,7 @@ impl Config {
             trusted_proxies,
             joins_per_addr,
             redis_cluster,
+            admin_token_file,
         })
     }
 }
@@ -444,6 +457,14 @@ macro_rules! each_room {
 }
 
 impl RoomState for Rooms {
+    fn share_amnesty(&self, amnesty: Arc<queuegate::Amnesty>) {
+        match self {
+            Rooms::Memory(s) => s.share_amnesty(amnesty),
+            #[cfg(feature = "redis")]
+            Rooms::Redis(s) => s.share_amnesty(amnesty),
+        }
+    }
+
     fn join(
         &self,
         queue: &str,
@@ -525,6 +546,8 @@ pub struct App {
     pub health: Health,
     /// The server-clock check (here against the clients' median only).
     pub clock_check: Arc<ClockCheck>,
+    /// The operator page and API, if an admin token was given.
+    pub admin: Option<Admin>,
 }
 
 /// One booking.
@@ -663,6 +686,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .iter()
         .try_fold(TrustedProxies::new(), |p, c| p.trust(c))
         .map_err(err)?;
+    let admin = Admin::from_sources(config.admin_token_file.as_deref().map(std::path::Path::new))?;
     let app = Arc::new(App {
         room,
         replay: replay.clone(),
@@ -674,6 +698,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
+        admin,
     });
 
     let slots_verifier = Verifier::new(
@@ -682,7 +707,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         SystemClock,
         replay.clone(),
     )
-    .map_err(err)?;
+    .map_err(err)?
+    .with_amnesty(app.room.amnesty().clone());
     let slots_layer = QueueGateLayer::builder(slots_verifier)
         .metrics(metrics.clone())
         .build()
@@ -700,7 +726,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         SystemClock,
         replay,
     )
-    .map_err(err)?;
+    .map_err(err)?
+    .with_amnesty(app.room.amnesty().clone());
     let for_hook = app.clone();
     let reserve_layer = QueueGateLayer::builder(reserve_verifier)
         .metrics(metrics)
@@ -743,6 +770,8 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         )
         .route("/ping", get(|| async { "pong" }))
         .route("/stats", get(stats))
+        .route("/admin", any(admin_route))
+        .route("/admin/{*rest}", any(admin_route))
         .with_state(app.clone());
     Ok((app, router))
 }
@@ -985,8 +1014,39 @@ async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render_prometheus() + &app.clock_check.render_prometheus(),
+        app.metrics.render_prometheus()
+            + &app.clock_check.render_prometheus()
+            + &app.room.render_control_prometheus(),
     )
+}
+
+/// `/admin` and `/admin/api/...`: `queuegate::room::http::admin`, or 404
+/// when no admin token was given.
+async fn admin_route(
+    State(app): State<Arc<App>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let Some(admin) = &app.admin else {
+        let mut res = Response::new(Body::from("not found"));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        return res;
+    };
+    if uri.path() == "/admin/api/live" {
+        refresh_gauges(&app).await;
+    }
+    let live = || LiveInputs {
+        metrics: app.metrics.snapshot(),
+        bookings: Some(lock(&app.reservations).len() as u64),
+        clock: app.clock_check.last_report(),
+        store_ok: None,
+    };
+    admin
+        .respond(&app.room, &method, uri.path(), &headers, &body, live)
+        .await
+        .map(Body::from)
 }
 
 /// Counts for the load test (`examples/crowd.rs`): the room's figures and
@@ -1215,13 +1275,15 @@ function schedule(ms) {
 
 function fail(e) {
   clearTimeout(timer);
-  $("status").textContent = "You are no longer in the queue.";
+  // Closed by the operator (sold out, event over): their message, no rejoin.
+  const closed = e.code === "room_closed";
+  $("status").textContent = closed ? "The queue is closed." : "You are no longer in the queue.";
   // The old place is gone: do not leave it on screen as if it still held.
   for (const id of ["position", "ahead", "wait"]) $(id).textContent = "–";
   $("progress").value = 0;
   $("error").textContent = e.message;
   $("error").hidden = false;
-  $("rejoin").hidden = false;
+  $("rejoin").hidden = closed;
   $("book-form").hidden = true;
 }
 

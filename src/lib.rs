@@ -93,6 +93,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod amnesty;
 pub mod clock;
 pub mod cookie;
 pub mod error;
@@ -107,6 +108,7 @@ pub mod room;
 pub mod ticket;
 pub mod verify;
 
+pub use amnesty::Amnesty;
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use error::{ConfigError, StoreError};
 pub use issuer::{ChainFacts, Issuer, JoinDecision, Minted, RenewDecision};

@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::amnesty::Amnesty;
 use crate::clock::{duration_to_ms, Clock, MonotonicClock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 use crate::keys::KeyRing;
@@ -543,6 +544,7 @@ pub struct Verifier<C = SystemClock, S = MemoryReplayStore> {
     policy: Policy,
     clock: MonotonicClock<C>,
     store: Arc<S>,
+    amnesty: Arc<Amnesty>,
 }
 
 impl<C: Clone, S> Clone for Verifier<C, S> {
@@ -552,6 +554,7 @@ impl<C: Clone, S> Clone for Verifier<C, S> {
             policy: self.policy.clone(),
             clock: self.clock.clone(),
             store: self.store.clone(),
+            amnesty: self.amnesty.clone(),
         }
     }
 }
@@ -579,7 +582,24 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
             policy,
             clock: MonotonicClock::new(clock),
             store,
+            amnesty: Arc::new(Amnesty::new()),
         })
+    }
+
+    /// Shares `amnesty` (the operator's forgiveness window for liveness
+    /// deadlines) with this verifier: give every verifier of a room, and
+    /// its state, the same one (the room's
+    /// [`WaitingRoom::amnesty`](crate::room::WaitingRoom::amnesty)).
+    #[must_use]
+    pub fn with_amnesty(mut self, amnesty: Arc<Amnesty>) -> Self {
+        self.amnesty = amnesty;
+        self
+    }
+
+    /// The amnesty this verifier consults before refusing a passed
+    /// liveness deadline (`offline_resumed`).
+    pub fn amnesty(&self) -> &Arc<Amnesty> {
+        &self.amnesty
     }
 
     /// The policy.
@@ -726,7 +746,9 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
                 },
             )?;
         }
-        if now_ms >= claims.live_until_ms {
+        // A passed deadline the operator forgave (an amnesty over a store
+        // outage) is not a resumed offline client.
+        if now_ms >= claims.live_until_ms && !self.amnesty.forgives(claims.live_until_ms, now_ms) {
             policy.flag(
                 &mut found,
                 Rejection::OfflineResumed {

@@ -85,14 +85,29 @@ async fn script_calls(port: u16) -> u64 {
         .sum()
 }
 
-async fn keys_everywhere(ports: &[u16]) -> u64 {
+/// Keys under `prefix` on every node (SCAN, so other tests' keys, or
+/// theirs expiring meanwhile, do not move the count).
+async fn keys_everywhere(ports: &[u16], prefix: &str) -> u64 {
     let mut total = 0;
     for &p in ports {
-        let n: u64 = redis::cmd("DBSIZE")
-            .query_async(&mut node(p).await)
-            .await
-            .unwrap();
-        total += n;
+        let mut conn = node(p).await;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            total += keys.len() as u64;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
     }
     total
 }
@@ -115,8 +130,9 @@ fn random_binding() -> Binding {
 #[tokio::test]
 #[ignore = "needs Redis Cluster"]
 async fn heartbeats_spread_over_the_primaries_and_bad_input_creates_nothing() {
+    let prefix = format!("qg-cluster-spread-{}", TicketId::random());
     let state = RedisRoomState::cluster_builder(&SEEDS)
-        .prefix(&format!("qg-cluster-spread-{}", TicketId::random()))
+        .prefix(&prefix)
         .connect()
         .await
         .expect("this test needs the Redis Cluster of `.ci/redis-cluster start`");
@@ -190,7 +206,8 @@ async fn heartbeats_spread_over_the_primaries_and_bad_input_creates_nothing() {
     assert!(busiest <= 0.45, "{calls:?}");
 
     // Bad input: nothing is created on any node.
-    let before = keys_everywhere(&NODES).await;
+    let before = keys_everywhere(&NODES, &prefix).await;
+    assert!(before > 0, "the room's own keys are counted");
     for &(binding, _) in &people {
         let unknown = random_binding();
         let beat = BeatRecord {
@@ -218,7 +235,7 @@ async fn heartbeats_spread_over_the_primaries_and_bad_input_creates_nothing() {
         state.leave(&queue, &random_binding()).await.unwrap();
     }
     assert_eq!(
-        keys_everywhere(&NODES).await,
+        keys_everywhere(&NODES, &prefix).await,
         before,
         "bad input created keys"
     );

@@ -2,13 +2,13 @@
 //! [`Issuer`] and a [`RoomState`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 
+use super::control::Control;
 use super::hook::{JoinHook, JoinRequest, JoinVerdict};
 use super::schedule::{
     estimated_wait_ms, jittered_retry_ms, os_random_u64, AdmissionRule, Liveness, SplitMix,
@@ -99,6 +99,13 @@ pub enum RoomError {
     /// This session's first join is still being processed.
     #[error("your place is being set up: please retry in a moment")]
     Busy,
+    /// The operator closed the room (sold out, event over); the message is
+    /// theirs. `410 Gone`: retrying does not help.
+    #[error("{message}")]
+    Closed {
+        /// The operator's message for the people waiting.
+        message: Arc<str>,
+    },
     /// The chain is no longer in the room (it left after booking, or was
     /// dropped): the client must rejoin.
     #[error("this place in the queue has ended: please rejoin the queue")]
@@ -107,7 +114,7 @@ pub enum RoomError {
 
 impl RoomError {
     /// A stable machine code: the rejection's code, or `join_refused`,
-    /// `room_full`, `busy`, `ended`.
+    /// `room_full`, `busy`, `ended`, `room_closed`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Rejected(r) => r.code().as_str(),
@@ -115,6 +122,7 @@ impl RoomError {
             Self::Full => "room_full",
             Self::Busy => "busy",
             Self::Ended => "ended",
+            Self::Closed { .. } => "room_closed",
         }
     }
 
@@ -124,7 +132,7 @@ impl RoomError {
             Self::Rejected(r) => r.status(),
             Self::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Full | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Ended => StatusCode::GONE,
+            Self::Ended | Self::Closed { .. } => StatusCode::GONE,
         }
     }
 
@@ -135,16 +143,9 @@ impl RoomError {
             Self::Refused { retry_after_ms, .. } => *retry_after_ms,
             Self::Full => Some(60_000),
             Self::Busy => Some(500),
-            Self::Ended => None,
+            Self::Ended | Self::Closed { .. } => None,
         }
     }
-}
-
-/// Settings that change while the room runs.
-#[derive(Debug)]
-struct Control {
-    per_sec_bits: AtomicU64,
-    paused: AtomicBool,
 }
 
 /// A waiting room for one queue: people join, heart-beat, and are admitted
@@ -161,11 +162,6 @@ pub struct WaitingRoom<C = SystemClock, S = MemoryReplayStore, R = MemoryRoomSta
     queue: Arc<str>,
     control: Control,
     burst_secs: f64,
-    max_admitted: Option<u64>,
-    max_waiting: Option<u64>,
-    opens_at_ms: i64,
-    /// Whether a state operation has run after the opening time.
-    opened: AtomicBool,
     liveness: Liveness,
     rng: SplitMix,
 }
@@ -175,9 +171,6 @@ impl<C, S, R, H> fmt::Debug for WaitingRoom<C, S, R, H> {
         f.debug_struct("WaitingRoom")
             .field("queue", &self.queue)
             .field("control", &self.control)
-            .field("max_admitted", &self.max_admitted)
-            .field("max_waiting", &self.max_waiting)
-            .field("opens_at_ms", &self.opens_at_ms)
             .field("liveness", &self.liveness)
             .finish_non_exhaustive()
     }
@@ -213,7 +206,7 @@ impl<C, S, R, H> fmt::Debug for WaitingRoomBuilder<C, S, R, H> {
     }
 }
 
-fn check_rate(per_sec: f64) -> Result<f64, ConfigError> {
+pub(super) fn check_rate(per_sec: f64) -> Result<f64, ConfigError> {
     if per_sec.is_finite() && per_sec >= 0.0 {
         Ok(per_sec)
     } else {
@@ -347,20 +340,21 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
             });
         }
         let opens_at_ms = self.opens_at_ms.unwrap_or(i64::MIN);
+        self.state
+            .share_amnesty(self.issuer.verifier().amnesty().clone());
         Ok(WaitingRoom {
             queue: self.issuer.verifier().policy().queue_name().into(),
             issuer: self.issuer,
             state: self.state,
             hook: self.hook,
-            control: Control {
-                per_sec_bits: AtomicU64::new(self.per_sec.to_bits()),
-                paused: AtomicBool::new(self.paused),
-            },
+            control: Control::new(
+                self.per_sec,
+                self.paused,
+                self.max_admitted,
+                self.max_waiting,
+                opens_at_ms,
+            ),
             burst_secs: self.burst_secs,
-            max_admitted: self.max_admitted,
-            max_waiting: self.max_waiting,
-            opens_at_ms,
-            opened: AtomicBool::new(false),
             liveness: self.liveness,
             rng: SplitMix::from_os(),
         })
@@ -383,45 +377,14 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         &self.queue
     }
 
-    /// When the queue opens (ms since the epoch; `i64::MIN` = always open).
-    pub fn opens_at_ms(&self) -> i64 {
-        self.opens_at_ms
-    }
-
     /// The liveness deadlines in use.
     pub fn liveness(&self) -> Liveness {
         self.liveness
     }
 
-    /// The admission rate (people per second), paused or not.
-    pub fn admit_per_sec(&self) -> f64 {
-        f64::from_bits(self.control.per_sec_bits.load(Ordering::Relaxed))
-    }
-
-    /// Changes the admission rate while running. Admissions already earned
-    /// are kept; the new rate counts from the next operation.
-    pub fn set_admit_per_sec(&self, per_sec: f64) -> Result<(), ConfigError> {
-        let per_sec = check_rate(per_sec)?;
-        self.control
-            .per_sec_bits
-            .store(per_sec.to_bits(), Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Stops admitting (heartbeats go on; places are kept).
-    pub fn pause(&self) {
-        self.control.paused.store(true, Ordering::Relaxed);
-    }
-
-    /// Admits again, at the current rate, with nothing saved up from the
-    /// pause.
-    pub fn resume(&self) {
-        self.control.paused.store(false, Ordering::Relaxed);
-    }
-
-    /// Whether admission is paused.
-    pub fn is_paused(&self) -> bool {
-        self.control.paused.load(Ordering::Relaxed)
+    /// The run-time settings (see the `control` module).
+    pub(super) fn control(&self) -> &Control {
+        &self.control
     }
 
     fn rule(&self, now_ms: i64) -> AdmissionRule {
@@ -434,7 +397,8 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         // the jitter sequence, whose outputs clients see), until a state
         // operation after the opening time has run: from then on the state
         // has opened and ignores the seed.
-        let shuffle_seed = if now_ms >= self.opens_at_ms && !self.opened.load(Ordering::Relaxed) {
+        let opens_at_ms = self.control.opens_at_ms();
+        let shuffle_seed = if now_ms >= opens_at_ms && !self.control.opened() {
             os_random_u64()
         } else {
             0
@@ -443,15 +407,15 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             now_ms,
             per_sec,
             burst: (per_sec * self.burst_secs).max(1.0),
-            max_admitted: self.max_admitted,
-            opens_at_ms: self.opens_at_ms,
+            max_admitted: self.control.max_admitted(),
+            opens_at_ms,
             shuffle_seed,
         }
     }
 
     fn note_opened(&self, rule: &AdmissionRule) {
         if rule.is_open() {
-            self.opened.store(true, Ordering::Relaxed);
+            self.control.note_opened();
         }
     }
 
@@ -551,6 +515,9 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// Joins like [`join`](Self::join), with what the endpoint knows of the
     /// request (the client's address, the headers) for the join hook.
     pub async fn join_with(&self, request: &JoinRequest<'_>) -> Result<RoomTicket, RoomError> {
+        if let Some(message) = self.control.closed() {
+            return Err(RoomError::Closed { message });
+        }
         let (binding, client_time) = (request.binding, request.client_time);
         let now = self.issuer.now_ms();
         let ctx = request.context(now);
@@ -571,7 +538,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         let record = JoinRecord {
             binding: bound,
             live_until_ms: now.saturating_add(self.liveness.near_ms),
-            max_waiting: self.max_waiting,
+            max_waiting: self.control.max_waiting(),
         };
         // A rejoin that races another rejoin or renewal of the same chain
         // (the chain moved on between reading its facts and advancing it)
@@ -702,6 +669,10 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// clock), asks the state where the chain stands, and issues the next
     /// ticket, an admitted one once the turn has come.
     pub async fn heartbeat(&self, presented: &Presented<'_>) -> Result<RoomTicket, RoomError> {
+        // A closed room tells everyone waiting, whatever they present.
+        if let Some(message) = self.control.closed() {
+            return Err(RoomError::Closed { message });
+        }
         let verified = self.issuer.check(presented)?;
         let material = presented.binding.unwrap_or_default();
         let bound = self.bind(material);

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::{ready, Future};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::chains::{Chain, Chains, Status};
 use super::counts::PositionCounts;
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use crate::amnesty::Amnesty;
 use crate::error::StoreError;
 use crate::ticket::Binding;
 
@@ -133,7 +134,7 @@ impl Queue {
 
     /// The opening (once due): the live pre-queue placed at the back in
     /// shuffled order.
-    fn open_if_due(&mut self, rule: &AdmissionRule) {
+    fn open_if_due(&mut self, rule: &AdmissionRule, live_ms: i64) {
         if self.opened || !rule.is_open() {
             return;
         }
@@ -142,7 +143,7 @@ impl Queue {
         shuffle(&mut pre, rule.shuffle_seed);
         for slot in pre {
             let c = self.chains.get_mut(slot);
-            if c.live_until_ms <= rule.now_ms {
+            if c.live_until_ms <= live_ms {
                 // Only after a mass drop-out not yet fully dropped. Out of
                 // `pre` already: only its deadline entry is left.
                 self.deadlines.remove(&(c.live_until_ms, slot));
@@ -160,17 +161,18 @@ impl Queue {
     }
 
     /// Everything an operation at `rule.now_ms` does first: drop the dead,
-    /// open if due, admit.
-    fn advance(&mut self, rule: &AdmissionRule) {
-        self.expire(rule.now_ms, EXPIRE_BATCH);
-        self.open_if_due(rule);
-        self.admit(rule);
+    /// open if due, admit. Liveness is judged at `live_ms` (`rule.now_ms`,
+    /// or earlier during an amnesty).
+    fn advance(&mut self, rule: &AdmissionRule, live_ms: i64) {
+        self.expire(live_ms, EXPIRE_BATCH);
+        self.open_if_due(rule, live_ms);
+        self.admit(rule, live_ms);
     }
 
     /// Admission from the front. Dead places never use up the rate: they
     /// are normally gone already ([`expire`](Self::expire) ran first), and
     /// skipped for free otherwise (at most [`EXPIRE_BATCH`] per call).
-    fn admit(&mut self, rule: &AdmissionRule) {
+    fn admit(&mut self, rule: &AdmissionRule, live_ms: i64) {
         let mut skipped = 0;
         self.bucket.refill(rule, self.waiting.len() as u64);
         if rule.paused() || !self.opened {
@@ -187,7 +189,7 @@ impl Queue {
                 break;
             };
             let live_until_ms = self.chains.get(slot).live_until_ms;
-            if live_until_ms <= rule.now_ms {
+            if live_until_ms <= live_ms {
                 // Left over from a mass drop-out: skipped for free.
                 self.remove(slot);
                 skipped += 1;
@@ -261,12 +263,23 @@ impl Queue {
 #[derive(Debug, Default)]
 pub struct MemoryRoomState {
     queues: Mutex<HashMap<String, Queue>>,
+    /// The room's amnesty, once shared: places whose deadline it forgives
+    /// are not dropped.
+    amnesty: OnceLock<Arc<Amnesty>>,
 }
 
 impl MemoryRoomState {
     /// An empty state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The time liveness is judged at: `now_ms`, or earlier during an
+    /// amnesty (see [`Amnesty::liveness_now`]).
+    fn live_ms(&self, now_ms: i64) -> i64 {
+        self.amnesty
+            .get()
+            .map_or(now_ms, |a| a.liveness_now(now_ms))
     }
 
     fn with_queue<T>(&self, queue: &str, f: impl FnOnce(&mut Queue) -> T) -> T {
@@ -291,9 +304,9 @@ impl RoomState for MemoryRoomState {
         join: &JoinRecord,
         rule: &AdmissionRule,
     ) -> impl Future<Output = Result<Joined, StoreError>> + Send {
-        let now = rule.now_ms;
+        let now = self.live_ms(rule.now_ms);
         ready(Ok(self.with_queue(queue, |q| {
-            q.advance(rule);
+            q.advance(rule, now);
             let b = join.binding;
             if let Some(slot) = q.live_slot(&b, now) {
                 return Joined::Existing(q.place(slot));
@@ -327,7 +340,7 @@ impl RoomState for MemoryRoomState {
             }
             q.deadlines.insert((join.live_until_ms, slot));
             // The newcomer may be admitted at once if the queue is short.
-            q.admit(rule);
+            q.admit(rule, now);
             Joined::New(q.place(slot))
         })))
     }
@@ -338,9 +351,9 @@ impl RoomState for MemoryRoomState {
         beat: &BeatRecord,
         rule: &AdmissionRule,
     ) -> impl Future<Output = Result<Option<Place>, StoreError>> + Send {
-        let now = rule.now_ms;
+        let now = self.live_ms(rule.now_ms);
         ready(Ok(self.with_queue(queue, |q| {
-            q.advance(rule);
+            q.advance(rule, now);
             let slot = q.chains.slot(&beat.binding)?;
             let c = q.chains.get(slot);
             if c.ticket_id() != Some(beat.ticket_id) {
@@ -407,7 +420,8 @@ impl RoomState for MemoryRoomState {
         // In batches, letting go of the lock between them.
         let mut total = 0;
         loop {
-            let (dropped, done) = self.with_queue(queue, |q| q.expire(now_ms, EXPIRE_BATCH));
+            let live_ms = self.live_ms(now_ms);
+            let (dropped, done) = self.with_queue(queue, |q| q.expire(live_ms, EXPIRE_BATCH));
             total += dropped;
             if done {
                 break ready(Ok(total));
@@ -415,11 +429,17 @@ impl RoomState for MemoryRoomState {
         }
     }
 
+    fn share_amnesty(&self, amnesty: Arc<Amnesty>) {
+        // The first room built on this state keeps it.
+        let _ = self.amnesty.set(amnesty);
+    }
+
     fn stats(
         &self,
         queue: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
+        let now_ms = self.live_ms(now_ms);
         ready(Ok(self.with_queue(queue, |q| RoomStats {
             waiting: q.waiting_count(),
             // The dead ones not yet dropped are at the front of the index.

@@ -47,6 +47,7 @@
 //! ```
 
 mod chains;
+mod control;
 mod counts;
 mod engine;
 mod hook;
@@ -61,6 +62,7 @@ mod state;
 pub use self::redis::{
     RedisRoomState, RedisRoomStateBuilder, RoomSettings, SettingsError, LAYOUT as REDIS_LAYOUT,
 };
+pub use control::{ControlError, ControlSnapshot, Setting, MAX_CLOSE_MESSAGE};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;

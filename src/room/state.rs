@@ -178,6 +178,14 @@ pub trait RoomState: Send + Sync + 'static {
         queue: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send;
+
+    /// Makes the state consult `amnesty` before it treats a place as dead
+    /// (called once by [`WaitingRoomBuilder::build`](super::WaitingRoomBuilder::build)).
+    /// The default ignores it: such a state drops forgiven places as usual,
+    /// and the room's amnesty covers only the verifier's `offline_resumed`.
+    fn share_amnesty(&self, amnesty: std::sync::Arc<crate::amnesty::Amnesty>) {
+        let _ = amnesty;
+    }
 }
 
 impl<T: RoomState> RoomState for std::sync::Arc<T> {
@@ -229,5 +237,9 @@ impl<T: RoomState> RoomState for std::sync::Arc<T> {
         now_ms: i64,
     ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
         (**self).stats(queue, now_ms)
+    }
+
+    fn share_amnesty(&self, amnesty: std::sync::Arc<crate::amnesty::Amnesty>) {
+        (**self).share_amnesty(amnesty)
     }
 }

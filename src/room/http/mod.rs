@@ -58,6 +58,7 @@
 //! }
 //! ```
 
+pub mod admin;
 mod client;
 mod client_addr;
 mod limit;

@@ -1,0 +1,431 @@
+//! The operator's controls of a running room: pause and resume, the
+//! admission rate, the caps, the opening time, an [`Amnesty`] over a store
+//! outage, and closing the room with a message. Every change is counted
+//! (`queuegate_room_control_changes_total{setting}`) and, with the
+//! `tracing` feature, reported as an event with the old and the new value.
+//!
+//! The settings live here, per instance, as relaxed atomics read on every
+//! join and heartbeat; a shared state that keeps the room's settings for
+//! every instance (the Redis room) receives them through the admission
+//! rule each operation brings. The shape is one setter per setting, so it
+//! can be pointed at shared settings without changing its callers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::engine::{check_rate, WaitingRoom};
+use super::hook::JoinHook;
+use super::state::RoomState;
+use crate::amnesty::{Amnesty, AmnestyError};
+use crate::clock::Clock;
+use crate::error::ConfigError;
+use crate::replay::ReplayStore;
+
+/// The longest closing message, in bytes.
+pub const MAX_CLOSE_MESSAGE: usize = 500;
+
+/// A setting the operator changed (the `setting` label of
+/// `queuegate_room_control_changes_total`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// The admission rate.
+    AdmitPerSec,
+    /// Pause or resume.
+    Paused,
+    /// The cap on admitted chains.
+    MaxAdmitted,
+    /// The cap on waiting places.
+    MaxWaiting,
+    /// The opening time.
+    OpensAt,
+    /// The amnesty window.
+    Amnesty,
+    /// Closing or reopening the room.
+    Closed,
+}
+
+impl Setting {
+    const ALL: [Setting; 7] = [
+        Self::AdmitPerSec,
+        Self::Paused,
+        Self::MaxAdmitted,
+        Self::MaxWaiting,
+        Self::OpensAt,
+        Self::Amnesty,
+        Self::Closed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AdmitPerSec => "admit_per_sec",
+            Self::Paused => "paused",
+            Self::MaxAdmitted => "max_admitted",
+            Self::MaxWaiting => "max_waiting",
+            Self::OpensAt => "opens_at",
+            Self::Amnesty => "amnesty",
+            Self::Closed => "closed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a control change was refused; nothing changed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A value out of range.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with the value.
+        reason: &'static str,
+    },
+    /// The opening has happened: its time can no longer move.
+    #[error("the queue has opened already: its opening time can no longer move")]
+    OpeningPassed,
+    /// A bad amnesty window.
+    #[error(transparent)]
+    Amnesty(#[from] AmnestyError),
+}
+
+/// The room's settings at one moment, as the operator sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSnapshot {
+    /// People admitted per second (also while paused).
+    pub admit_per_sec: f64,
+    /// Whether admission is paused.
+    pub paused: bool,
+    /// The cap on admitted chains alive at once.
+    pub max_admitted: Option<u64>,
+    /// The cap on waiting places.
+    pub max_waiting: Option<u64>,
+    /// When the queue opens (ms since the epoch; `None` = always open).
+    pub opens_at_ms: Option<i64>,
+    /// The closing message while the room is closed.
+    pub closed: Option<Arc<str>>,
+    /// The amnesty window `(from_ms, until_ms)`, if one was declared.
+    pub amnesty: Option<(i64, i64)>,
+}
+
+const NO_CAP: u64 = u64::MAX;
+
+fn cap(raw: u64) -> Option<u64> {
+    (raw != NO_CAP).then_some(raw)
+}
+
+/// Settings that change while the room runs, and the count of changes.
+pub(super) struct Control {
+    per_sec_bits: AtomicU64,
+    paused: AtomicBool,
+    max_admitted: AtomicU64,
+    max_waiting: AtomicU64,
+    opens_at_ms: AtomicI64,
+    /// Whether a state operation has run after the opening time.
+    opened: AtomicBool,
+    closed: AtomicBool,
+    message: Mutex<Option<Arc<str>>>,
+    changes: [AtomicU64; Setting::ALL.len()],
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control")
+            .field("per_sec", &self.per_sec())
+            .field("paused", &self.paused())
+            .field("max_admitted", &self.max_admitted())
+            .field("max_waiting", &self.max_waiting())
+            .field("opens_at_ms", &self.opens_at_ms())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Control {
+    pub(super) fn new(
+        per_sec: f64,
+        paused: bool,
+        max_admitted: Option<u64>,
+        max_waiting: Option<u64>,
+        opens_at_ms: i64,
+    ) -> Self {
+        Self {
+            per_sec_bits: AtomicU64::new(per_sec.to_bits()),
+            paused: AtomicBool::new(paused),
+            max_admitted: AtomicU64::new(max_admitted.unwrap_or(NO_CAP)),
+            max_waiting: AtomicU64::new(max_waiting.unwrap_or(NO_CAP)),
+            opens_at_ms: AtomicI64::new(opens_at_ms),
+            opened: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            message: Mutex::new(None),
+            changes: Default::default(),
+        }
+    }
+
+    pub(super) fn per_sec(&self) -> f64 {
+        f64::from_bits(self.per_sec_bits.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn max_admitted(&self) -> Option<u64> {
+        cap(self.max_admitted.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn max_waiting(&self) -> Option<u64> {
+        cap(self.max_waiting.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn opens_at_ms(&self) -> i64 {
+        self.opens_at_ms.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn opened(&self) -> bool {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note_opened(&self) {
+        self.opened.store(true, Ordering::Relaxed);
+    }
+
+    /// The closing message, if the room is closed: one relaxed load while
+    /// open (the hot path).
+    pub(super) fn closed(&self) -> Option<Arc<str>> {
+        if !self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.message
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn count(&self, setting: Setting) {
+        self.changes[setting.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn show_cap(c: Option<u64>) -> String {
+    c.map_or_else(|| "none".to_owned(), |c| c.to_string())
+}
+
+impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H> {
+    fn changed(&self, setting: Setting, old: &dyn fmt::Display, new: &dyn fmt::Display) {
+        self.control().count(setting);
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            queue = self.queue_name(),
+            setting = setting.as_str(),
+            old = %old,
+            new = %new,
+            "queuegate room setting changed"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = (old, new);
+    }
+
+    /// The settings now.
+    pub fn controls(&self) -> ControlSnapshot {
+        let c = self.control();
+        let opens = c.opens_at_ms();
+        ControlSnapshot {
+            admit_per_sec: c.per_sec(),
+            paused: c.paused(),
+            max_admitted: c.max_admitted(),
+            max_waiting: c.max_waiting(),
+            opens_at_ms: (opens != i64::MIN).then_some(opens),
+            closed: c.closed(),
+            amnesty: self.amnesty().window(),
+        }
+    }
+
+    /// The admission rate (people per second), paused or not.
+    pub fn admit_per_sec(&self) -> f64 {
+        self.control().per_sec()
+    }
+
+    /// Changes the admission rate while running. Admissions already earned
+    /// are kept; the new rate counts from the next operation.
+    pub fn set_admit_per_sec(&self, per_sec: f64) -> Result<(), ConfigError> {
+        let per_sec = check_rate(per_sec)?;
+        let old = f64::from_bits(
+            self.control()
+                .per_sec_bits
+                .swap(per_sec.to_bits(), Ordering::Relaxed),
+        );
+        self.changed(Setting::AdmitPerSec, &old, &per_sec);
+        Ok(())
+    }
+
+    /// Stops admitting (heartbeats go on; places are kept).
+    pub fn pause(&self) {
+        let old = self.control().paused.swap(true, Ordering::Relaxed);
+        self.changed(Setting::Paused, &old, &true);
+    }
+
+    /// Admits again, at the current rate, with nothing saved up from the
+    /// pause.
+    pub fn resume(&self) {
+        let old = self.control().paused.swap(false, Ordering::Relaxed);
+        self.changed(Setting::Paused, &old, &false);
+    }
+
+    /// Whether admission is paused.
+    pub fn is_paused(&self) -> bool {
+        self.control().paused()
+    }
+
+    /// Caps the admitted chains alive at once (`None`: no cap).
+    pub fn set_max_admitted(&self, max: Option<u64>) {
+        let old = self
+            .control()
+            .max_admitted
+            .swap(max.unwrap_or(NO_CAP), Ordering::Relaxed);
+        self.changed(Setting::MaxAdmitted, &show_cap(cap(old)), &show_cap(max));
+    }
+
+    /// Caps the waiting places (`None`: no cap); joins beyond it are
+    /// refused as `room_full`.
+    pub fn set_max_waiting(&self, max: Option<u64>) {
+        let old = self
+            .control()
+            .max_waiting
+            .swap(max.unwrap_or(NO_CAP), Ordering::Relaxed);
+        self.changed(Setting::MaxWaiting, &show_cap(cap(old)), &show_cap(max));
+    }
+
+    /// When the queue opens (ms since the epoch; `i64::MIN` = always open).
+    pub fn opens_at_ms(&self) -> i64 {
+        self.control().opens_at_ms()
+    }
+
+    /// Moves the opening time (ms since the epoch). Refused once the
+    /// opening has happened (its time has passed on this instance's clock,
+    /// or the state has opened); a time already past opens the queue at
+    /// the next operation.
+    pub fn set_opens_at_ms(&self, at_ms: i64) -> Result<(), ControlError> {
+        let c = self.control();
+        let now = self.issuer().now_ms();
+        let old = c.opens_at_ms();
+        if c.opened() || now >= old {
+            return Err(ControlError::OpeningPassed);
+        }
+        c.opens_at_ms
+            .compare_exchange(old, at_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .map_err(|_| ControlError::OpeningPassed)?;
+        self.changed(Setting::OpensAt, &old, &at_ms);
+        Ok(())
+    }
+
+    /// The amnesty shared by this room's verifier and state; give it to
+    /// every other verifier of the room
+    /// ([`Verifier::with_amnesty`](crate::Verifier::with_amnesty)).
+    pub fn amnesty(&self) -> &Arc<Amnesty> {
+        self.issuer().verifier().amnesty()
+    }
+
+    /// Forgives the liveness deadlines in `[from_ms, until_ms]` until
+    /// `until_ms` (see [`Amnesty`]); replaces an earlier window.
+    pub fn declare_amnesty(&self, from_ms: i64, until_ms: i64) -> Result<(), ControlError> {
+        let old = self.amnesty().window();
+        self.amnesty().declare(from_ms, until_ms)?;
+        self.changed(
+            Setting::Amnesty,
+            &show_window(old),
+            &show_window(Some((from_ms, until_ms))),
+        );
+        Ok(())
+    }
+
+    /// Ends the amnesty at once.
+    pub fn end_amnesty(&self) {
+        let old = self.amnesty().window();
+        self.amnesty().clear();
+        self.changed(Setting::Amnesty, &show_window(old), &"none");
+    }
+
+    /// Closes the room (sold out, event over): every join and heartbeat
+    /// is refused as `room_closed` with `message` for the people waiting.
+    /// The message is 1 to [`MAX_CLOSE_MESSAGE`] bytes without control
+    /// characters.
+    pub fn close(&self, message: &str) -> Result<(), ControlError> {
+        let message = message.trim();
+        if message.is_empty()
+            || message.len() > MAX_CLOSE_MESSAGE
+            || message.chars().any(char::is_control)
+        {
+            return Err(ControlError::Invalid {
+                setting: "message",
+                reason: "must be 1 to 500 bytes of text without control characters",
+            });
+        }
+        let c = self.control();
+        let old = {
+            let mut slot = c.message.lock().unwrap_or_else(|e| e.into_inner());
+            let old = slot.replace(message.into());
+            c.closed.store(true, Ordering::Relaxed);
+            old
+        };
+        self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &message);
+        Ok(())
+    }
+
+    /// Opens a closed room again.
+    pub fn reopen(&self) {
+        let c = self.control();
+        let old = {
+            let mut slot = c.message.lock().unwrap_or_else(|e| e.into_inner());
+            c.closed.store(false, Ordering::Relaxed);
+            slot.take()
+        };
+        self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &"open");
+    }
+
+    /// The closing message while the room is closed.
+    pub fn closed_message(&self) -> Option<Arc<str>> {
+        self.control().closed()
+    }
+
+    /// How many times `setting` was changed.
+    pub fn control_changes(&self, setting: Setting) -> u64 {
+        self.control().changes[setting.index()].load(Ordering::Relaxed)
+    }
+
+    /// `queuegate_room_control_changes_total{setting}` and the
+    /// `queuegate_room_paused` / `queuegate_room_closed` gauges, as
+    /// Prometheus text.
+    pub fn render_control_prometheus(&self) -> String {
+        let mut out = String::from(
+            "# HELP queuegate_room_control_changes_total Changes of the room's settings by the operator.\n\
+             # TYPE queuegate_room_control_changes_total counter\n",
+        );
+        for s in Setting::ALL {
+            out.push_str(&format!(
+                "queuegate_room_control_changes_total{{setting=\"{}\"}} {}\n",
+                s.as_str(),
+                self.control_changes(s)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP queuegate_room_paused Whether admission is paused.\n\
+             # TYPE queuegate_room_paused gauge\nqueuegate_room_paused {}\n\
+             # HELP queuegate_room_closed Whether the room is closed.\n\
+             # TYPE queuegate_room_closed gauge\nqueuegate_room_closed {}\n",
+            u8::from(self.is_paused()),
+            u8::from(self.closed_message().is_some()),
+        ));
+        out
+    }
+}
+
+fn show_window(w: Option<(i64, i64)>) -> String {
+    w.map_or_else(|| "none".to_owned(), |(a, b)| format!("{a}..={b}"))
+}
