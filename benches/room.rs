@@ -11,10 +11,29 @@
 //! from `/proc/self/statm`, 4 KiB pages), and, in a second queue, what the
 //! heartbeats right after 100,000 of 200,000 people dropped out at once
 //! cost (the longest single call holds the state's lock the longest).
+//!
+//! A second target, `room_whole_heartbeat`, times the whole
+//! `WaitingRoom::heartbeat` (the issuer's check of the presented ticket,
+//! the state's beat, the renewal: store advance, sign, encode, record) in
+//! two rooms built alike, one with 10,000 and one with 1,000,000 people
+//! waiting, for a person near the front (place 10) and the last one, and for
+//! a crowd taking turns (all 10,000 of the small room; every 10th of the
+//! large one), so that each heartbeat finds its person's state cold, as in
+//! a real crowd. Each heartbeat presents the ticket the previous one
+//! minted, with a client time, as the page's script does. It prints
+//! interleaved rounds (thread CPU time, `benches/common`; the client's
+//! tickets copied into a hot batch untimed, so only the server's side is
+//! timed) and the per-round ratios 1M ÷ 10k (issue 15: ≤ 1.3) with an A/A
+//! control (places 10 and 11 of the 10k room); criterion's figures follow
+//! (there the crowds' tickets are read cold from the bench's own memory).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{interleaved, ratios, spread, ThreadCpuTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use queuegate::room::schedule::shuffle;
 use queuegate::room::{
@@ -22,6 +41,9 @@ use queuegate::room::{
     RoomState,
 };
 use queuegate::ticket::{Binding, TicketId};
+use queuegate::{
+    ClientTime, Issuer, KeyRing, ManualClock, MemoryReplayStore, Presented, RoomTicket, WaitingRoom,
+};
 
 const PEOPLE: u32 = 1_000_000;
 const T: i64 = 1_700_000_000_000;
@@ -263,5 +285,208 @@ fn heartbeat_by_position(c: &mut Criterion) {
     mass_drop_out(&setup);
 }
 
+type Room = WaitingRoom<ManualClock, MemoryReplayStore, MemoryRoomState>;
+
+/// A person's session id and latest ticket.
+type Person = (Vec<u8>, RoomTicket);
+
+/// A room of `people` waiting (paused, open, the clock standing still),
+/// joined through `WaitingRoom::join`; returns it with the sessions and
+/// tickets of the people at places 10, 11 and the last place, and of every
+/// `stride`-th person (the crowd whose heartbeats take turns).
+fn whole_room(
+    rt: &tokio::runtime::Runtime,
+    people: u32,
+    stride: u32,
+) -> (Room, [Person; 3], Vec<Person>) {
+    let clock = ManualClock::new(T);
+    let keys = Arc::new(KeyRing::new(1, &[7u8; 32]).unwrap());
+    let issuer = Issuer::new(
+        keys,
+        queuegate::Policy::new(QUEUE),
+        clock,
+        Arc::new(MemoryReplayStore::new()),
+    )
+    .unwrap();
+    let room = WaitingRoom::builder(issuer, MemoryRoomState::new())
+        .paused(true)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut kept = Vec::new();
+    let mut crowd = Vec::new();
+    rt.block_on(async {
+        for i in 1..=people {
+            let session = bytes(i, 3).to_vec();
+            let t = room
+                .join(&session, ClientTime::Millis(T))
+                .await
+                .expect("join");
+            assert_eq!(t.position, u64::from(i));
+            let single = i == 10 || i == 11 || i == people;
+            if i % stride == 0 && !single {
+                crowd.push((session.clone(), t.clone()));
+            }
+            if single {
+                kept.push((session, t));
+            }
+        }
+    });
+    println!(
+        "room_whole_heartbeat: joined {people} through the room in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let far = kept.pop().unwrap();
+    let next = kept.pop().unwrap();
+    let near = kept.pop().unwrap();
+    (room, [near, next, far], crowd)
+}
+
+/// One heartbeat of `who`, presenting its latest ticket and keeping the
+/// next one.
+fn whole_beat(rt: &tokio::runtime::Runtime, room: &Room, who: &mut Person) {
+    let next = rt
+        .block_on(room.heartbeat(&Presented {
+            ticket: Some(who.1.ticket.as_bytes()),
+            binding: Some(&who.0),
+            client_time: ClientTime::Millis(T),
+        }))
+        .expect("heartbeat");
+    debug_assert_eq!(next.position, who.1.position);
+    who.1 = black_box(next);
+}
+
+fn whole_heartbeat_by_crowd(c: &mut Criterion<ThreadCpuTime>) {
+    const SMALL: u32 = 10_000;
+    const BEATS: usize = 1_000;
+    const ROUNDS: usize = 60;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // The crowds: all 10,000 of the small room, every 10th of the large
+    // one (100,000 people spread over the whole queue), beating in turn, so
+    // each heartbeat finds its person's state cold, as in a real crowd.
+    let (small, [small_near, small_next, small_far], small_crowd) = whole_room(&rt, SMALL, 1);
+    let (large, [large_near, _, large_far], large_crowd) = whole_room(&rt, PEOPLE, 10);
+    // The A/A control: places 10 and 11 of the 10k room do the same work.
+    let rooms = [&small, &small, &small, &large, &large, &small, &large];
+    let mut people: [Vec<Person>; 7] = [
+        vec![small_near],
+        vec![small_next],
+        vec![small_far],
+        vec![large_near],
+        vec![large_far],
+        small_crowd,
+        large_crowd,
+    ];
+    let mut turn = [0usize; 7];
+    let names = [
+        "10k_place_10",
+        "10k_place_11",
+        "10k_last",
+        "1M_place_10",
+        "1M_last",
+        "10k_crowd_in_turn",
+        "1M_crowd_in_turn",
+    ];
+    for (k, who) in people.iter_mut().enumerate() {
+        let who = &mut who[0];
+        let before = who.1.position;
+        whole_beat(&rt, rooms[k], who);
+        assert_eq!(who.1.position, before, "{}", names[k]);
+    }
+    // The interleaved rounds time the server's side only: before each
+    // round (untimed) the next people's sessions and tickets are copied into
+    // a small batch, hot in cache as a request's bytes are when it has just
+    // been read; after it, their new tickets are put back.
+    let shared = std::cell::RefCell::new((&mut people, &mut turn, vec![None; names.len()]));
+    let per_beat = interleaved(
+        names.len(),
+        ROUNDS,
+        |k| {
+            let mut guard = shared.borrow_mut();
+            let (people, turn, pending) = &mut *guard;
+            let crowd = &mut people[k];
+            if let Some((from, done)) = pending[k].take() {
+                let done: Vec<Person> = done;
+                for (j, p) in done.into_iter().enumerate() {
+                    let at = (from + j) % crowd.len();
+                    crowd[at] = p;
+                }
+            }
+            let n = BEATS.min(crowd.len());
+            let from = turn[k] % crowd.len();
+            turn[k] += n;
+            let batch: Vec<Person> = (0..n)
+                .map(|j| crowd[(from + j) % crowd.len()].clone())
+                .collect();
+            (from, batch)
+        },
+        |k, (from, mut batch): (usize, Vec<Person>)| {
+            let n = batch.len();
+            for j in 0..BEATS {
+                whole_beat(&rt, rooms[k], &mut batch[j % n]);
+            }
+            shared.borrow_mut().2[k] = Some((from, batch));
+            BEATS as u64
+        },
+    );
+    // Put the last batches back before criterion's turn.
+    {
+        let mut guard = shared.borrow_mut();
+        let (people, _, pending) = &mut *guard;
+        for (k, slot) in pending.iter_mut().enumerate() {
+            if let Some((from, done)) = slot.take() {
+                let crowd = &mut people[k];
+                for (j, p) in done.into_iter().enumerate() {
+                    let at = (from + j) % crowd.len();
+                    crowd[at] = p;
+                }
+            }
+        }
+    }
+    drop(shared);
+    let mut beat_next = |k: usize| {
+        let crowd = &mut people[k];
+        let i = turn[k] % crowd.len();
+        turn[k] += 1;
+        whole_beat(&rt, rooms[k], &mut crowd[i]);
+    };
+    for (k, name) in names.iter().enumerate() {
+        let (lo, mid, hi) = spread(per_beat[k].clone());
+        println!(
+            "room_whole_heartbeat/{name}: median {mid:.0} CPU ns per heartbeat (p10–p90 {lo:.0}–{hi:.0}), {ROUNDS} interleaved rounds of {BEATS}"
+        );
+    }
+    for (what, a, b) in [
+        ("1M ÷ 10k, place 10", 3, 0),
+        ("1M ÷ 10k, last place", 4, 2),
+        ("A/A: 10k place 11 ÷ 10k place 10", 1, 0),
+        ("1M: last ÷ place 10", 4, 3),
+        ("1M ÷ 10k, crowds in turn", 6, 5),
+    ] {
+        let (lo, mid, hi) = spread(ratios(&per_beat[a], &per_beat[b]));
+        println!("room_whole_heartbeat: {what} = {mid:.3} (p10–p90 {lo:.3}–{hi:.3})");
+    }
+
+    let mut group = c.benchmark_group("room_whole_heartbeat");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (k, name) in names.iter().enumerate() {
+        if k == 1 {
+            continue;
+        }
+        group.bench_function(*name, |b| b.iter(|| beat_next(k)));
+    }
+    group.finish();
+}
+
 criterion_group!(benches, heartbeat_by_position);
-criterion_main!(benches);
+criterion_group! {
+    name = whole;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = whole_heartbeat_by_crowd
+}
+criterion_main!(benches, whole);

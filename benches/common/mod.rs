@@ -87,3 +87,43 @@ pub fn now_or_never<F: Future>(waker: &Waker, fut: F) -> F::Output {
         Poll::Pending => panic!("expected a future that is ready at once"),
     }
 }
+
+/// The 10th, 50th and 90th percentiles of `v` (nearest rank).
+pub fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    assert!(!v.is_empty(), "no figures");
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.1), at(0.5), at(0.9))
+}
+
+/// Interleaved rounds: each round runs every variant once, in an order
+/// that rotates from round to round, and records its thread CPU time per
+/// operation (`run(k)` returns how many operations variant `k` did). The
+/// neighbours' load on a shared machine then drifts over every variant
+/// alike, and a ratio of two variants taken per round is a same-run,
+/// same-moment figure. `prepare(k)` runs untimed just before `run(k, _)`
+/// (to build inputs). Returns, per variant, its per-round ns per operation.
+pub fn interleaved<P>(
+    variants: usize,
+    rounds: usize,
+    mut prepare: impl FnMut(usize) -> P,
+    mut run: impl FnMut(usize, P) -> u64,
+) -> Vec<Vec<f64>> {
+    let mut out = vec![Vec::with_capacity(rounds); variants];
+    for round in 0..rounds {
+        for k in 0..variants {
+            let which = (round + k) % variants;
+            let input = prepare(which);
+            let started = thread_cpu_time();
+            let ops = run(which, input);
+            let took = thread_cpu_time().saturating_sub(started);
+            out[which].push(took.as_nanos() as f64 / ops.max(1) as f64);
+        }
+    }
+    out
+}
+
+/// Per-round ratios `a[i] / b[i]` of two variants from [`interleaved`].
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}

@@ -28,6 +28,9 @@ pub struct Gate<C, St, T, B, K, A, R> {
     pub(super) on_admit: A,
     pub(super) on_reject: R,
     pub(super) metrics: Metrics,
+    /// Whether requests are counted into `metrics` (see
+    /// [`QueueGateBuilder::without_metrics`]).
+    pub(super) counting: bool,
     pub(super) hold_rules: HoldRules,
 }
 
@@ -122,6 +125,7 @@ impl<C: Clock, St: ReplayStore> QueueGateLayer<C, St> {
             on_admit: (),
             on_reject: (),
             metrics: Metrics::new(),
+            counting: true,
             hold_rules: HoldRules::default(),
         }
     }
@@ -167,6 +171,7 @@ pub struct QueueGateBuilder<
     on_admit: A,
     on_reject: R,
     metrics: Metrics,
+    counting: bool,
     hold_rules: HoldRules,
 }
 
@@ -229,6 +234,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            counting: self.counting,
             hold_rules: self.hold_rules,
         }
     }
@@ -254,6 +260,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            counting: self.counting,
             hold_rules: self.hold_rules,
         }
     }
@@ -281,6 +288,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            counting: self.counting,
             hold_rules: self.hold_rules,
         }
     }
@@ -295,6 +303,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: hook,
             on_reject: self.on_reject,
             metrics: self.metrics,
+            counting: self.counting,
             hold_rules: self.hold_rules,
         }
     }
@@ -310,6 +319,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
             on_admit: self.on_admit,
             on_reject: hook,
             metrics: self.metrics,
+            counting: self.counting,
             hold_rules: self.hold_rules,
         }
     }
@@ -343,6 +353,20 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
     /// the waiting room to expose one set).
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self.counting = true;
+        self
+    }
+
+    /// Counts nothing: no admission, rejection or monitored counter, no
+    /// client-clock offset, so [`QueueGateLayer::metrics`] stays at zero.
+    /// For a host that counts in its own [`OnAdmit`](super::OnAdmit) /
+    /// [`OnReject`](super::OnReject) hooks, or a second layer on a route
+    /// whose requests another layer already counts. The counters are
+    /// relaxed atomic increments (a few nanoseconds; see `BENCHMARKS.md`),
+    /// so this is not a speed setting. A later [`metrics`](Self::metrics)
+    /// turns counting back on.
+    pub fn without_metrics(mut self) -> Self {
+        self.counting = false;
         self
     }
 
@@ -362,6 +386,7 @@ impl<C, St, T, B, K, A, R> QueueGateBuilder<C, St, T, B, K, A, R> {
                 on_admit: self.on_admit,
                 on_reject: self.on_reject,
                 metrics: self.metrics,
+                counting: self.counting,
                 hold_rules: self.hold_rules,
             }),
         })

@@ -153,7 +153,7 @@ where
         // per chain: a refused request (a waiting bot on a protected
         // route, a forged ticket) or a busy client must not be able to move
         // the middle of the histogram operators judge the server clock by.
-        if let Ok(v) = &checked {
+        if let (true, Ok(v)) = (self.counting, &checked) {
             if let Some(offset) = v.client_offset_ms {
                 self.metrics
                     .observe_chain_offset_ms(v.claims.ticket_id, offset);
@@ -165,9 +165,13 @@ where
     /// Lets a verified request through: counts it, runs the hook, and puts
     /// the [`Verified`] in the request extensions.
     pub(super) fn admit(&self, verified: Verified, parts: &mut Parts) {
-        self.metrics.record_admission();
+        if self.counting {
+            self.metrics.record_admission();
+        }
         if let Some(finding) = &verified.monitored {
-            self.metrics.record_monitored(finding.code());
+            if self.counting {
+                self.metrics.record_monitored(finding.code());
+            }
             trace_monitored(finding);
         }
         self.on_admit.on_admit(&verified, parts);
@@ -178,8 +182,10 @@ where
     /// does not enforce (no verified ticket): the [`Rejection`] goes into
     /// the request extensions.
     fn let_through_unverified(&self, rejection: Rejection, parts: &mut Parts) {
-        self.metrics.record_admission();
-        self.metrics.record_monitored(rejection.code());
+        if self.counting {
+            self.metrics.record_admission();
+            self.metrics.record_monitored(rejection.code());
+        }
         trace_monitored(&rejection);
         parts.extensions.insert(rejection);
     }
@@ -193,7 +199,9 @@ where
     where
         R: OnReject<ResBody>,
     {
-        self.metrics.record_rejection(rejection.code());
+        if self.counting {
+            self.metrics.record_rejection(rejection.code());
+        }
         #[cfg(feature = "tracing")]
         tracing::debug!(
             code = rejection.code().as_str(),
