@@ -70,8 +70,28 @@ where
             }
         }
     }
+    // The newcomer's chain lands in a capacity shard of its own drawing,
+    // which may still hold an abandoned chain (or the probe's) for a bucket
+    // more: it retries under the same bound, as a page retries on a 503.
     let session = b"newcomer";
-    let mut t = f.join(session, &wait(1, Duration::from_secs(30)));
+    let mut t = loop {
+        let first = f.join(session, &wait(1, Duration::from_secs(30)));
+        match f
+            .renew(&first.ticket, session, &wait(1, Duration::from_secs(30)))
+            .await
+        {
+            Ok(next) => break next,
+            Err(r) => {
+                assert_eq!(r.code(), RejectionCode::StoreUnavailable);
+                assert!(
+                    waited < Duration::from_secs(14),
+                    "the abandoned chains still hold the capacity after {waited:?}"
+                );
+                pass(Duration::from_millis(500)).await;
+                waited += Duration::from_millis(500);
+            }
+        }
+    };
     for _ in 0..3 {
         t = f
             .renew(&t.ticket, session, &wait(1, Duration::from_secs(30)))
