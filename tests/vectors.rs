@@ -1841,6 +1841,7 @@ fn retention_check(
         now_ms,
         grace_ms: 0,
         hold: None,
+        epoch: 0,
     }
 }
 
