@@ -377,7 +377,12 @@ async fn a_promoted_replica_missing_a_consumption_never_lets_it_book_again() {
                 epoch: cx.epoch,
                 ..check(s, x, true)
             };
-            match s.check(&again).await {
+            // The store's own timeouts bound every call: a check that does
+            // not return is a failure, not a wait.
+            let answer = tokio::time::timeout(Duration::from_secs(10), s.check(&again))
+                .await
+                .expect("a check did not return within 10 s");
+            match answer {
                 Ok(ReplayVerdict::Replayed(ReplayReason::StateReset)) => fenced[i] = true,
                 Ok(v) => panic!("the consumed ticket was answered {v:?}"),
                 Err(_) => {}

@@ -109,14 +109,25 @@ struct Inner {
 ///   data (a restart without persistence, a failover to an empty replica,
 ///   a flush), the key is gone, the script starts a new epoch, and every
 ///   ticket minted before is refused (`replayed`, reason `StateReset`),
-///   never admitted a second time. The epoch key is outside the tickets'
-///   hash tags, so the scripts need a single primary (with replicas or
-///   Sentinel); Redis Cluster would need a per-node epoch and is not
-///   supported yet.
+///   never admitted a second time.
+/// - On a Redis Cluster ([`cluster_builder`](Self::cluster_builder)) the
+///   records live in 256 shards, each under its own hash tag beside the
+///   shard's epoch, owner and capacity counts (`<prefix>:{<shard tag>}:…`),
+///   so each script touches one slot. Every script first compares the
+///   shard's owner with `CLUSTER MYID`: a primary other than the one that
+///   last served the shard (a promoted replica, which may lack records) or
+///   one that came back empty starts a new shard epoch, and every ticket of
+///   the shard minted before is refused (`replayed`, `StateReset`). Tickets
+///   carry their shard's epoch ([`ReplayStore::epoch_of`]). A single-use
+///   hold is confirmed by a replica (`WAIT 1`, see
+///   [`replica_wait`](RedisReplayStoreBuilder::replica_wait)) before the
+///   handler runs, or refused.
 ///
-/// What Redis cannot promise: replication is asynchronous, so a failover
-/// can lose a record written just before it (a consumed ticket could be
-/// accepted once more; `WAIT` would narrow but not close this). `PXAT`
+/// What Redis cannot promise: replication is asynchronous, so on a single
+/// Redis a failover can lose a record written just before it (a consumed
+/// ticket could be accepted once more). On a Cluster the fence refuses
+/// every ticket of a failed-over shard instead; the README says what
+/// window remains. `PXAT`
 /// runs on Redis's clock, not the instances'; the tolerance must cover the
 /// difference between the clocks. An instance whose clock is further
 /// behind fails closed: a ticket whose retention has ended by Redis's
