@@ -64,6 +64,7 @@ fn check(n: u64, now_ms: i64) -> ReplayCheck {
         now_ms,
         grace_ms: 5_000,
         hold: None,
+        epoch: 0,
     }
 }
 

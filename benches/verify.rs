@@ -143,6 +143,7 @@ fn bench_verify(c: &mut Criterion<ThreadCpuTime>) {
             now_ms: now,
             grace_ms: 5_000,
             hold: None,
+            epoch: 0,
         };
         now_or_never(&waker, store.check(&check)).unwrap();
     }

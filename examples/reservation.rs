@@ -106,8 +106,7 @@ usage: reservation [flags]
                           limit)
   --redis-cluster URLS    the same on Redis Cluster: comma-separated seed
                           nodes, redis://127.0.0.1:7000,redis://127.0.0.1:7001
-                          (needs --features redis; see the README: the replay
-                          store on a Cluster is not there yet)
+                          (needs --features redis)
   --admin-token-file PATH the operator's token (16+ chars) for /admin and
                           /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
                           given: /admin is off and answers 404)
@@ -413,6 +412,22 @@ impl ReplayStore for Replay {
         }
     }
 
+    fn epoch_of(&self, ticket_id: &TicketId) -> u32 {
+        match self {
+            Self::Memory(m) => m.epoch_of(ticket_id),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.epoch_of(ticket_id),
+        }
+    }
+
+    fn checks_epoch(&self) -> bool {
+        match self {
+            Self::Memory(m) => m.checks_epoch(),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.checks_epoch(),
+        }
+    }
+
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
         match self {
             Self::Memory(m) => Box::pin(m.check(c)),
@@ -598,22 +613,17 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
     if let Some(nodes) = &config.redis_cluster {
         #[cfg(feature = "redis")]
         {
-            // The room state runs on the Cluster; the replay store (the
-            // single-use booking records and their per-shard lost-data
-            // epoch) does not yet, and the demo refuses to keep bookings in
-            // one process's memory behind a shared room.
+            // The replay store and the room state share one Cluster
+            // connection (the store's shards and the room's keys carry
+            // their own hash tags).
             let seeds: Vec<&str> = nodes.iter().map(String::as_str).collect();
-            RedisRoomState::cluster_builder(&seeds)
+            let store = RedisReplayStore::cluster_builder(&seeds)
                 .prefix(&format!("queuegate-demo-{}", config.queue))
                 .connect()
                 .await
                 .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
-            return Err(
-                "--redis-cluster: the room state runs on this Cluster, but the \
-                        replay store does not support Redis Cluster yet (its per-shard \
-                        lost-data epoch is unfinished); use --redis URL for now"
-                    .to_owned(),
-            );
+            let rooms = RedisRoomState::new(&store);
+            return build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)));
         }
         #[cfg(not(feature = "redis"))]
         {

@@ -403,7 +403,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             key_id,
             // Bound under the signing key, which may have rotated.
             binding,
-            epoch: self.verifier.store().epoch(),
+            epoch: self.verifier.store().epoch_of(&prev.ticket_id),
             sequence,
             position: decision.position,
             issued_at_ms: issued_at,

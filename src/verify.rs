@@ -661,6 +661,7 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
             now_ms: checked.now_ms,
             grace_ms: self.policy.renewal_grace_ms,
             hold: if consume { checked.hold } else { None },
+            epoch: c.epoch,
         }))
     }
 
@@ -763,7 +764,10 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         if let Some(offset) = offset {
             policy.check_clock(offset, claims.clock_offset_ms, &mut found)?;
         }
-        if policy.replay != ReplayMode::Off && claims.epoch != self.store.epoch() {
+        if policy.replay != ReplayMode::Off
+            && !self.store.checks_epoch()
+            && claims.epoch != self.store.epoch()
+        {
             policy.flag(
                 &mut found,
                 Rejection::Replayed {

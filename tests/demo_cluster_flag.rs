@@ -1,7 +1,6 @@
 //! The demo's `--redis-cluster` flag: parsed beside `--redis` (one of the
 //! two), never printed, refused by a build without Redis support or by the
-//! in-memory build, and refused with a reason while the replay store
-//! cannot run on a Cluster.
+//! in-memory build; with Redis, two demo instances share one Cluster.
 
 mod demo_support;
 
@@ -46,17 +45,29 @@ async fn a_build_without_redis_refuses_it() {
     assert!(err.contains("--features redis"), "{err}");
 }
 
+/// Two demo instances on one Cluster: join on one, heartbeat and book on
+/// the other; the ticket consumed there is `replayed` on the first.
 #[cfg(feature = "redis")]
 #[tokio::test]
 #[ignore = "needs Redis Cluster"]
-async fn with_redis_it_reaches_the_cluster_then_refuses_for_the_replay_store() {
-    let c = parse(&["--redis-cluster", SEEDS]).unwrap();
-    let err = demo_support::reservation::build_async(&c)
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        err.contains("replay store does not support Redis Cluster"),
-        "{err}"
-    );
+async fn two_instances_on_one_cluster_share_the_room_and_single_use() {
+    use demo_support::{start, Person};
+    let queue = format!("qgt-demo-{}", queuegate::TicketId::random());
+    let flags = ["--redis-cluster", SEEDS, "--queue", &queue];
+    let a = start(&flags).await;
+    let b = start(&flags).await;
+    let mut me = Person::new();
+    let r = me.join(&a).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    me.beat_until_admitted(&b).await;
+    let booked = b
+        .send("POST", "/reserve", &me.headers(true), r#"{"slot":"S24"}"#)
+        .await;
+    assert_eq!(booked.status, 200, "{}", booked.body);
+    assert!(booked.json()["reservation_id"].is_string());
+    let again = a
+        .send("POST", "/reserve", &me.headers(true), r#"{"slot":"S25"}"#)
+        .await;
+    assert_ne!(again.status, 200, "{}", again.body);
+    assert!(again.body.contains("replayed"), "{}", again.body);
 }

@@ -78,6 +78,7 @@ fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
         now_ms,
         grace_ms: 5_000,
         hold: None,
+        epoch: 0,
     }
 }
 

@@ -1855,6 +1855,7 @@ fn retention_check(
         now_ms,
         grace_ms: 0,
         hold: None,
+        epoch: 0,
     }
 }
 

@@ -690,6 +690,7 @@ mod tests {
             now_ms: now,
             grace_ms: 5_000,
             hold: consume.then(|| Hold::new(now + 5_000)),
+            epoch: 0,
         }
     }
 

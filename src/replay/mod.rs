@@ -76,6 +76,11 @@ pub struct ReplayCheck {
     pub grace_ms: i64,
     /// For a `single_use` scope: the hold to take on the chain.
     pub hold: Option<Hold>,
+    /// The presented ticket's epoch. A store whose epochs are per shard
+    /// ([`ReplayStore::checks_epoch`]) compares it with its shard's;
+    /// others ignore it (the verifier compared it with
+    /// [`ReplayStore::epoch`]).
+    pub epoch: u32,
 }
 
 impl ReplayCheck {
@@ -242,6 +247,23 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// is refused.
     fn epoch(&self) -> u32;
 
+    /// The epoch a ticket of the chain `ticket_id` is minted under: the
+    /// epoch of the chain's shard for a store with an epoch per shard
+    /// (Redis Cluster), [`epoch`](Self::epoch) otherwise.
+    fn epoch_of(&self, ticket_id: &TicketId) -> u32 {
+        let _ = ticket_id;
+        self.epoch()
+    }
+
+    /// Whether [`check`](Self::check) compares the ticket's epoch
+    /// ([`ReplayCheck::epoch`]) itself, against the epoch of the chain's
+    /// shard, so the verifier must not compare it with
+    /// [`epoch`](Self::epoch). False unless the store keeps an epoch per
+    /// shard.
+    fn checks_epoch(&self) -> bool {
+        false
+    }
+
     /// Checks a presented ticket and records it, atomically.
     ///
     /// A store must never answer [`ReplayVerdict::Fresh`] for a ticket whose
@@ -274,6 +296,14 @@ impl<T: ReplayStore> ReplayStore for Arc<T> {
 
     fn epoch(&self) -> u32 {
         (**self).epoch()
+    }
+
+    fn epoch_of(&self, ticket_id: &TicketId) -> u32 {
+        (**self).epoch_of(ticket_id)
+    }
+
+    fn checks_epoch(&self) -> bool {
+        (**self).checks_epoch()
     }
 
     fn check(&self, check: &ReplayCheck) -> Self::CheckFuture {

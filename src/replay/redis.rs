@@ -1,10 +1,11 @@
 //! The Redis replay store (feature `redis`): replay state shared by every
 //! instance behind a load balancer.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::{
 use crate::clock::duration_to_ms;
 use crate::error::{ConfigError, StoreError};
 use crate::rejection::ReplayReason;
+use crate::room::redis::conn::{ClusterConn, Conn, Lua};
 use crate::ticket::{ScopeId, TicketId, TicketKind};
 
 /// A boxed, sendable store future. The Redis store's futures are boxed: a
@@ -34,13 +36,44 @@ const CHECK_BODY: &str = include_str!("redis_check.lua");
 const ADVANCE_BODY: &str = include_str!("redis_advance.lua");
 /// Commit or release of a hold.
 const SETTLE: &str = include_str!("redis_settle.lua");
+/// The Cluster shard's fence, run before the prelude on a Cluster.
+const FENCE: &str = include_str!("redis_fence.lua");
+/// Before the prelude on a single Redis: the capacity key is the last.
+const SINGLE_HEAD: &str = "local CAPIDX = #KEYS\n";
+
+/// Shards of the Cluster layout: every record of a ticket lives under its
+/// shard's hash tag, beside the shard's epoch, owner and capacity counts,
+/// so each script touches one slot. Shard `s` is tagged so that its slot
+/// lies in `[64 s, 64 s + 64)`: the shards spread evenly over the slot
+/// space, and each primary holds a share of them equal to its share of
+/// the slots.
+pub(crate) const CLUSTER_SHARDS: usize = 256;
 
 /// Capacity shards: each chain's records count in the shard of its ticket
 /// id's first byte, each shard holding its share of the capacities.
 const CAP_SHARDS: usize = 16;
 
+/// The Cluster parts of a store.
+struct Shards {
+    conn: Conn,
+    /// Per shard: its hash tag (without braces).
+    tags: Vec<String>,
+    /// Per shard: the epoch this instance last saw.
+    epochs: Vec<AtomicU32>,
+    /// How long a hold take or commit waits for a replica's acknowledgement.
+    wait_ms: u64,
+    /// Commits a replica did not acknowledge in time (they stand on the
+    /// primary; see the type's documentation).
+    unconfirmed_commits: AtomicU64,
+    check: Lua,
+    advance: Lua,
+    settle: Lua,
+}
+
 struct Inner {
-    conn: ConnectionManager,
+    /// The single Redis's connection (`None` on a Cluster).
+    single: Option<ConnectionManager>,
+    cluster: Option<Shards>,
     prefix: String,
     /// Per shard: waiting, admitted.
     shard_capacity: [u64; 2],
@@ -76,14 +109,25 @@ struct Inner {
 ///   data (a restart without persistence, a failover to an empty replica,
 ///   a flush), the key is gone, the script starts a new epoch, and every
 ///   ticket minted before is refused (`replayed`, reason `StateReset`),
-///   never admitted a second time. The epoch key is outside the tickets'
-///   hash tags, so the scripts need a single primary (with replicas or
-///   Sentinel); Redis Cluster would need a per-node epoch and is not
-///   supported yet.
+///   never admitted a second time.
+/// - On a Redis Cluster ([`cluster_builder`](Self::cluster_builder)) the
+///   records live in 256 shards, each under its own hash tag beside the
+///   shard's epoch, owner and capacity counts (`<prefix>:{<shard tag>}:…`),
+///   so each script touches one slot. Every script first compares the
+///   shard's owner with `CLUSTER MYID`: a primary other than the one that
+///   last served the shard (a promoted replica, which may lack records) or
+///   one that came back empty starts a new shard epoch, and every ticket of
+///   the shard minted before is refused (`replayed`, `StateReset`). Tickets
+///   carry their shard's epoch ([`ReplayStore::epoch_of`]). A single-use
+///   hold is confirmed by a replica (`WAIT 1`, see
+///   [`replica_wait`](RedisReplayStoreBuilder::replica_wait)) before the
+///   handler runs, or refused.
 ///
-/// What Redis cannot promise: replication is asynchronous, so a failover
-/// can lose a record written just before it (a consumed ticket could be
-/// accepted once more; `WAIT` would narrow but not close this). `PXAT`
+/// What Redis cannot promise: replication is asynchronous, so on a single
+/// Redis a failover can lose a record written just before it (a consumed
+/// ticket could be accepted once more). On a Cluster the fence refuses
+/// every ticket of a failed-over shard instead; the README says what
+/// window remains. `PXAT`
 /// runs on Redis's clock, not the instances'; the tolerance must cover the
 /// difference between the clocks. An instance whose clock is further
 /// behind fails closed: a ticket whose retention has ended by Redis's
@@ -122,6 +166,9 @@ impl fmt::Debug for RedisReplayStore {
 #[must_use]
 pub struct RedisReplayStoreBuilder {
     url: String,
+    /// Cluster seed nodes (empty: a single Redis at `url`).
+    seeds: Vec<String>,
+    replica_wait: Duration,
     prefix: String,
     timeout: Duration,
     tolerance: Duration,
@@ -134,6 +181,8 @@ impl fmt::Debug for RedisReplayStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisReplayStoreBuilder")
             .field("url", &"REDACTED")
+            .field("cluster", &!self.seeds.is_empty())
+            .field("replica_wait", &self.replica_wait)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("tolerance", &self.tolerance)
@@ -192,6 +241,16 @@ impl RedisReplayStoreBuilder {
         self
     }
 
+    /// On a Cluster: how long taking a single-use hold (and committing it)
+    /// waits for a replica to acknowledge the write (`WAIT 1 <ms>`,
+    /// default 200 ms). A hold no replica confirmed in time is released
+    /// and the request refused (`store_unavailable`) before the handler
+    /// runs. Ignored on a single Redis.
+    pub fn replica_wait(mut self, wait: Duration) -> Self {
+        self.replica_wait = wait;
+        self
+    }
+
     /// Connects, checks Redis's `maxmemory_policy` (read from `INFO
     /// memory`, since managed Redis refuses `CONFIG GET`), and reads (or
     /// creates) the epoch. Fails if the settings are invalid, Redis evicts
@@ -225,6 +284,9 @@ impl RedisReplayStoreBuilder {
                 .to_string(),
             ));
         }
+        if !self.seeds.is_empty() {
+            return self.connect_cluster().await;
+        }
         let client = ::redis::Client::open(self.url.as_str()).map_err(backend)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
@@ -257,7 +319,8 @@ impl RedisReplayStoreBuilder {
         }
         let per_shard = |cap: u64| cap.div_ceil(CAP_SHARDS as u64);
         let inner = Inner {
-            conn,
+            single: Some(conn),
+            cluster: None,
             shard_capacity: [
                 per_shard(self.waiting_capacity),
                 per_shard(self.admitted_capacity),
@@ -265,13 +328,13 @@ impl RedisReplayStoreBuilder {
             epoch: AtomicU32::new(0),
             timeout: self.timeout,
             tolerance_ms: duration_to_ms(self.tolerance),
-            check: Script::new(&format!("{PRELUDE}{CHECK_BODY}")),
-            advance: Script::new(&format!("{PRELUDE}{ADVANCE_BODY}")),
+            check: Script::new(&format!("{SINGLE_HEAD}{PRELUDE}{CHECK_BODY}")),
+            advance: Script::new(&format!("{SINGLE_HEAD}{PRELUDE}{ADVANCE_BODY}")),
             settle: Script::new(SETTLE),
             prefix: self.prefix,
         };
         let candidate = random_epoch();
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.single()?;
         let previous: Option<u32> = timeout(
             inner.timeout,
             ::redis::cmd("SET")
@@ -290,6 +353,116 @@ impl RedisReplayStoreBuilder {
             inner: Arc::new(inner),
         })
     }
+}
+
+impl RedisReplayStoreBuilder {
+    async fn connect_cluster(self) -> Result<RedisReplayStore, StoreError> {
+        let conn = Conn::Cluster(ClusterConn::connect(&self.seeds, self.timeout).await?);
+        if !self.allow_evicting_policy {
+            let mut info = ::redis::cmd("INFO");
+            info.arg("memory");
+            let v = conn.query(&info, self.timeout).await?;
+            // Asked of every node: a text per node.
+            let texts: Vec<String> = match ::redis::from_redis_value::<String>(&v) {
+                Ok(t) => vec![t],
+                Err(_) => ::redis::from_redis_value::<HashMap<String, String>>(&v)
+                    .map_err(backend)?
+                    .into_values()
+                    .collect(),
+            };
+            if texts.is_empty() || texts.iter().any(|t| evicts(t)) {
+                return Err(StoreError::Backend(
+                    ConfigError::Invalid {
+                        setting: "maxmemory-policy",
+                        reason: "a node of the Cluster evicts keys under memory pressure, and an evicted record could let a consumed ticket back in: set maxmemory-policy noeviction, or opt in with allow_evicting_policy(true)",
+                    }
+                    .to_string(),
+                ));
+            }
+        }
+        let per_shard = |cap: u64| cap.div_ceil(CLUSTER_SHARDS as u64);
+        let shards = Shards {
+            conn,
+            tags: (0..CLUSTER_SHARDS)
+                .map(|s| shard_tag(&self.prefix, s))
+                .collect(),
+            epochs: (0..CLUSTER_SHARDS).map(|_| AtomicU32::new(0)).collect(),
+            wait_ms: u64::try_from(self.replica_wait.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            unconfirmed_commits: AtomicU64::new(0),
+            check: Lua::new(format!("{FENCE}{PRELUDE}{CHECK_BODY}")),
+            advance: Lua::new(format!("{FENCE}{PRELUDE}{ADVANCE_BODY}")),
+            settle: Lua::new(SETTLE.to_owned()),
+        };
+        let inner = Inner {
+            single: None,
+            cluster: Some(shards),
+            shard_capacity: [
+                per_shard(self.waiting_capacity),
+                per_shard(self.admitted_capacity),
+            ],
+            epoch: AtomicU32::new(0),
+            timeout: self.timeout,
+            tolerance_ms: duration_to_ms(self.tolerance),
+            check: Script::new(""),
+            advance: Script::new(""),
+            settle: Script::new(""),
+            prefix: self.prefix,
+        };
+        // Every shard's epoch, fencing the shards whose primary changed.
+        let init = Lua::new(format!("{FENCE}return {{0, redis.call('GET', KEYS[1])}}"));
+        let sh = inner.cluster.as_ref().expect("just built");
+        let results = futures_util::future::join_all((0..CLUSTER_SHARDS).map(|s| {
+            let keys = [inner.shard_key(s, "epoch"), inner.shard_key(s, "owner")];
+            let args = [String::new(), random_epoch().to_string()];
+            let (init, sh) = (&init, sh);
+            async move {
+                let v = sh.conn.eval(init, &keys, &args, inner.timeout).await?;
+                let reply: Vec<::redis::Value> = ::redis::from_redis_value(&v).map_err(backend)?;
+                match reply.get(1).map(::redis::from_redis_value::<u32>) {
+                    Some(Ok(e)) => Ok(e),
+                    _ => Err(StoreError::Backend("redis script answer".into())),
+                }
+            }
+        }))
+        .await;
+        for (s, r) in results.into_iter().enumerate() {
+            sh.epochs[s].store(r?, Ordering::Relaxed);
+        }
+        inner
+            .epoch
+            .store(sh.epochs[0].load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(RedisReplayStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// The Cluster slot of a hash tag (CRC16/XMODEM modulo 16384).
+fn slot_of(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The hash tag of shard `s`: `<prefix>:r<s>.<n>` with the first `n`
+/// whose slot lies in `[64 s, 64 s + 64)` (a few hundred tries at most).
+fn shard_tag(prefix: &str, s: usize) -> String {
+    let span = 16384 / CLUSTER_SHARDS;
+    (0u64..)
+        .map(|n| format!("{prefix}:r{s}.{n}"))
+        .find(|t| usize::from(slot_of(t.as_bytes())) / span == s)
+        .expect("some suffix lands in every slot range")
 }
 
 /// Whether `INFO memory` text names an evicting `maxmemory_policy`. A
@@ -327,30 +500,71 @@ async fn timeout<T>(d: Duration, f: impl Future<Output = T>) -> Result<T, StoreE
 }
 
 impl Inner {
+    fn single(&self) -> Result<ConnectionManager, StoreError> {
+        self.single
+            .clone()
+            .ok_or_else(|| StoreError::Backend("no single Redis connection".into()))
+    }
+
+    /// The Cluster shard of a chain.
+    fn shard_of(id: &TicketId) -> usize {
+        usize::from(id.0[0]) % CLUSTER_SHARDS
+    }
+
+    /// A key of Cluster shard `s`: `<prefix>:{<tag>}:<name>`.
+    fn shard_key(&self, s: usize, name: &str) -> String {
+        let tag = self.cluster.as_ref().map_or("", |c| c.tags[s].as_str());
+        format!("{}:{{{tag}}}:{name}", self.prefix)
+    }
+
     fn epoch_key(&self) -> String {
         format!("{}:epoch", self.prefix)
     }
 
     fn chain_key(&self, id: &TicketId) -> String {
+        if self.cluster.is_some() {
+            return self.shard_key(Self::shard_of(id), &format!("{id}:c"));
+        }
         format!("{}:{{{id}}}:c", self.prefix)
     }
 
     fn use_key(&self, id: &TicketId, scope: &ScopeId) -> String {
+        if self.cluster.is_some() {
+            return self.shard_key(Self::shard_of(id), &format!("{id}:u:{scope}"));
+        }
         format!("{}:{{{id}}}:u:{scope}", self.prefix)
     }
 
     /// The capacity shard of a chain: a hash tag of its own, so that on a
     /// Cluster the shards spread over the primaries.
     fn cap_key(&self, id: &TicketId) -> String {
+        if self.cluster.is_some() {
+            return self.shard_key(Self::shard_of(id), "cap");
+        }
         let shard = usize::from(id.0[0]) % CAP_SHARDS;
         format!("{p}:{{{p}:cap:{shard}}}", p = self.prefix)
     }
 
-    /// Learns a new epoch from a script's `{4, epoch}` answer.
-    fn reset_to(&self, epoch: &::redis::Value) {
+    /// Learns a new epoch from a script's `{4, epoch}` answer about the
+    /// chain `id`.
+    fn reset_to(&self, id: &TicketId, epoch: &::redis::Value) {
         if let Ok(e) = ::redis::from_redis_value::<u32>(epoch) {
-            self.epoch.store(e, Ordering::Relaxed);
+            match &self.cluster {
+                Some(c) => c.epochs[Self::shard_of(id)].store(e, Ordering::Relaxed),
+                None => self.epoch.store(e, Ordering::Relaxed),
+            }
         }
+    }
+
+    /// The keys of a Cluster check, advance or init: the shard's epoch,
+    /// `records`, the shard's capacity counts and owner.
+    fn cluster_keys(&self, id: &TicketId, records: &[String]) -> Vec<String> {
+        let s = Self::shard_of(id);
+        let mut keys = vec![self.shard_key(s, "epoch")];
+        keys.extend_from_slice(records);
+        keys.push(self.shard_key(s, "cap"));
+        keys.push(self.shard_key(s, "owner"));
+        keys
     }
 }
 
@@ -359,6 +573,8 @@ impl RedisReplayStore {
     pub fn builder(url: &str) -> RedisReplayStoreBuilder {
         RedisReplayStoreBuilder {
             url: url.to_owned(),
+            seeds: Vec::new(),
+            replica_wait: Duration::from_millis(200),
             prefix: "queuegate".to_owned(),
             timeout: Duration::from_millis(500),
             tolerance: Duration::from_secs(60),
@@ -368,11 +584,42 @@ impl RedisReplayStore {
         }
     }
 
+    /// Settings for a store on the Redis Cluster reached through `seeds`
+    /// (some of its nodes' URLs, `redis://127.0.0.1:7000`).
+    ///
+    /// The Cluster layout differs from the single Redis's: see the type's
+    /// documentation (shards, per-shard fence, `WAIT` on single use).
+    pub fn cluster_builder(seeds: &[&str]) -> RedisReplayStoreBuilder {
+        let mut b = Self::builder("");
+        b.seeds = seeds.iter().map(|s| (*s).to_owned()).collect();
+        b
+    }
+
+    /// Whether this store runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
+    /// On a Cluster: how many commits no replica acknowledged within the
+    /// [replica wait](RedisReplayStoreBuilder::replica_wait) since start
+    /// (they stand on the primary; a failover before they reach a replica
+    /// fences their shard). Always 0 on a single Redis.
+    pub fn unconfirmed_commits(&self) -> u64 {
+        self.inner
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.unconfirmed_commits.load(Ordering::Relaxed))
+    }
+
     /// A clone of the store's connection, for the room state kept in the
     /// same Redis. Not public: it would tie the API to the `redis` crate's
     /// version and let callers write under the store's keys.
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+    pub(crate) fn connection(&self) -> Conn {
+        match (&self.inner.single, &self.inner.cluster) {
+            (Some(c), _) => Conn::Single(c.clone()),
+            (None, Some(c)) => c.conn.clone(),
+            (None, None) => unreachable!("a store has a connection"),
+        }
     }
 
     /// The key prefix.
@@ -388,8 +635,27 @@ impl RedisReplayStore {
     /// Deletes every key under this store's prefix (the epoch included), by
     /// `SCAN` and `UNLINK`: for tests, benchmarks and deliberate resets.
     /// Every ticket minted before is then refused.
+    ///
+    /// On a Cluster, the shards' epochs, owners and counts are deleted (so
+    /// every ticket minted before is refused), and the records are left to
+    /// expire.
     pub async fn clear(&self) -> Result<(), StoreError> {
-        clear_prefix(&self.inner.conn, &self.inner.prefix, self.inner.timeout).await
+        if let Some(c) = &self.inner.cluster {
+            for s in 0..CLUSTER_SHARDS {
+                let mut del = ::redis::cmd("DEL");
+                for name in ["epoch", "owner", "cap"] {
+                    del.arg(self.inner.shard_key(s, name));
+                }
+                c.conn.query(&del, self.inner.timeout).await?;
+            }
+            return Ok(());
+        }
+        clear_prefix(
+            &self.inner.single()?,
+            &self.inner.prefix,
+            self.inner.timeout,
+        )
+        .await
     }
 }
 
@@ -439,58 +705,106 @@ impl ReplayStore for RedisReplayStore {
         self.inner.epoch.load(Ordering::Relaxed)
     }
 
+    fn epoch_of(&self, ticket_id: &TicketId) -> u32 {
+        match &self.inner.cluster {
+            Some(c) => c.epochs[Inner::shard_of(ticket_id)].load(Ordering::Relaxed),
+            None => self.epoch(),
+        }
+    }
+
+    fn checks_epoch(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
     fn check(&self, c: &ReplayCheck) -> Self::CheckFuture {
         let inner = self.inner.clone();
         let c = *c;
         Box::pin(async move {
-            let mut invocation = inner.check.prepare_invoke();
             let hold = c.hold.unwrap_or(super::Hold {
                 token: 0,
                 until_ms: 0,
             });
-            invocation
-                .key(inner.epoch_key())
-                .key(inner.chain_key(&c.ticket_id))
-                .key(inner.use_key(&c.ticket_id, &c.scope))
-                .key(inner.cap_key(&c.ticket_id))
-                .arg(inner.epoch.load(Ordering::Relaxed))
-                .arg(random_epoch())
-                .arg(c.sequence)
-                .arg(c.now_ms)
-                .arg(c.grace_ms)
-                .arg(c.chain_retention_ms(inner.tolerance_ms))
-                .arg(u8::from(c.hold.is_some()))
-                .arg(u8::from(c.same_client))
-                .arg(hold.token)
-                .arg(hold.until_ms)
-                .arg(c.expires_at_ms.saturating_add(inner.tolerance_ms))
-                .arg(kind_arg(c.kind))
-                .arg(inner.shard_capacity[0])
-                .arg(inner.shard_capacity[1]);
-            let mut conn = inner.conn.clone();
-            let reply: Vec<::redis::Value> =
-                timeout(inner.timeout, invocation.invoke_async(&mut conn))
-                    .await?
-                    .map_err(backend)?;
-            let code: i64 = code_of(&reply)?;
-            Ok(match code {
-                0 => ReplayVerdict::Fresh,
-                1 => ReplayVerdict::Replayed(ReplayReason::StaleSequence),
-                2 => ReplayVerdict::Replayed(ReplayReason::ConsumedBySameClient),
-                3 => ReplayVerdict::Replayed(ReplayReason::ConsumedByOtherClient),
-                4 => {
-                    inner.reset_to(&reply[1]);
-                    ReplayVerdict::Replayed(ReplayReason::StateReset)
+            let args = [
+                // On a Cluster the script compares the ticket's own epoch
+                // with its shard's; on a single Redis the verifier compared
+                // it with the instance's, which the script checks.
+                if inner.cluster.is_some() {
+                    c.epoch
+                } else {
+                    inner.epoch.load(Ordering::Relaxed)
                 }
-                // Past its retention by Redis's clock: its record may be gone.
-                5 => ReplayVerdict::Replayed(ReplayReason::StateReset),
-                6 => match reply.get(1).map(::redis::from_redis_value::<i64>) {
-                    Some(Ok(until_ms)) => ReplayVerdict::InProgress { until_ms },
-                    _ => return Err(StoreError::Backend("redis script answer".into())),
-                },
-                7 => return Err(StoreError::Capacity),
-                _ => return Err(StoreError::Backend("redis script answer".into())),
-            })
+                .to_string(),
+                random_epoch().to_string(),
+                c.sequence.to_string(),
+                c.now_ms.to_string(),
+                c.grace_ms.to_string(),
+                c.chain_retention_ms(inner.tolerance_ms).to_string(),
+                u8::from(c.hold.is_some()).to_string(),
+                u8::from(c.same_client).to_string(),
+                hold.token.to_string(),
+                hold.until_ms.to_string(),
+                c.expires_at_ms
+                    .saturating_add(inner.tolerance_ms)
+                    .to_string(),
+                kind_arg(c.kind).to_owned(),
+                inner.shard_capacity[0].to_string(),
+                inner.shard_capacity[1].to_string(),
+            ];
+            let records = [
+                inner.chain_key(&c.ticket_id),
+                inner.use_key(&c.ticket_id, &c.scope),
+            ];
+            let Some(sh) = &inner.cluster else {
+                let mut invocation = inner.check.prepare_invoke();
+                invocation
+                    .key(inner.epoch_key())
+                    .key(&records[0])
+                    .key(&records[1])
+                    .key(inner.cap_key(&c.ticket_id));
+                for a in &args {
+                    invocation.arg(a);
+                }
+                let mut conn = inner.single()?;
+                let reply: Vec<::redis::Value> =
+                    timeout(inner.timeout, invocation.invoke_async(&mut conn))
+                        .await?
+                        .map_err(backend)?;
+                return check_verdict(&inner, &c.ticket_id, &reply);
+            };
+            let keys = inner.cluster_keys(&c.ticket_id, &records);
+            let Some(taken) = c.hold else {
+                let v = sh.conn.eval(&sh.check, &keys, &args, inner.timeout).await?;
+                let reply: Vec<::redis::Value> = ::redis::from_redis_value(&v).map_err(backend)?;
+                return check_verdict(&inner, &c.ticket_id, &reply);
+            };
+            // Single use: the hold must reach a replica before the handler
+            // runs, or a failover could bring back a chain already booked.
+            let (v, acks) = sh
+                .conn
+                .eval_wait(&sh.check, &keys, &args, sh.wait_ms, inner.timeout)
+                .await?;
+            let reply: Vec<::redis::Value> = ::redis::from_redis_value(&v).map_err(backend)?;
+            let verdict = check_verdict(&inner, &c.ticket_id, &reply)?;
+            if verdict == ReplayVerdict::Fresh && acks < 1 {
+                // Unconfirmed: give the hold back (so that a retry is not
+                // `in_progress` until it expires) and fail closed.
+                let release = SettleHold {
+                    scope: c.scope,
+                    ticket_id: c.ticket_id,
+                    kind: c.kind,
+                    hold: taken,
+                    settlement: Settlement::Release,
+                    expires_at_ms: c.expires_at_ms,
+                    now_ms: c.now_ms,
+                };
+                // Spawned, so that a dropped request still gives it back;
+                // awaited, so that a retry finds it given back.
+                let _ = tokio::spawn(Self::settle_now(inner.clone(), release)).await;
+                return Err(StoreError::Backend(
+                    "no Redis replica confirmed the hold in time".into(),
+                ));
+            }
+            Ok(verdict)
         })
     }
 
@@ -498,66 +812,51 @@ impl ReplayStore for RedisReplayStore {
         let inner = self.inner.clone();
         let a = *a;
         Box::pin(async move {
-            let mut invocation = inner.advance.prepare_invoke();
-            invocation
-                .key(inner.epoch_key())
-                .key(inner.chain_key(&a.ticket_id))
-                .key(inner.cap_key(&a.ticket_id))
-                .arg(inner.epoch.load(Ordering::Relaxed))
-                .arg(random_epoch())
-                .arg(a.sequence)
-                .arg(a.now_ms)
-                .arg(a.grace_ms)
-                .arg(retention_ms(
-                    a.live_until_ms,
-                    a.expires_at_ms,
-                    inner.tolerance_ms,
-                ))
-                .arg(kind_arg(a.kind))
-                .arg(inner.shard_capacity[0])
-                .arg(inner.shard_capacity[1]);
-            let mut conn = inner.conn.clone();
-            let reply: Vec<::redis::Value> =
+            let retention = retention_ms(a.live_until_ms, a.expires_at_ms, inner.tolerance_ms);
+            let reply: Vec<::redis::Value> = if let Some(sh) = &inner.cluster {
+                // Not waited for: a lost advance only lets an older ticket
+                // of the chain be presented again, and a failover fences
+                // the shard anyway.
+                let keys = inner.cluster_keys(&a.ticket_id, &[inner.chain_key(&a.ticket_id)]);
+                let args = [
+                    sh.epochs[Inner::shard_of(&a.ticket_id)]
+                        .load(Ordering::Relaxed)
+                        .to_string(),
+                    random_epoch().to_string(),
+                    a.sequence.to_string(),
+                    a.now_ms.to_string(),
+                    a.grace_ms.to_string(),
+                    retention.to_string(),
+                    kind_arg(a.kind).to_owned(),
+                    inner.shard_capacity[0].to_string(),
+                    inner.shard_capacity[1].to_string(),
+                ];
+                let v = sh
+                    .conn
+                    .eval(&sh.advance, &keys, &args, inner.timeout)
+                    .await?;
+                ::redis::from_redis_value(&v).map_err(backend)?
+            } else {
+                let mut invocation = inner.advance.prepare_invoke();
+                invocation
+                    .key(inner.epoch_key())
+                    .key(inner.chain_key(&a.ticket_id))
+                    .key(inner.cap_key(&a.ticket_id))
+                    .arg(inner.epoch.load(Ordering::Relaxed))
+                    .arg(random_epoch())
+                    .arg(a.sequence)
+                    .arg(a.now_ms)
+                    .arg(a.grace_ms)
+                    .arg(retention)
+                    .arg(kind_arg(a.kind))
+                    .arg(inner.shard_capacity[0])
+                    .arg(inner.shard_capacity[1]);
+                let mut conn = inner.single()?;
                 timeout(inner.timeout, invocation.invoke_async(&mut conn))
                     .await?
-                    .map_err(backend)?;
-            let code = code_of(&reply)?;
-            let seq_and_time = || -> Result<(u32, i64), StoreError> {
-                match reply.as_slice() {
-                    [_, s, t] => Ok((
-                        ::redis::from_redis_value(s).map_err(backend)?,
-                        ::redis::from_redis_value(t).map_err(backend)?,
-                    )),
-                    _ => Err(StoreError::Backend("redis script answer".into())),
-                }
+                    .map_err(backend)?
             };
-            Ok(match code {
-                0 => {
-                    let (sequence, issued_at_ms) = seq_and_time()?;
-                    Advance::Next {
-                        sequence,
-                        issued_at_ms,
-                    }
-                }
-                2 => {
-                    let (sequence, issued_at_ms) = seq_and_time()?;
-                    Advance::Retry {
-                        sequence,
-                        issued_at_ms,
-                    }
-                }
-                1 => Advance::Stale,
-                4 => {
-                    // Redis lost its state: the chain cannot be trusted to
-                    // continue. The presented ticket's epoch is gone, so the
-                    // issuer refuses it as `replayed`; the client rejoins.
-                    inner.reset_to(&reply[1]);
-                    Advance::Stale
-                }
-                5 => Advance::Stale,
-                7 => return Err(StoreError::Capacity),
-                _ => return Err(StoreError::Backend("redis script answer".into())),
-            })
+            advance_verdict(&inner, &a.ticket_id, &reply)
         })
     }
 
@@ -582,20 +881,120 @@ impl ReplayStore for RedisReplayStore {
     }
 }
 
+/// The verdict of a check script's answer.
+fn check_verdict(
+    inner: &Inner,
+    id: &TicketId,
+    reply: &[::redis::Value],
+) -> Result<ReplayVerdict, StoreError> {
+    Ok(match code_of(reply)? {
+        0 => ReplayVerdict::Fresh,
+        1 => ReplayVerdict::Replayed(ReplayReason::StaleSequence),
+        2 => ReplayVerdict::Replayed(ReplayReason::ConsumedBySameClient),
+        3 => ReplayVerdict::Replayed(ReplayReason::ConsumedByOtherClient),
+        4 => {
+            inner.reset_to(id, &reply[1]);
+            ReplayVerdict::Replayed(ReplayReason::StateReset)
+        }
+        // Past its retention by Redis's clock: its record may be gone.
+        5 => ReplayVerdict::Replayed(ReplayReason::StateReset),
+        6 => match reply.get(1).map(::redis::from_redis_value::<i64>) {
+            Some(Ok(until_ms)) => ReplayVerdict::InProgress { until_ms },
+            _ => return Err(StoreError::Backend("redis script answer".into())),
+        },
+        7 => return Err(StoreError::Capacity),
+        _ => return Err(StoreError::Backend("redis script answer".into())),
+    })
+}
+
+/// The outcome of an advance script's answer.
+fn advance_verdict(
+    inner: &Inner,
+    id: &TicketId,
+    reply: &[::redis::Value],
+) -> Result<Advance, StoreError> {
+    let seq_and_time = || -> Result<(u32, i64), StoreError> {
+        match reply {
+            [_, s, t] => Ok((
+                ::redis::from_redis_value(s).map_err(backend)?,
+                ::redis::from_redis_value(t).map_err(backend)?,
+            )),
+            _ => Err(StoreError::Backend("redis script answer".into())),
+        }
+    };
+    Ok(match code_of(reply)? {
+        0 => {
+            let (sequence, issued_at_ms) = seq_and_time()?;
+            Advance::Next {
+                sequence,
+                issued_at_ms,
+            }
+        }
+        2 => {
+            let (sequence, issued_at_ms) = seq_and_time()?;
+            Advance::Retry {
+                sequence,
+                issued_at_ms,
+            }
+        }
+        1 => Advance::Stale,
+        4 => {
+            // Redis lost its state (or, on a Cluster, the shard was
+            // fenced): the chain cannot be trusted to continue. The
+            // presented ticket's epoch is gone, so the issuer refuses it as
+            // `replayed`; the client rejoins.
+            inner.reset_to(id, &reply[1]);
+            Advance::Stale
+        }
+        5 => Advance::Stale,
+        7 => return Err(StoreError::Capacity),
+        _ => return Err(StoreError::Backend("redis script answer".into())),
+    })
+}
+
 impl RedisReplayStore {
     async fn settle_now(inner: Arc<Inner>, s: SettleHold) -> Result<(), StoreError> {
-        let mut invocation = inner.settle.prepare_invoke();
-        invocation
-            .key(inner.use_key(&s.ticket_id, &s.scope))
-            .key(inner.cap_key(&s.ticket_id))
-            .arg(match s.settlement {
+        let keys = [
+            inner.use_key(&s.ticket_id, &s.scope),
+            inner.cap_key(&s.ticket_id),
+        ];
+        let args = [
+            match s.settlement {
                 Settlement::Commit => "c",
                 Settlement::Release => "r",
-            })
-            .arg(s.hold.token)
-            .arg(s.expires_at_ms.saturating_add(inner.tolerance_ms))
-            .arg(kind_arg(s.kind));
-        let mut conn = inner.conn.clone();
+            }
+            .to_owned(),
+            s.hold.token.to_string(),
+            s.expires_at_ms
+                .saturating_add(inner.tolerance_ms)
+                .to_string(),
+            kind_arg(s.kind).to_owned(),
+        ];
+        if let Some(sh) = &inner.cluster {
+            if s.settlement == Settlement::Commit {
+                let (_, acks) = sh
+                    .conn
+                    .eval_wait(&sh.settle, &keys, &args, sh.wait_ms, inner.timeout)
+                    .await?;
+                if acks < 1 {
+                    // The booking is done: the commit stands on the
+                    // primary; counted, since a failover before it reaches
+                    // a replica fences its shard.
+                    sh.unconfirmed_commits.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                sh.conn
+                    .eval(&sh.settle, &keys, &args, inner.timeout)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let mut invocation = inner.settle.prepare_invoke();
+        invocation.key(&keys[0]).key(&keys[1]);
+        for a in &args {
+            invocation.arg(a);
+        }
+        let mut conn = inner.single()?;
         let _: i64 = timeout(inner.timeout, invocation.invoke_async(&mut conn))
             .await?
             .map_err(backend)?;

@@ -1,7 +1,8 @@
 -- The prelude of the replay store's check and advance scripts.
 --
 -- KEYS[1] is the epoch key, KEYS[2] the chain record, the last key this
--- chain's capacity shard. ARGV[1] is the epoch this instance knows, ARGV[2]
+-- chain's capacity shard (KEYS[CAPIDX]: the last key, or on a Cluster the
+-- last but one, before the shard's owner key). ARGV[1] is the epoch this instance knows, ARGV[2]
 -- a fresh random one in case the key is gone, ARGV[6] the chain record's
 -- keep-until; the last three ARGV are the presented (or issued) ticket's
 -- kind (`w` or `a`) and the waiting and admitted capacities of one shard.
@@ -37,7 +38,7 @@ end
 local BUCKET = 5000
 local NKIND = ARGV[#ARGV - 2]
 local CAP = {w = tonumber(ARGV[#ARGV - 1]), a = tonumber(ARGV[#ARGV])}
-local CAPKEY = KEYS[#KEYS]
+local CAPKEY = KEYS[CAPIDX]
 
 local function bucket_of(keep)
   return math.floor(keep / BUCKET)

@@ -54,7 +54,7 @@ mod hook;
 pub mod http;
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 pub mod schedule;
 mod state;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ::redis::aio::ConnectionManager;
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, ErrorKind, RedisError, Value};
+use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, Value};
 
 use crate::error::StoreError;
 
@@ -172,6 +172,80 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs a pipeline (every command in one slot, or keyless) under
+    /// `timeout`, on the node of its first keyed command.
+    pub(crate) async fn query_pipe(
+        &self,
+        pipe: &Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, StoreError> {
+        match self {
+            Self::Single(conn) => {
+                let mut conn = conn.clone();
+                tokio::time::timeout(timeout, pipe.query_async(&mut conn))
+                    .await
+                    .map_err(|_| StoreError::Timeout)?
+                    .map_err(backend)
+            }
+            Self::Cluster(cluster) => {
+                if cluster.due() {
+                    cluster.rebuild(REFRESH_EVERY).await;
+                }
+                let mut conn = cluster.current();
+                let result = tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await;
+                match result {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => {
+                        if topology_may_have_changed(&e) {
+                            cluster.rebuild(Duration::from_millis(500)).await;
+                        }
+                        Err(backend(e))
+                    }
+                    Err(_) => {
+                        cluster.rebuild(Duration::from_millis(500)).await;
+                        Err(StoreError::Timeout)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `script` with `keys` (one slot) and `args`, then `WAIT 1
+    /// <wait_ms>` in the same pipeline, on the same node and connection:
+    /// the script's answer and the number of replicas that acknowledged
+    /// every write sent on that connection so far (the script's included).
+    pub(crate) async fn eval_wait(
+        &self,
+        script: &Lua,
+        keys: &[String],
+        args: &[String],
+        wait_ms: u64,
+        timeout: Duration,
+    ) -> Result<(Value, i64), StoreError> {
+        let build = |verb: &str, what: &str| {
+            let mut c = ::redis::cmd(verb);
+            c.arg(what).arg(keys.len()).arg(keys).arg(args);
+            let mut p = ::redis::pipe();
+            p.add_command(c);
+            p.cmd("WAIT").arg(1).arg(wait_ms);
+            p
+        };
+        let t = timeout + Duration::from_millis(wait_ms);
+        let out = match self.query_pipe(&build("EVALSHA", &script.sha), t).await {
+            Err(StoreError::Backend(m)) if m.contains("NoScriptError") => {
+                self.query_pipe(&build("EVAL", &script.body), t).await
+            }
+            other => other,
+        }?;
+        match <[Value; 2]>::try_from(out) {
+            Ok([v, acks]) => {
+                let acks = ::redis::from_redis_value::<i64>(&acks).map_err(backend)?;
+                Ok((v, acks))
+            }
+            Err(_) => Err(StoreError::Backend("redis pipeline answer".into())),
         }
     }
 

@@ -45,7 +45,7 @@
 //! bounded number of commands per tick whatever the queue's depth.
 
 mod cache;
-mod conn;
+pub(crate) mod conn;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -457,7 +457,7 @@ impl RedisRoomState {
     /// (a single Redis).
     pub fn new(store: &RedisReplayStore) -> Self {
         Self::with(
-            Conn::Single(store.connection()),
+            store.connection(),
             store.prefix().to_owned(),
             store.call_timeout(),
         )
