@@ -83,9 +83,12 @@ impl<'a> Input<'a> {
             policy = policy.client_time(ClientTimeRule::Required);
         }
         if self.flags & 1 != 0 {
+            // Monitoring everything on a single-use scope is refused unless
+            // the host opts in; the fuzzer explores that configuration too.
             policy = policy
                 .mode_all(Mode::Monitor)
-                .mode_for(RejectionCode::StoreUnavailable, Mode::Enforce);
+                .mode_for(RejectionCode::StoreUnavailable, Mode::Enforce)
+                .allow_monitor_on_single_use(true);
         }
         policy
     }
