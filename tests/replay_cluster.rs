@@ -14,7 +14,6 @@
 //! - Garbage changes nothing: a flood of checks under a wrong epoch
 //!   creates no key on any node.
 #![cfg(feature = "redis")]
-
 // The turn lock (`one_at_a_time`) is held across awaits on purpose: each
 // test runs on a runtime of its own thread, and nothing else takes it.
 #![allow(clippy::await_holding_lock)]
