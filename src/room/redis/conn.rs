@@ -141,6 +141,39 @@ impl ClusterConn {
     }
 }
 
+impl ClusterConn {
+    /// The connection to send on, after the periodic topology refresh if it
+    /// is due.
+    async fn ready(&self) -> ClusterConnection {
+        if self.due() {
+            self.rebuild(REFRESH_EVERY).await;
+        }
+        self.current()
+    }
+
+    /// A call's answer; an error that may mean a failover (`MOVED`,
+    /// `READONLY`, a dropped connection) or a timeout refreshes the
+    /// topology before the error is returned.
+    async fn outcome<T>(
+        &self,
+        result: Result<::redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if topology_may_have_changed(&e) {
+                    self.rebuild(Duration::from_millis(500)).await;
+                }
+                Err(backend(e))
+            }
+            Err(_) => {
+                self.rebuild(Duration::from_millis(500)).await;
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+}
+
 impl Conn {
     /// Runs one command under `timeout`.
     pub(crate) async fn query(&self, cmd: &Cmd, timeout: Duration) -> Result<Value, StoreError> {
@@ -153,24 +186,9 @@ impl Conn {
                     .map_err(backend)
             }
             Self::Cluster(cluster) => {
-                if cluster.due() {
-                    cluster.rebuild(REFRESH_EVERY).await;
-                }
-                let mut conn = cluster.current();
+                let mut conn = cluster.ready().await;
                 let result = tokio::time::timeout(timeout, cmd.query_async(&mut conn)).await;
-                match result {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => {
-                        if topology_may_have_changed(&e) {
-                            cluster.rebuild(Duration::from_millis(500)).await;
-                        }
-                        Err(backend(e))
-                    }
-                    Err(_) => {
-                        cluster.rebuild(Duration::from_millis(500)).await;
-                        Err(StoreError::Timeout)
-                    }
-                }
+                cluster.outcome(result).await
             }
         }
     }
@@ -191,24 +209,9 @@ impl Conn {
                     .map_err(backend)
             }
             Self::Cluster(cluster) => {
-                if cluster.due() {
-                    cluster.rebuild(REFRESH_EVERY).await;
-                }
-                let mut conn = cluster.current();
+                let mut conn = cluster.ready().await;
                 let result = tokio::time::timeout(timeout, pipe.query_async(&mut conn)).await;
-                match result {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => {
-                        if topology_may_have_changed(&e) {
-                            cluster.rebuild(Duration::from_millis(500)).await;
-                        }
-                        Err(backend(e))
-                    }
-                    Err(_) => {
-                        cluster.rebuild(Duration::from_millis(500)).await;
-                        Err(StoreError::Timeout)
-                    }
-                }
+                cluster.outcome(result).await
             }
         }
     }
