@@ -368,8 +368,14 @@ fn clients(sources: u32, max_conns: u32) -> Vec<Http> {
             c.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))));
             Http {
                 client: Client::builder(TokioExecutor::new())
+                    // No cap on idle connections: when every connection
+                    // is busy, the pool dials a new one and races it
+                    // against the next one to come back; a cap would close
+                    // the loser at once, and at thousands of requests a
+                    // second that churn runs the source ports out
+                    // (`bind` slows to a crawl, then fails). The permits
+                    // bound the busy ones, so the total stays bounded.
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(per_pool)
                     .build(c),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(per_pool)),
             }
