@@ -161,7 +161,12 @@ where
     }
 
     /// Counts ticket refusals (by code) in these counters, as the layer
-    /// does.
+    /// does, and feeds the client-clock offset histogram (which
+    /// [`ClockCheck`](crate::health::ClockCheck) reads) from heartbeats:
+    /// once per chain, for an authentic ticket (MAC and binding verified)
+    /// that passed or was refused for a reason of time (`expired`,
+    /// `offline_resumed`, `clock_skew`, `clock_jump`: what a server clock
+    /// far off does to every honest ticket).
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
