@@ -23,7 +23,7 @@ use crate::issuer::{Issuer, JoinDecision, Minted};
 use crate::rejection::Rejection;
 use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::ticket::{Binding, Claims, TicketId};
-use crate::verify::{ClientTime, Presented};
+use crate::verify::{ClientTime, ClockSample, Presented};
 
 /// How often a rejoin reads the chain's facts again when it raced another
 /// rejoin or renewal of the same chain, before answering `busy`.
@@ -669,11 +669,23 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// clock), asks the state where the chain stands, and issues the next
     /// ticket, an admitted one once the turn has come.
     pub async fn heartbeat(&self, presented: &Presented<'_>) -> Result<RoomTicket, RoomError> {
+        self.heartbeat_sampled(presented, &mut None).await
+    }
+
+    /// [`heartbeat`](Self::heartbeat), also handing back the client clock
+    /// offset measured on the ticket once it proved authentic and bound,
+    /// even when a later rule refused it (the endpoints feed it to the
+    /// offset histogram the server-clock check reads).
+    pub(crate) async fn heartbeat_sampled(
+        &self,
+        presented: &Presented<'_>,
+        sample: &mut Option<ClockSample>,
+    ) -> Result<RoomTicket, RoomError> {
         // A closed room tells everyone waiting, whatever they present.
         if let Some(message) = self.control.closed() {
             return Err(RoomError::Closed { message });
         }
-        let verified = self.issuer.check(presented)?;
+        let verified = self.issuer.check_sampled(presented, sample)?;
         let material = presented.binding.unwrap_or_default();
         let bound = self.bind(material);
         let rule = self.rule(verified.now_ms);
