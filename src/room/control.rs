@@ -5,21 +5,34 @@
 //! `tracing` feature, reported as an event with the old and the new value.
 //!
 //! The settings live here, per instance, as relaxed atomics read on every
-//! join and heartbeat; a shared state that keeps the room's settings for
-//! every instance (the Redis room) receives them through the admission
-//! rule each operation brings. The shape is one setter per setting, so it
-//! can be pointed at shared settings without changing its callers.
+//! join and heartbeat. A state that keeps the room's settings for every
+//! instance (the Redis room, see [`RoomState::write_controls`]) makes them
+//! one control for the whole room:
+//!
+//! - A change made here is applied here at once and marked pending; it is
+//!   written to the shared settings before this instance's next join or
+//!   heartbeat, or at once by [`WaitingRoom::sync_controls`] (the admin
+//!   API calls it after every change). A write that fails stays pending
+//!   and is tried again.
+//! - Every operation first adopts the shared values this instance's state
+//!   last read (its admission tick reads them at most about once a second,
+//!   with no extra call), except those of its own changes still pending.
+//!   So every instance obeys, and shows, a change made through any of them
+//!   within about a second of its next operation.
+//! - The first operation seeds the shared settings from this instance's
+//!   configuration if the room has none yet; otherwise the shared values
+//!   win (the Redis state logs a warning when they differ).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::engine::{check_rate, WaitingRoom};
 use super::hook::JoinHook;
-use super::state::RoomState;
+use super::state::{ControlWrite, RoomState};
 use crate::amnesty::{Amnesty, AmnestyError};
 use crate::clock::Clock;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, StoreError};
 use crate::replay::ReplayStore;
 
 /// The longest closing message, in bytes.
@@ -73,7 +86,25 @@ impl Setting {
     fn index(self) -> usize {
         self as usize
     }
+
+    fn bit(self) -> u32 {
+        1 << self.index()
+    }
+
+    fn of_bits(bits: u32) -> Vec<Setting> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| bits & s.bit() != 0)
+            .collect()
+    }
 }
+
+const ALL_BITS: u32 = (1 << Setting::ALL.len()) - 1;
+
+/// Whether the state keeps the settings for every instance.
+const SHARING_UNKNOWN: u8 = 0;
+const SHARING_YES: u8 = 1;
+const SHARING_NO: u8 = 2;
 
 /// Why a control change was refused; nothing changed.
 #[non_exhaustive]
@@ -93,6 +124,10 @@ pub enum ControlError {
     /// A bad amnesty window.
     #[error(transparent)]
     Amnesty(#[from] AmnestyError),
+    /// The shared settings could not be written or read: the change holds
+    /// on this instance and is written when the store answers again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The room's settings at one moment, as the operator sees them.
@@ -132,6 +167,14 @@ pub(super) struct Control {
     closed: AtomicBool,
     message: Mutex<Option<Arc<str>>>,
     changes: [AtomicU64; Setting::ALL.len()],
+    /// Settings changed here and not yet written to the shared settings.
+    pending: AtomicU32,
+    /// Settings being written now (not overwritten by shared values).
+    inflight: AtomicU32,
+    /// `SHARING_*`: learnt at the first write.
+    sharing: AtomicU8,
+    /// The number of the shared settings last adopted.
+    seen: AtomicU64,
 }
 
 impl fmt::Debug for Control {
@@ -165,6 +208,10 @@ impl Control {
             closed: AtomicBool::new(false),
             message: Mutex::new(None),
             changes: Default::default(),
+            pending: AtomicU32::new(0),
+            inflight: AtomicU32::new(0),
+            sharing: AtomicU8::new(SHARING_UNKNOWN),
+            seen: AtomicU64::new(0),
         }
     }
 
@@ -211,6 +258,18 @@ impl Control {
     fn count(&self, setting: Setting) {
         self.changes[setting.index()].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Whether the state shares the settings (known after the first write).
+    pub(super) fn shared(&self) -> bool {
+        self.sharing.load(Ordering::Relaxed) == SHARING_YES
+    }
+
+    fn set_closed(&self, message: Option<Arc<str>>) -> Option<Arc<str>> {
+        let mut slot = self.message.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut *slot, message);
+        self.closed.store(slot.is_some(), Ordering::Relaxed);
+        old
+    }
 }
 
 fn show_cap(c: Option<u64>) -> String {
@@ -220,6 +279,9 @@ fn show_cap(c: Option<u64>) -> String {
 impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H> {
     fn changed(&self, setting: Setting, old: &dyn fmt::Display, new: &dyn fmt::Display) {
         self.control().count(setting);
+        self.control()
+            .pending
+            .fetch_or(setting.bit(), Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::info!(
             queue = self.queue_name(),
@@ -232,8 +294,16 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         let _ = (old, new);
     }
 
-    /// The settings now.
+    /// The settings now: on a state that shares them, the shared values as
+    /// this instance last read them (at most about a second old while the
+    /// room has traffic; [`sync_controls`](Self::sync_controls) reads them
+    /// again if older), with this instance's own changes not yet written.
     pub fn controls(&self) -> ControlSnapshot {
+        self.adopt_shared();
+        self.local_controls()
+    }
+
+    fn local_controls(&self) -> ControlSnapshot {
         let c = self.control();
         let opens = c.opens_at_ms();
         ControlSnapshot {
@@ -245,6 +315,155 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
             closed: c.closed(),
             amnesty: self.amnesty().window(),
         }
+    }
+
+    /// Writes this instance's pending changes to the shared settings (on a
+    /// state that keeps them for every instance) and reads the shared
+    /// settings again if this instance's view is older than about a
+    /// second, then adopts them. Cheap to call every second (the demo does,
+    /// so an instance without traffic stays current); a no-op on a state
+    /// that does not share settings. A write refused (the opening passed)
+    /// or failed (the store is down; the change stays pending) is the
+    /// error.
+    pub async fn sync_controls(&self) -> Result<(), ControlError> {
+        let now = self.issuer().now_ms();
+        let written = self.write_pending(now).await;
+        let read = if self.control().shared() {
+            let rule = self.rule(now);
+            self.state()
+                .refresh_controls(self.queue_name(), &rule)
+                .await
+        } else {
+            Ok(())
+        };
+        self.adopt_shared();
+        written?;
+        read.map_err(ControlError::from)
+    }
+
+    /// Before a join or heartbeat: the seed or the pending changes written
+    /// (one relaxed load when there is nothing to write), the shared
+    /// values adopted. A failed write stays pending; the operation goes on.
+    pub(super) async fn settle_controls(&self, now_ms: i64) {
+        let c = self.control();
+        match c.sharing.load(Ordering::Relaxed) {
+            SHARING_NO => return,
+            SHARING_YES if c.pending.load(Ordering::Relaxed) == 0 => {}
+            _ => {
+                let _ = self.write_pending(now_ms).await;
+            }
+        }
+        self.adopt_shared();
+    }
+
+    /// Seeds the shared settings (first call), then writes the pending
+    /// changes.
+    async fn write_pending(&self, now_ms: i64) -> Result<(), ControlError> {
+        let c = self.control();
+        match c.sharing.load(Ordering::Relaxed) {
+            SHARING_NO => return Ok(()),
+            SHARING_UNKNOWN => match self.write_bits(now_ms, true, ALL_BITS).await? {
+                false => {
+                    c.sharing.store(SHARING_NO, Ordering::Relaxed);
+                    return Ok(());
+                }
+                true => c.sharing.store(SHARING_YES, Ordering::Relaxed),
+            },
+            _ => {}
+        }
+        let bits = c.pending.swap(0, Ordering::Relaxed);
+        if bits == 0 {
+            return Ok(());
+        }
+        match self.write_bits(now_ms, false, bits).await {
+            Ok(_) => Ok(()),
+            Err(ControlError::OpeningPassed) => {
+                // Refused: the shared opening time stands; adopt it again.
+                c.seen.store(0, Ordering::Relaxed);
+                Err(ControlError::OpeningPassed)
+            }
+            Err(e) => {
+                c.pending.fetch_or(bits, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// One write of the settings in `bits`; whether the state shares them.
+    async fn write_bits(&self, now_ms: i64, seed: bool, bits: u32) -> Result<bool, ControlError> {
+        let c = self.control();
+        c.inflight.fetch_or(bits, Ordering::Relaxed);
+        let values = self.local_controls();
+        let write = ControlWrite {
+            seed,
+            changed: Setting::of_bits(bits),
+            burst: self.burst_for(values.admit_per_sec),
+            values,
+        };
+        let done = self
+            .state()
+            .write_controls(self.queue_name(), now_ms, &write)
+            .await;
+        c.inflight.fetch_and(!bits, Ordering::Relaxed);
+        done.map(|shared| shared.is_some())
+    }
+
+    /// Adopts the shared settings the state last read, if they changed
+    /// since last adopted, except this instance's changes not yet written.
+    /// Not counted as changes (the instance that made them counted them).
+    pub(super) fn adopt_shared(&self) {
+        let c = self.control();
+        if c.sharing.load(Ordering::Relaxed) != SHARING_YES {
+            return;
+        }
+        let Some((number, shared)) = self
+            .state()
+            .shared_controls(self.queue_name(), c.seen.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        let mine = c.pending.load(Ordering::Relaxed) | c.inflight.load(Ordering::Relaxed);
+        let take = |s: Setting| mine & s.bit() == 0;
+        if take(Setting::AdmitPerSec) {
+            c.per_sec_bits
+                .store(shared.admit_per_sec.to_bits(), Ordering::Relaxed);
+        }
+        if take(Setting::Paused) {
+            c.paused.store(shared.paused, Ordering::Relaxed);
+        }
+        if take(Setting::MaxAdmitted) {
+            c.max_admitted
+                .store(shared.max_admitted.unwrap_or(NO_CAP), Ordering::Relaxed);
+        }
+        if take(Setting::MaxWaiting) {
+            c.max_waiting
+                .store(shared.max_waiting.unwrap_or(NO_CAP), Ordering::Relaxed);
+        }
+        if take(Setting::OpensAt) {
+            c.opens_at_ms
+                .store(shared.opens_at_ms.unwrap_or(i64::MIN), Ordering::Relaxed);
+        }
+        if take(Setting::Closed) && c.closed() != shared.closed {
+            c.set_closed(shared.closed.clone());
+        }
+        if take(Setting::Amnesty) && self.amnesty().window() != shared.amnesty {
+            match shared.amnesty {
+                // Checked when it was declared.
+                Some((from, until)) => {
+                    let _ = self.amnesty().declare(from, until);
+                }
+                None => self.amnesty().clear(),
+            }
+        }
+        c.seen.store(number, Ordering::Relaxed);
+    }
+
+    /// Whether changes made through this instance wait to be written to
+    /// the shared settings (the store did not answer; see
+    /// [`sync_controls`](Self::sync_controls)).
+    pub fn controls_pending(&self) -> bool {
+        let c = self.control();
+        c.shared() && (c.pending.load(Ordering::Relaxed) | c.inflight.load(Ordering::Relaxed)) != 0
     }
 
     /// The admission rate (people per second), paused or not.
@@ -367,25 +586,14 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 reason: "must be 1 to 500 bytes of text without control characters",
             });
         }
-        let c = self.control();
-        let old = {
-            let mut slot = c.message.lock().unwrap_or_else(|e| e.into_inner());
-            let old = slot.replace(message.into());
-            c.closed.store(true, Ordering::Relaxed);
-            old
-        };
+        let old = self.control().set_closed(Some(message.into()));
         self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &message);
         Ok(())
     }
 
     /// Opens a closed room again.
     pub fn reopen(&self) {
-        let c = self.control();
-        let old = {
-            let mut slot = c.message.lock().unwrap_or_else(|e| e.into_inner());
-            c.closed.store(false, Ordering::Relaxed);
-            slot.take()
-        };
+        let old = self.control().set_closed(None);
         self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &"open");
     }
 
