@@ -1,8 +1,8 @@
 //! One control for the whole room, through real processes: two demo
 //! instances (`examples/reservation.rs`, each its own process) on one
-//! Redis or one Redis Cluster. A pause, a rate change, a closing and an
-//! amnesty made through A's `/admin/api/...` are obeyed, and shown, by B
-//! within 3 s; an amnesty declared through A during a store outage longer
+//! Redis or one Redis Cluster. A pause, a rate change, a closing, a
+//! waiting cap and an amnesty made through A's `/admin/api/...` are
+//! obeyed, and shown, by B within 3 s; an amnesty declared through A during a store outage longer
 //! than the near-front deadline keeps the places of the people
 //! heart-beating on B, and the same outage without it ends them (so the
 //! test can fail).
@@ -364,6 +364,25 @@ async fn pause_rate_and_closing_through_one_instance_rule_the_other() {
     let r = Person::default().join(&b).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = people[1].beat(&b).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The waiting cap through A: B refuses new places beyond it.
+    let r = a
+        .admin("POST", "/admin/api/room", r#"{"max_waiting":0}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let took = b.shows("the waiting cap", |r| r["max_waiting"] == 0).await;
+    assert!(took < WITHIN, "B showed the waiting cap after {took:?}");
+    let r = Person::default().join(&b).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(code(&r), "room_full", "{}", r.body);
+    let r = a
+        .admin("POST", "/admin/api/room", r#"{"max_waiting":null}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.shows("no waiting cap", |r| r["max_waiting"].is_null())
+        .await;
+    let r = Person::default().join(&b).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 

@@ -277,11 +277,17 @@ fn show_cap(c: Option<u64>) -> String {
 }
 
 impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H> {
-    fn changed(&self, setting: Setting, old: &dyn fmt::Display, new: &dyn fmt::Display) {
-        self.control().count(setting);
+    /// Marks `setting` as this instance's, before its value changes, so
+    /// adopting the shared values meanwhile does not undo the change (a
+    /// change then refused writes the unchanged value again: harmless).
+    fn mine(&self, setting: Setting) {
         self.control()
             .pending
             .fetch_or(setting.bit(), Ordering::Relaxed);
+    }
+
+    fn changed(&self, setting: Setting, old: &dyn fmt::Display, new: &dyn fmt::Display) {
+        self.control().count(setting);
         #[cfg(feature = "tracing")]
         tracing::info!(
             queue = self.queue_name(),
@@ -475,6 +481,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// are kept; the new rate counts from the next operation.
     pub fn set_admit_per_sec(&self, per_sec: f64) -> Result<(), ConfigError> {
         let per_sec = check_rate(per_sec)?;
+        self.mine(Setting::AdmitPerSec);
         let old = f64::from_bits(
             self.control()
                 .per_sec_bits
@@ -486,6 +493,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
 
     /// Stops admitting (heartbeats go on; places are kept).
     pub fn pause(&self) {
+        self.mine(Setting::Paused);
         let old = self.control().paused.swap(true, Ordering::Relaxed);
         self.changed(Setting::Paused, &old, &true);
     }
@@ -493,6 +501,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// Admits again, at the current rate, with nothing saved up from the
     /// pause.
     pub fn resume(&self) {
+        self.mine(Setting::Paused);
         let old = self.control().paused.swap(false, Ordering::Relaxed);
         self.changed(Setting::Paused, &old, &false);
     }
@@ -504,6 +513,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
 
     /// Caps the admitted chains alive at once (`None`: no cap).
     pub fn set_max_admitted(&self, max: Option<u64>) {
+        self.mine(Setting::MaxAdmitted);
         let old = self
             .control()
             .max_admitted
@@ -514,6 +524,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// Caps the waiting places (`None`: no cap); joins beyond it are
     /// refused as `room_full`.
     pub fn set_max_waiting(&self, max: Option<u64>) {
+        self.mine(Setting::MaxWaiting);
         let old = self
             .control()
             .max_waiting
@@ -537,6 +548,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         if c.opened() || now >= old {
             return Err(ControlError::OpeningPassed);
         }
+        self.mine(Setting::OpensAt);
         c.opens_at_ms
             .compare_exchange(old, at_ms, Ordering::Relaxed, Ordering::Relaxed)
             .map_err(|_| ControlError::OpeningPassed)?;
@@ -555,6 +567,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// `until_ms` (see [`Amnesty`]); replaces an earlier window.
     pub fn declare_amnesty(&self, from_ms: i64, until_ms: i64) -> Result<(), ControlError> {
         let old = self.amnesty().window();
+        self.mine(Setting::Amnesty);
         self.amnesty().declare(from_ms, until_ms)?;
         self.changed(
             Setting::Amnesty,
@@ -567,6 +580,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// Ends the amnesty at once.
     pub fn end_amnesty(&self) {
         let old = self.amnesty().window();
+        self.mine(Setting::Amnesty);
         self.amnesty().clear();
         self.changed(Setting::Amnesty, &show_window(old), &"none");
     }
@@ -586,6 +600,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 reason: "must be 1 to 500 bytes of text without control characters",
             });
         }
+        self.mine(Setting::Closed);
         let old = self.control().set_closed(Some(message.into()));
         self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &message);
         Ok(())
@@ -593,6 +608,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
 
     /// Opens a closed room again.
     pub fn reopen(&self) {
+        self.mine(Setting::Closed);
         let old = self.control().set_closed(None);
         self.changed(Setting::Closed, &old.as_deref().unwrap_or("open"), &"open");
     }
@@ -608,8 +624,9 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     }
 
     /// `queuegate_room_control_changes_total{setting}` and the
-    /// `queuegate_room_paused` / `queuegate_room_closed` gauges, as
-    /// Prometheus text.
+    /// `queuegate_room_paused`, `queuegate_room_closed` and
+    /// `queuegate_room_before_opening` gauges (the shared values on a state
+    /// that shares them), as Prometheus text.
     pub fn render_control_prometheus(&self) -> String {
         let mut out = String::from(
             "# HELP queuegate_room_control_changes_total Changes of the room's settings by the operator.\n\
@@ -622,14 +639,30 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 self.control_changes(s)
             ));
         }
-        out.push_str(&format!(
-            "# HELP queuegate_room_paused Whether admission is paused.\n\
-             # TYPE queuegate_room_paused gauge\nqueuegate_room_paused {}\n\
-             # HELP queuegate_room_closed Whether the room is closed.\n\
-             # TYPE queuegate_room_closed gauge\nqueuegate_room_closed {}\n",
-            u8::from(self.is_paused()),
-            u8::from(self.closed_message().is_some()),
-        ));
+        let c = self.controls();
+        let before_opening = c.opens_at_ms.is_some_and(|at| self.issuer().now_ms() < at);
+        for (name, help, on) in [
+            (
+                "queuegate_room_paused",
+                "Whether admission is paused.",
+                c.paused,
+            ),
+            (
+                "queuegate_room_closed",
+                "Whether the room is closed.",
+                c.closed.is_some(),
+            ),
+            (
+                "queuegate_room_before_opening",
+                "Whether the room's opening time is still ahead (people wait in the pre-queue).",
+                before_opening,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
+                u8::from(on)
+            ));
+        }
         out
     }
 }

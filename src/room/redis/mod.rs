@@ -18,7 +18,12 @@
 //!
 //! - `…:layout` the layout version; `…:meta` counters (last place, tokens,
 //!   admitted total, sweep cursor, opened); `…:settings` the shared
-//!   settings; `…:waiting` (place → binding), `…:pre` (random draw →
+//!   settings, one field each (rate and burst, pause, admitted and
+//!   waiting caps, opening time, closing with its message, amnesty
+//!   window: see `lua/queue_settings.lua`; the last three fields came
+//!   after layout 2 was set and did not change it, since a build that
+//!   does not know them ignores them and corrupts nothing);
+//!   `…:waiting` (place → binding), `…:pre` (random draw →
 //!   binding), `…:admitted` (deadline → binding) sorted sets; `…:blocks`
 //!   live counts per block of 1,024 places; `…:lease` the tick's lease.
 //!
@@ -153,10 +158,12 @@ impl Scripts {
     }
 }
 
-/// A queue's settings shared by every instance: read by the tick, so a
-/// change made through any instance takes effect everywhere within about
-/// a second. An instance's own configuration only seeds them when the
-/// queue is first used.
+/// Five of a queue's settings shared by every instance (the waiting cap,
+/// the closing and the amnesty are shared too, written by the engine:
+/// [`RoomState::write_controls`]): read by the tick, so a change made
+/// through any instance takes effect everywhere within about a second. An
+/// instance's own configuration only seeds them when the queue is first
+/// used.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoomSettings {
     /// People admitted per second.
@@ -320,12 +327,22 @@ struct Inner {
 ///   bounded as documented in the `cache` module (never an undercount):
 ///   less than 1,024 plus what the room removed in the last second plus
 ///   the dead not yet reached by the front or the sweep.
-/// - The settings (rate, pause, admitted cap, opening time) are shared:
-///   see [`RoomSettings`]. The rule an operation brings seeds them when
-///   the queue is first used; when an instance's rule changes (its
-///   `set_admit_per_sec`, `pause`, `resume`), the change is written for
-///   every instance. A moved opening time is refused once the opening time
-///   has passed.
+/// - The settings are shared by every instance: rate, pause, both caps,
+///   opening time, closing and the amnesty window. A
+///   [`WaitingRoom`](super::WaitingRoom) writes them
+///   ([`RoomState::write_controls`]: its configuration seeds them, its
+///   library calls change them) and adopts the values each tick reads
+///   ([`RoomState::shared_controls`]), so a change through any instance
+///   holds everywhere within about a second. Used without the engine, the
+///   rule an operation brings seeds rate, pause, admitted cap and opening
+///   time when the queue is first used and writes what changed; see
+///   [`RoomSettings`]. A moved opening time is refused once the opening
+///   time has passed.
+/// - Liveness honours the shared amnesty window (and the room's own
+///   [`Amnesty`], [`RoomState::share_amnesty`]): the tick, the sweep, a
+///   heartbeat and a rejoin keep a place whose deadline it forgives. For
+///   3 s after a failed tick the instance drops nobody, so an amnesty
+///   declared elsewhere during a store outage is read first.
 /// - The opening draws places in the order of a random number each
 ///   pre-queue join got when it arrived; the tick places them in batches.
 #[derive(Clone)]
