@@ -175,6 +175,8 @@ pub(super) struct Control {
     sharing: AtomicU8,
     /// The number of the shared settings last adopted.
     seen: AtomicU64,
+    /// When an operation's write of the settings last failed.
+    write_failed_ms: AtomicI64,
 }
 
 impl fmt::Debug for Control {
@@ -212,6 +214,7 @@ impl Control {
             inflight: AtomicU32::new(0),
             sharing: AtomicU8::new(SHARING_UNKNOWN),
             seen: AtomicU64::new(0),
+            write_failed_ms: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -355,8 +358,17 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         match c.sharing.load(Ordering::Relaxed) {
             SHARING_NO => return,
             SHARING_YES if c.pending.load(Ordering::Relaxed) == 0 => {}
+            // A write failed less than a second ago (the store is down):
+            // the operations do not each wait for another one.
+            _ if now_ms >= c.write_failed_ms.load(Ordering::Relaxed)
+                && now_ms
+                    < c.write_failed_ms
+                        .load(Ordering::Relaxed)
+                        .saturating_add(1_000) => {}
             _ => {
-                let _ = self.write_pending(now_ms).await;
+                if let Err(ControlError::Store(_)) = self.write_pending(now_ms).await {
+                    c.write_failed_ms.store(now_ms, Ordering::Relaxed);
+                }
             }
         }
         self.adopt_shared();

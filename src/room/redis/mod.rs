@@ -55,6 +55,7 @@ pub(crate) mod conn;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -264,7 +265,7 @@ struct Local {
     nudge: bool,
     /// The shared settings as last read (by the tick or a write).
     shared: Option<ControlSnapshot>,
-    /// Grows whenever `shared` changes.
+    /// Grows whenever `shared` changes (from [`Inner::shared_no`]).
     shared_no: u64,
     /// The engine writes this queue's settings
     /// ([`RoomState::write_controls`]): the operations' rules seed and set
@@ -275,10 +276,13 @@ struct Local {
 }
 
 impl Local {
-    fn saw(&mut self, shared: Option<ControlSnapshot>) {
+    /// Keeps `shared` if it is new; its number is the next of `counter`
+    /// (one counter for every queue of the state, so "nothing changed
+    /// since `seen`" needs no lock).
+    fn saw(&mut self, shared: Option<ControlSnapshot>, counter: &AtomicU64) {
         if shared.is_some() && shared != self.shared {
             self.shared = shared;
-            self.shared_no += 1;
+            self.shared_no = counter.fetch_add(1, Ordering::Relaxed) + 1;
         }
     }
 
@@ -307,6 +311,8 @@ struct Inner {
     queues: Mutex<HashMap<String, Local>>,
     /// The room's amnesty, once shared ([`RoomState::share_amnesty`]).
     amnesty: OnceLock<Arc<Amnesty>>,
+    /// The number of the latest shared settings read, of any queue.
+    shared_no: AtomicU64,
 }
 
 /// The room's state in Redis or Redis Cluster (feature `redis`), shared by
@@ -562,6 +568,7 @@ impl RedisRoomState {
                 scripts: Scripts::new(),
                 queues: Mutex::new(HashMap::new()),
                 amnesty: OnceLock::new(),
+                shared_no: AtomicU64::new(0),
             }),
         }
     }
@@ -742,7 +749,7 @@ impl Inner {
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
         local.engine = true;
-        local.saw(Some(shared.clone()));
+        local.saw(Some(shared.clone()), &self.shared_no);
         match code {
             0 => Ok(shared),
             1 => Err(ControlError::OpeningPassed),
@@ -1072,7 +1079,7 @@ impl Inner {
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
         local.snap = snap;
-        local.saw(shared);
+        local.saw(shared, &self.shared_no);
         Ok(())
     }
 
@@ -1554,6 +1561,10 @@ impl RoomState for RedisRoomState {
     }
 
     fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        // Every join and heartbeat asks: nothing new anywhere is one load.
+        if self.inner.shared_no.load(Ordering::Relaxed) == seen {
+            return None;
+        }
         let map = lock(&self.inner.queues);
         let local = map.get(queue)?;
         match &local.shared {
