@@ -423,6 +423,8 @@ async fn pause_and_rate_through_one_instance_rule_the_other_on_a_cluster() {
 /// A Redis of the test's own (the outage must not hit anyone else's).
 struct OwnRedis {
     child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
     url: String,
 }
 
@@ -430,16 +432,12 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-async fn own_redis() -> OwnRedis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("redis-server")
+fn redis_server(port: u16, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
         .args([
             "--port",
             &port.to_string(),
@@ -449,13 +447,17 @@ async fn own_redis() -> OwnRedis {
             "",
             "--appendonly",
             "no",
+            "--dir",
+            dir.to_str().unwrap(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("this test needs redis-server on the PATH");
-    let url = format!("redis://127.0.0.1:{port}/");
-    let client = redis::Client::open(url.as_str()).unwrap();
+        .expect("this test needs redis-server on the PATH")
+}
+
+async fn answers(url: &str) -> bool {
+    let client = redis::Client::open(url).unwrap();
     for _ in 0..400 {
         if let Ok(mut c) = client.get_multiplexed_async_connection().await {
             if redis::cmd("PING")
@@ -463,14 +465,62 @@ async fn own_redis() -> OwnRedis {
                 .await
                 .is_ok()
             {
-                return OwnRedis { child, url };
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("redis-server did not start");
+    false
+}
+
+async fn own_redis() -> OwnRedis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "qg-shared-controls-{}",
+        queuegate::TicketId::random()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let redis = OwnRedis {
+        child: redis_server(port, &dir),
+        port,
+        dir,
+        url,
+    };
+    assert!(answers(&redis.url).await, "redis-server did not start");
+    redis
+}
+
+impl OwnRedis {
+    /// Saves and stops the server: connections are refused from now on.
+    async fn stop(&mut self) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query_async::<()>(&mut conn)
+            .await;
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again from what it saved.
+    async fn start_again(&mut self) {
+        self.child = redis_server(self.port, &self.dir);
+        assert!(answers(&self.url).await, "redis-server did not start again");
+    }
+}
+
+/// How the store fails.
+#[derive(Clone, Copy, PartialEq)]
+enum Outage {
+    /// `CLIENT PAUSE ALL`: every command waits, then runs.
+    Pause,
+    /// Saved and stopped, then started again: connections are refused.
+    Down,
 }
 
 /// Five people join B in a paused room (the front: a 3 s deadline) and
@@ -478,8 +528,8 @@ async fn own_redis() -> OwnRedis {
 /// the operator declares one through A as the outage starts. Returns
 /// each person's answer to a heartbeat on B after the outage, with their
 /// place before it.
-async fn outage(amnesty: bool) -> Vec<(u64, Reply)> {
-    let redis = own_redis().await;
+async fn outage(amnesty: bool, how: Outage) -> Vec<(u64, Reply)> {
+    let mut redis = own_redis().await;
     let queue = queue_name();
     let flags = [
         "--redis",
@@ -508,19 +558,24 @@ async fn outage(amnesty: bool) -> Vec<(u64, Reply)> {
     let places: Vec<u64> = people.iter().map(Person::position).collect();
     assert_eq!(places, [1, 2, 3, 4, 5]);
 
-    // The outage: the store holds every command for 8 s (the front's
-    // deadline is 3 s).
+    // The outage: for 8 s the store holds every command, or refuses
+    // connections (the front's deadline is 3 s).
     let pause_ms = 8_000;
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let outage_start = now_ms();
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(pause_ms)
-        .arg("ALL")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    match how {
+        Outage::Pause => {
+            let client = redis::Client::open(redis.url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(pause_ms)
+                .arg("ALL")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        Outage::Down => redis.stop().await,
+    }
     if amnesty {
         // The operator, alerted by the store_unavailable wave: from the
         // outage's start, two minutes on. A cannot write it yet: it holds
@@ -533,6 +588,9 @@ async fn outage(amnesty: bool) -> Vec<(u64, Reply)> {
         let r = a.admin("POST", "/admin/api/amnesty", &body).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(r.json()["amnesty"].is_object(), "{}", r.body);
+        if how == Outage::Down {
+            assert_eq!(r.json()["shared_pending"], true, "{}", r.body);
+        }
     }
     // The people keep trying on B: nothing gets through (a call started
     // 1.5 s before the outage's end may be answered after it).
@@ -548,6 +606,9 @@ async fn outage(amnesty: bool) -> Vec<(u64, Reply)> {
     }
     let left = outage_start + pause_ms + 200 - now_ms();
     tokio::time::sleep(Duration::from_millis(left.max(0) as u64)).await;
+    if how == Outage::Down {
+        redis.start_again().await;
+    }
     if amnesty {
         let took = b.shows("the amnesty", |r| r["amnesty"].is_object()).await;
         assert!(took < WITHIN, "B showed the amnesty after {took:?}");
@@ -573,7 +634,19 @@ async fn outage(amnesty: bool) -> Vec<(u64, Reply)> {
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn an_amnesty_through_one_instance_keeps_the_front_in_place_on_the_other() {
-    for (place, r) in outage(true).await {
+    for (place, r) in outage(true, Outage::Pause).await {
+        assert_eq!(r.status, 200, "place {place}: {}", r.body);
+        assert_eq!(r.json()["position"], place, "{}", r.body);
+    }
+}
+
+/// The store refuses connections: A cannot write the amnesty until it is
+/// back (its answer says so), writes it then, and B reads it before it
+/// judges anyone.
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn an_amnesty_declared_while_the_store_is_down_reaches_the_other_instance_in_time() {
+    for (place, r) in outage(true, Outage::Down).await {
         assert_eq!(r.status, 200, "place {place}: {}", r.body);
         assert_eq!(r.json()["position"], place, "{}", r.body);
     }
@@ -582,7 +655,7 @@ async fn an_amnesty_through_one_instance_keeps_the_front_in_place_on_the_other()
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn without_an_amnesty_the_same_outage_ends_the_front() {
-    for (place, r) in outage(false).await {
+    for (place, r) in outage(false, Outage::Pause).await {
         assert_ne!(r.status, 200, "place {place} kept without an amnesty");
         assert!(
             ["offline_resumed", "ended"].contains(&code(&r).as_str()),
