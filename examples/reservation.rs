@@ -65,8 +65,8 @@ use queuegate::room::http::{
     SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomState,
-    RoomStats, WaitingRoom,
+    AdmissionRule, BeatRecord, ControlError, ControlSnapshot, ControlWrite, IssuedRecord,
+    JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -613,6 +613,33 @@ impl RoomState for Rooms {
         let queue = queue.to_owned();
         each_room!(self, s => s.stats(&queue, now_ms))
     }
+
+    fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> impl Future<Output = Result<Option<ControlSnapshot>, ControlError>> + Send {
+        let (queue, write) = (queue.to_owned(), write.clone());
+        each_room!(self, s => s.write_controls(&queue, now_ms, &write))
+    }
+
+    fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        match self {
+            Rooms::Memory(s) => s.shared_controls(queue, seen),
+            #[cfg(feature = "redis")]
+            Rooms::Redis(s) => s.shared_controls(queue, seen),
+        }
+    }
+
+    fn refresh_controls(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (queue, rule) = (queue.to_owned(), *rule);
+        each_room!(self, s => s.refresh_controls(&queue, &rule))
+    }
 }
 
 type Room = WaitingRoom<DemoClock, Replay, Rooms, Option<PerAddressLimit>>;
@@ -1125,6 +1152,17 @@ pub async fn serve(app: Arc<App>, router: Router, listener: tokio::net::TcpListe
             checker
                 .clock_check
                 .check(&checker.metrics.snapshot(), redis);
+        }
+    });
+    // The room's settings, shared with the other instances on Redis: this
+    // instance's changes written, the others' read, about every second
+    // even while nobody heart-beats here.
+    let syncer = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let _ = syncer.room.sync_controls().await;
         }
     });
     let sweeper = app.clone();
