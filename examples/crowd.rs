@@ -364,8 +364,16 @@ fn clients(sources: u32, max_conns: u32) -> Vec<Http> {
         .map(|i| {
             let mut c = HttpConnector::new();
             c.set_nodelay(true);
-            let last = 1 + (i % sources) as u8;
-            c.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))));
+            // With one source the kernel picks the address and port at
+            // `connect` (by the whole 4-tuple, cheap). An explicit source
+            // address means a `bind` to port 0 first, which must find a
+            // port free on that address for every destination: with tens
+            // of thousands of sockets in TIME_WAIT it scans for long, on a
+            // runtime thread, and the crowd stalls.
+            if sources > 1 {
+                let last = 1 + (i % sources) as u8;
+                c.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))));
+            }
             Http {
                 client: Client::builder(TokioExecutor::new())
                     // No cap on idle connections: when every connection
@@ -375,7 +383,7 @@ fn clients(sources: u32, max_conns: u32) -> Vec<Http> {
                     // second that churn runs the source ports out
                     // (`bind` slows to a crawl, then fails). The permits
                     // bound the busy ones, so the total stays bounded.
-                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_idle_timeout(Duration::from_secs(120))
                     .build(c),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(per_pool)),
             }
