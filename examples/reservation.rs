@@ -49,7 +49,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
-use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 use queuegate::health::{ClockCheck, Health};
@@ -63,8 +62,8 @@ use queuegate::room::http::{
     SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomState,
-    RoomStats, WaitingRoom,
+    AdmissionRule, BeatRecord, IssuedRecord, JoinDoor, JoinRecord, Joined, MemoryRoomState, Place,
+    RoomState, RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -73,6 +72,10 @@ use queuegate::{
     ReplayReason, SystemClock, TicketId, Verified, Verifier,
 };
 use serde_json::json;
+
+#[path = "reservation/bookings.rs"]
+pub mod bookings;
+use bookings::Booked;
 
 /// The session cookie the tickets are bound to.
 pub const SESSION_COOKIE: &str = "qg_session";
@@ -110,6 +113,10 @@ usage: reservation [flags]
   --admin-token-file PATH the operator's token (16+ chars) for /admin and
                           /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
                           given: /admin is off and answers 404)
+  --join-rate N           the join door: joins per second through this
+                          instance (burst: one second's worth); beyond it a
+                          join gets a signed pass to come back at its time,
+                          nothing stored (default 0: no door)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -151,6 +158,9 @@ pub struct Config {
     /// `--admin-token-file`: the operator's token (else
     /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
     pub admin_token_file: Option<String>,
+    /// `--join-rate`: joins per second through this instance's door (0:
+    /// no door).
+    pub join_rate: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -176,6 +186,7 @@ impl std::fmt::Debug for Config {
                 &self.redis_cluster.as_ref().map(|n| n.len()),
             )
             .field("admin_token_file", &self.admin_token_file)
+            .field("join_rate", &self.join_rate)
             .finish()
     }
 }
@@ -216,6 +227,7 @@ impl Config {
         let mut joins_per_addr = 0;
         let mut redis_cluster: Option<Vec<String>> = None;
         let mut admin_token_file = None;
+        let mut join_rate = 0.0;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -243,6 +255,7 @@ impl Config {
                 "--joins-per-addr",
                 "--redis-cluster",
                 "--admin-token-file",
+                "--join-rate",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -275,6 +288,18 @@ impl Config {
                     redis_cluster = Some(value.split(',').map(|s| s.trim().to_owned()).collect())
                 }
                 "--admin-token-file" => admin_token_file = Some(value),
+                "--join-rate" => {
+                    join_rate = value
+                        .parse()
+                        .ok()
+                        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                        .ok_or_else(|| {
+                            format!("--join-rate: expected a number 0 or more, got {value:?}")
+                        })?;
+                    if join_rate > 0.0 {
+                        JoinDoor::new(join_rate).map_err(|e| format!("--join-rate: {e}"))?;
+                    }
+                }
                 _ => unreachable!("checked above"),
             }
         }
@@ -357,6 +382,7 @@ impl Config {
             joins_per_addr,
             redis_cluster,
             admin_token_file,
+            join_rate,
         })
     }
 }
@@ -555,6 +581,9 @@ pub struct App {
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
     /// Seats taken per slot (each has [`SLOT_SEATS`]).
     pub seats_taken: Mutex<HashMap<String, usize>>,
+    /// With `--redis` or `--redis-cluster`: the bookings and seat counts
+    /// live there instead of the two maps above (see [`bookings`]).
+    pub shared_bookings: Option<bookings::Shared>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
@@ -604,6 +633,7 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
         config,
         Replay::Memory(MemoryReplayStore::new()),
         Rooms::Memory(MemoryRoomState::new()),
+        None,
     )
 }
 
@@ -623,7 +653,15 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
                 .await
                 .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
             let rooms = RedisRoomState::new(&store);
-            return build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)));
+            let shared = bookings::Shared::connect_cluster(nodes, store.prefix(), slot_ids())
+                .await
+                .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
+            return build_with(
+                config,
+                Replay::Redis(store),
+                Rooms::Redis(Box::new(rooms)),
+                Some(shared),
+            );
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -642,7 +680,15 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
             .await
             .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
         let rooms = RedisRoomState::new(&store);
-        build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)))
+        let shared = bookings::Shared::connect(url, store.prefix(), slot_ids())
+            .await
+            .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
+        build_with(
+            config,
+            Replay::Redis(store),
+            Rooms::Redis(Box::new(rooms)),
+            Some(shared),
+        )
     }
     #[cfg(not(feature = "redis"))]
     {
@@ -651,7 +697,12 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
     }
 }
 
-fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>, Router), String> {
+fn build_with(
+    config: &Config,
+    replay: Replay,
+    rooms: Rooms,
+    shared_bookings: Option<bookings::Shared>,
+) -> Result<(Arc<App>, Router), String> {
     let err = |e: queuegate::ConfigError| e.to_string();
     let keys = Arc::new(KeyRing::new(1, &config.secret).map_err(err)?);
     let replay = Arc::new(replay);
@@ -663,7 +714,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
     // The library's near deadline (75 s: a phone switching apps, a
     // throttled background tab), or less when the flag asks for less.
     let near = millis(config.liveness_ms.min(75_000));
-    let room = WaitingRoom::builder(issuer, rooms)
+    let mut room = WaitingRoom::builder(issuer, rooms)
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
         .opens_at_ms(
@@ -679,9 +730,11 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .join_hook(match config.joins_per_addr {
             0 => None,
             n => Some(PerAddressLimit::new(n, Duration::from_secs(60)).map_err(err)?),
-        })
-        .build()
-        .map_err(err)?;
+        });
+    if config.join_rate > 0.0 {
+        room = room.door(JoinDoor::new(config.join_rate).map_err(err)?);
+    }
+    let room = room.build().map_err(err)?;
     let clock_check = Arc::new(ClockCheck::new());
     // Sessions are signed under their own purpose label from the same
     // secret: the demo never rotates its key.
@@ -709,6 +762,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
         seats_taken: Mutex::new(HashMap::new()),
+        shared_bookings,
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
@@ -742,27 +796,11 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
     )
     .map_err(err)?
     .with_amnesty(app.room.amnesty().clone());
-    let for_hook = app.clone();
+    // A booking retried by the same client is answered by
+    // `booking_already_made`, outside the layer (the lookup may be a Redis
+    // call, and the layer's `on_reject` hook is synchronous).
     let reserve_layer = QueueGateLayer::builder(reserve_verifier)
         .metrics(metrics)
-        .on_reject(
-            move |r: &Rejection, _parts: &Parts| -> Option<Response<Body>> {
-                // The same client retrying a booking whose answer it lost:
-                // the booking it already made.
-                let Rejection::Replayed {
-                    reason: ReplayReason::ConsumedBySameClient,
-                    ticket_id,
-                } = r
-                else {
-                    return None;
-                };
-                let booked = lock(&for_hook.reservations).get(ticket_id).cloned()?;
-                Some(json_response(
-                    StatusCode::OK,
-                    json!({"reservation_id": booked.id, "slot": booked.slot, "replayed": true}),
-                ))
-            },
-        )
         .build()
         .map_err(err)?;
 
@@ -774,7 +812,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .layer(axum::middleware::from_fn(peer_addr))
         .route("/", get(page))
         .route("/slots", get(slots).layer(slots_layer))
-        .route("/reserve", post(reserve).layer(reserve_layer))
+        .route(
+            "/reserve",
+            post(reserve)
+                .layer(reserve_layer)
+                .layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    booking_already_made,
+                )),
+        )
         .route("/metrics", get(metrics_text))
         .route(
             "/healthz",
@@ -879,28 +925,25 @@ async fn reserve(
     } else {
         "S11".to_owned()
     };
-    let booked = {
-        let mut map = lock(&app.reservations);
-        if let Some(booked) = map.get(&v.claims.ticket_id) {
-            booked.clone()
-        } else {
-            let mut seats = lock(&app.seats_taken);
-            let taken = seats.entry(slot.clone()).or_insert(0);
-            if *taken >= SLOT_SEATS {
-                let mut res = json_response(
-                    StatusCode::CONFLICT,
-                    json!({"error": "slot_taken", "slot": slot}),
-                );
-                res.extensions_mut().insert(NoSideEffects);
-                return res;
-            }
-            *taken += 1;
-            let booked = Reservation {
-                id: format!("R-{}", random_hex(6)),
-                slot,
-            };
-            map.insert(v.claims.ticket_id, booked.clone());
-            booked
+    let booked = match bookings::book(&app, &v.claims.ticket_id, &slot).await {
+        Ok(Booked::New(b) | Booked::Existing(b)) => b,
+        Ok(Booked::SlotTaken) => {
+            let mut res = json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "slot_taken", "slot": slot}),
+            );
+            res.extensions_mut().insert(NoSideEffects);
+            return res;
+        }
+        // Nothing was booked (a seat may stay counted, see `bookings`):
+        // the person keeps the turn and may try again.
+        Err(_) => {
+            let mut res = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "store_unavailable", "detail": "the booking could not be saved: please try again"}),
+            );
+            res.extensions_mut().insert(NoSideEffects);
+            return res;
         }
     };
     // The booking is made: the place in the room is no longer needed.
@@ -911,6 +954,43 @@ async fn reserve(
         StatusCode::OK,
         json!({"reservation_id": booked.id, "slot": booked.slot}),
     )
+}
+
+/// The same client retrying a booking whose answer it lost (the layer
+/// refused it `replayed`, reason `ConsumedBySameClient`, and put the
+/// [`Rejection`] in the response's extensions): the booking it already
+/// made, marked `"replayed": true`, from wherever the bookings live
+/// (another instance may have made it). If the lookup finds nothing or
+/// fails, the layer's refusal stands.
+async fn booking_already_made(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response<Body> {
+    let res = next.run(req).await;
+    let Some(Rejection::Replayed {
+        reason: ReplayReason::ConsumedBySameClient,
+        ticket_id,
+    }) = res.extensions().get::<Rejection>()
+    else {
+        return res;
+    };
+    match bookings::find(&app, ticket_id).await {
+        Ok(Some(booked)) => json_response(
+            StatusCode::OK,
+            json!({"reservation_id": booked.id, "slot": booked.slot, "replayed": true}),
+        ),
+        _ => res,
+    }
+}
+
+/// The ids of the open slots.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn slot_ids() -> Vec<String> {
+    open_slots()
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Brings the gauges, and the count of people whose turn came, up to date.
@@ -958,9 +1038,10 @@ async fn admin_route(
     if uri.path() == "/admin/api/live" {
         refresh_gauges(&app).await;
     }
+    let booked = bookings::count(&app).await.ok();
     let live = || LiveInputs {
         metrics: app.metrics.snapshot(),
-        bookings: Some(lock(&app.reservations).len() as u64),
+        bookings: booked,
         clock: app.clock_check.last_report(),
         store_ok: None,
     };
@@ -989,7 +1070,9 @@ async fn stats(State(app): State<Arc<App>>) -> Response<Body> {
             "room_entries": room.map(|s| s.entries),
             "replay_records": records,
             "replay_heap_bytes": heap_bytes,
-            "reservations": lock(&app.reservations).len(),
+            "reservations": bookings::count(&app).await.ok(),
+            "door_shed": app.room.door().map(|d| d.shed()),
+            "door_honoured": app.room.door().map(|d| d.honoured()),
         }),
     )
 }
