@@ -69,8 +69,11 @@ The demo:
   --liveness-ms N        passed to the demo (default: the demo's own)
   --demo-arg ARG         one more flag for the demo (repeat as needed)
   --instances N          demo processes to start (default 1); more than one
-                         needs --redis (a build with --features redis)
+                         needs --redis or --redis-cluster (a build with
+                         --features redis)
   --redis URL            passed to every demo: they share the room in Redis
+  --redis-cluster URLS   the same on a Redis Cluster (comma-separated seed
+                         nodes, redis://127.0.0.1:7000,...)
   --target URL           use a demo already running at URL (repeat for
                          several instances) instead of starting one
   --pid PID              with --target: the demo's process id, for memory
@@ -111,6 +114,7 @@ struct Args {
     demo_args: Vec<String>,
     instances: u32,
     redis: Option<String>,
+    redis_cluster: Option<String>,
     targets: Vec<String>,
     pids: Vec<u32>,
     max_secs: u64,
@@ -149,6 +153,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         demo_args: Vec::new(),
         instances: 1,
         redis: None,
+        redis_cluster: None,
         targets: Vec::new(),
         pids: Vec::new(),
         max_secs: 300,
@@ -232,6 +237,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--demo-arg" => a.demo_args.push(value),
             "--instances" => a.instances = num(&value)?.clamp(1, 16) as u32,
             "--redis" => a.redis = Some(value),
+            "--redis-cluster" => a.redis_cluster = Some(value),
             "--target" => a.targets.push(value.trim_end_matches('/').to_owned()),
             "--pid" => a.pids.push(num(&value)? as u32),
             "--max-secs" => a.max_secs = num(&value)?.max(1),
@@ -247,8 +253,14 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
     if a.shares.iter().sum::<f64>() > 0.9 {
         return Err("the cheater shares add up to more than 0.9 of the crowd".into());
     }
-    if a.instances > 1 && a.redis.is_none() && a.targets.is_empty() {
-        return Err("--instances above 1 needs --redis URL (the instances share the room)".into());
+    if a.redis.is_some() && a.redis_cluster.is_some() {
+        return Err("--redis and --redis-cluster: give one of them".into());
+    }
+    if a.instances > 1 && a.redis.is_none() && a.redis_cluster.is_none() && a.targets.is_empty() {
+        return Err(
+            "--instances above 1 needs --redis URL or --redis-cluster URLS (the instances share the room)"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -565,6 +577,9 @@ fn start_demo(a: &Args, queue: &str) -> Result<Demo, String> {
         }
         if let Some(url) = &a.redis {
             cmd.args(["--redis", url]);
+        }
+        if let Some(seeds) = &a.redis_cluster {
+            cmd.args(["--redis-cluster", seeds]);
         }
         cmd.args(&a.demo_args);
         let child = cmd
@@ -2461,7 +2476,7 @@ fn report(
         "settings": {
             "admit_per_sec": a.admit_per_sec, "liveness_ms": a.liveness_ms,
             "arrive_secs": a.arrive_secs, "instances": d.bases.len(),
-            "redis": a.redis.is_some(), "seed": a.seed,
+            "redis": a.redis.is_some(), "redis_cluster": a.redis_cluster.is_some(), "seed": a.seed,
         },
     });
     (t, json, pass)
