@@ -417,6 +417,8 @@ struct Call {
     browser: bool,
     /// The client's own address as a proxy in front would name it.
     forwarded: Option<u32>,
+    /// The join door's pass (`queue-door-pass`), on a join.
+    pass: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -468,6 +470,9 @@ async fn send(
     }
     if let Some(t) = &call.ticket {
         b = b.header("queue-ticket", &**t);
+    }
+    if let Some(p) = &call.pass {
+        b = b.header("queue-door-pass", &**p);
     }
     let body = match &call.body {
         Some(text) => {
@@ -766,6 +771,8 @@ struct Person {
     places: u32,
     extra_places: u32,
     live_until_ms: i64,
+    /// The join door's pass, until the join it was given for is made.
+    pass: Option<Arc<str>>,
 }
 
 impl Person {
@@ -793,6 +800,7 @@ impl Person {
             places: 0,
             extra_places: 0,
             live_until_ms: 0,
+            pass: None,
         }
     }
     fn distinct_ids(&self) -> usize {
@@ -954,6 +962,7 @@ impl Driver {
             body,
             browser: !p.kind.is_bot(),
             forwarded: self.a.forwarded_for.then_some(who),
+            pass: p.pass.clone(),
         }
     }
 
@@ -1094,6 +1103,7 @@ impl Driver {
         let live_until = live_until_ms(&ticket);
         let p = &mut self.people[i];
         p.ticket = Some(ticket);
+        p.pass = None;
         if position != 0 {
             p.position = position;
         }
@@ -1210,6 +1220,18 @@ impl Driver {
         }
         match d.step {
             Step::Arrive => {
+                if let (Some("come_back"), Some(pass)) = (code.as_deref(), r.str_field("pass")) {
+                    // The join door (the demo's --join-rate): back at the
+                    // pass's time with the pass, as the page does; a new
+                    // session keeps the cookie the answer set.
+                    let p = &mut self.people[i];
+                    p.pass = Some(pass);
+                    if let Some(s) = &r.session {
+                        p.cookie = Some(s.clone());
+                    }
+                    self.at(now + Self::retry_after_us(r) + 20_000, who, Step::Arrive);
+                    return;
+                }
                 if let Some(c) = code {
                     if kind == Kind::Clock && c == "clock_skew" {
                         self.finish(who, Fate::Done);
@@ -1678,6 +1700,7 @@ async fn phase(
                             body: is_book.then(|| json!({"slot": "S11"}).to_string()),
                             browser: true,
                             forwarded: forwarded.then_some(PHASE_ADDRS + j as u32),
+                            pass: None,
                         },
                     )
                 }

@@ -1255,7 +1255,11 @@ const room = new WaitingRoom({
     lastTicket = a.ticket;
     if (!formShown) loadSlots().catch((e) => fail(e.message));
   },
-  onRetrying(r) { $("error").textContent = r.text; $("error").hidden = false; },
+  onRetrying(r) {
+    // Sent back by the join door: not an error, the page joins by itself.
+    if (r.reason === 'door') return say(r.text);
+    $("error").textContent = r.text; $("error").hidden = false;
+  },
   onOffline(o) { $("error").textContent = o.text; $("error").hidden = false; },
   onRefused(r) { fail(r.text); },
   // Closed by the operator (sold out, event over): their message, no rejoin.
