@@ -385,7 +385,11 @@ mod tests {
             DoorVerdict::Through
         ));
         let p = pass_of(door.judge(&k, Q, b"me", None, t0, 123));
-        assert_eq!(p.at_ms, t0 + 1_000 + 123, "slot, plus 123 % (1 s + 1) of jitter");
+        assert_eq!(
+            p.at_ms,
+            t0 + 1_000 + 123,
+            "slot, plus 123 % (1 s + 1) of jitter"
+        );
         assert_eq!(p.pass.len(), PASS_TEXT);
         assert!(!format!("{p:?}").contains(&p.pass));
         let pass = p.pass.as_bytes();
