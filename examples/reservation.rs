@@ -24,7 +24,10 @@
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
 //! by every instance started with the same URL and secret: a client may
-//! join on one instance and heart-beat or book on another.
+//! join on one instance and heart-beat or book on another. The bookings
+//! live there too ([`bookings`]), so a booking retried on another instance
+//! gets the same reservation. `--join-rate N` puts the crate's join door
+//! (`queuegate::room::JoinDoor`) in front of the room.
 //!
 //! The `/queue/*` routes are the crate's own endpoints
 //! (`queuegate::room::http::RoomService`), and the page runs the crate's
