@@ -69,8 +69,11 @@ The demo:
   --liveness-ms N        passed to the demo (default: the demo's own)
   --demo-arg ARG         one more flag for the demo (repeat as needed)
   --instances N          demo processes to start (default 1); more than one
-                         needs --redis (a build with --features redis)
+                         needs --redis or --redis-cluster (a build with
+                         --features redis)
   --redis URL            passed to every demo: they share the room in Redis
+  --redis-cluster URLS   the same on a Redis Cluster (comma-separated seed
+                         nodes, redis://127.0.0.1:7000,...)
   --target URL           use a demo already running at URL (repeat for
                          several instances) instead of starting one
   --pid PID              with --target: the demo's process id, for memory
@@ -114,6 +117,7 @@ struct Args {
     demo_args: Vec<String>,
     instances: u32,
     redis: Option<String>,
+    redis_cluster: Option<String>,
     targets: Vec<String>,
     pids: Vec<u32>,
     max_secs: u64,
@@ -153,6 +157,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         demo_args: Vec::new(),
         instances: 1,
         redis: None,
+        redis_cluster: None,
         targets: Vec::new(),
         pids: Vec::new(),
         max_secs: 300,
@@ -237,6 +242,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--demo-arg" => a.demo_args.push(value),
             "--instances" => a.instances = num(&value)?.clamp(1, 16) as u32,
             "--redis" => a.redis = Some(value),
+            "--redis-cluster" => a.redis_cluster = Some(value),
             "--target" => a.targets.push(value.trim_end_matches('/').to_owned()),
             "--pid" => a.pids.push(num(&value)? as u32),
             "--max-secs" => a.max_secs = num(&value)?.max(1),
@@ -253,8 +259,14 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
     if a.shares.iter().sum::<f64>() > 0.9 {
         return Err("the cheater shares add up to more than 0.9 of the crowd".into());
     }
-    if a.instances > 1 && a.redis.is_none() && a.targets.is_empty() {
-        return Err("--instances above 1 needs --redis URL (the instances share the room)".into());
+    if a.redis.is_some() && a.redis_cluster.is_some() {
+        return Err("--redis and --redis-cluster: give one of them".into());
+    }
+    if a.instances > 1 && a.redis.is_none() && a.redis_cluster.is_none() && a.targets.is_empty() {
+        return Err(
+            "--instances above 1 needs --redis URL or --redis-cluster URLS (the instances share the room)"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -440,6 +452,8 @@ struct Call {
     browser: bool,
     /// The client's own address as a proxy in front would name it.
     forwarded: Option<u32>,
+    /// The join door's pass (`queue-door-pass`), on a join.
+    pass: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -491,6 +505,9 @@ async fn send(
     }
     if let Some(t) = &call.ticket {
         b = b.header("queue-ticket", &**t);
+    }
+    if let Some(p) = &call.pass {
+        b = b.header("queue-door-pass", &**p);
     }
     let body = match &call.body {
         Some(text) => {
@@ -603,6 +620,9 @@ fn start_demo(a: &Args, queue: &str) -> Result<Demo, String> {
         }
         if let Some(url) = &a.redis {
             cmd.args(["--redis", url]);
+        }
+        if let Some(seeds) = &a.redis_cluster {
+            cmd.args(["--redis-cluster", seeds]);
         }
         cmd.args(&a.demo_args);
         let child = cmd
@@ -789,6 +809,8 @@ struct Person {
     places: u32,
     extra_places: u32,
     live_until_ms: i64,
+    /// The join door's pass, until the join it was given for is made.
+    pass: Option<Arc<str>>,
 }
 
 impl Person {
@@ -816,6 +838,7 @@ impl Person {
             places: 0,
             extra_places: 0,
             live_until_ms: 0,
+            pass: None,
         }
     }
     fn distinct_ids(&self) -> usize {
@@ -977,6 +1000,7 @@ impl Driver {
             body,
             browser: !p.kind.is_bot(),
             forwarded: self.a.forwarded_for.then_some(who),
+            pass: p.pass.clone(),
         }
     }
 
@@ -1117,6 +1141,7 @@ impl Driver {
         let live_until = live_until_ms(&ticket);
         let p = &mut self.people[i];
         p.ticket = Some(ticket);
+        p.pass = None;
         if position != 0 {
             p.position = position;
         }
@@ -1233,6 +1258,18 @@ impl Driver {
         }
         match d.step {
             Step::Arrive => {
+                if let (Some("come_back"), Some(pass)) = (code.as_deref(), r.str_field("pass")) {
+                    // The join door (the demo's --join-rate): back at the
+                    // pass's time with the pass, as the page does; a new
+                    // session keeps the cookie the answer set.
+                    let p = &mut self.people[i];
+                    p.pass = Some(pass);
+                    if let Some(s) = &r.session {
+                        p.cookie = Some(s.clone());
+                    }
+                    self.at(now + Self::retry_after_us(r) + 20_000, who, Step::Arrive);
+                    return;
+                }
                 if let Some(c) = code {
                     if kind == Kind::Clock && c == "clock_skew" {
                         self.finish(who, Fate::Done);
@@ -1701,6 +1738,7 @@ async fn phase(
                             body: is_book.then(|| json!({"slot": "S11"}).to_string()),
                             browser: true,
                             forwarded: forwarded.then_some(PHASE_ADDRS + j as u32),
+                            pass: None,
                         },
                     )
                 }
@@ -2499,7 +2537,7 @@ fn report(
         "settings": {
             "admit_per_sec": a.admit_per_sec, "liveness_ms": a.liveness_ms,
             "arrive_secs": a.arrive_secs, "instances": d.bases.len(),
-            "redis": a.redis.is_some(), "seed": a.seed,
+            "redis": a.redis.is_some(), "redis_cluster": a.redis_cluster.is_some(), "seed": a.seed,
         },
     });
     (t, json, pass)

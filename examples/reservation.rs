@@ -24,7 +24,10 @@
 //! State lives in this process (nothing survives a restart: people rejoin),
 //! or, with `--redis URL` (build with `--features redis`), in Redis, shared
 //! by every instance started with the same URL and secret: a client may
-//! join on one instance and heart-beat or book on another.
+//! join on one instance and heart-beat or book on another. The bookings
+//! live there too ([`bookings`]), so a booking retried on another instance
+//! gets the same reservation. `--join-rate N` puts the crate's join door
+//! (`queuegate::room::JoinDoor`) in front of the room.
 //!
 //! The `/queue/*` routes are the crate's own endpoints
 //! (`queuegate::room::http::RoomService`), and the page runs the crate's
@@ -49,7 +52,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get, post};
 use axum::{Extension, Router};
-use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
 #[cfg(feature = "redis")]
@@ -66,7 +68,7 @@ use queuegate::room::http::{
 };
 use queuegate::room::{
     AdmissionRule, BeatRecord, ControlError, ControlSnapshot, ControlWrite, IssuedRecord,
-    JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
+    JoinDoor, JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -75,6 +77,10 @@ use queuegate::{
     ReplayReason, SystemClock, TicketId, Verified, Verifier,
 };
 use serde_json::json;
+
+#[path = "reservation/bookings.rs"]
+pub mod bookings;
+use bookings::Booked;
 
 /// The session cookie the tickets are bound to.
 pub const SESSION_COOKIE: &str = "qg_session";
@@ -115,6 +121,10 @@ usage: reservation [flags]
   --clock-offset-ms N     drills and tests only: run this instance with its
                           clock moved N ms (may be negative): its tickets,
                           verifiers, room and clock check (default 0)
+  --join-rate N           the join door: joins per second through this
+                          instance (burst: one second's worth); beyond it a
+                          join gets a signed pass to come back at its time,
+                          nothing stored (default 0: no door)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -158,6 +168,9 @@ pub struct Config {
     pub admin_token_file: Option<String>,
     /// `--clock-offset-ms`: a drill's wrong server clock (0: the system's).
     pub clock_offset_ms: i64,
+    /// `--join-rate`: joins per second through this instance's door (0:
+    /// no door).
+    pub join_rate: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -184,6 +197,7 @@ impl std::fmt::Debug for Config {
             )
             .field("admin_token_file", &self.admin_token_file)
             .field("clock_offset_ms", &self.clock_offset_ms)
+            .field("join_rate", &self.join_rate)
             .finish()
     }
 }
@@ -225,6 +239,7 @@ impl Config {
         let mut redis_cluster: Option<Vec<String>> = None;
         let mut admin_token_file = None;
         let mut clock_offset_ms = 0i64;
+        let mut join_rate = 0.0;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -253,6 +268,7 @@ impl Config {
                 "--redis-cluster",
                 "--admin-token-file",
                 "--clock-offset-ms",
+                "--join-rate",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -289,6 +305,18 @@ impl Config {
                     clock_offset_ms = value.parse().map_err(|_| {
                         format!("--clock-offset-ms: expected a whole number of milliseconds (may be negative), got {value:?}")
                     })?
+                }
+                "--join-rate" => {
+                    join_rate = value
+                        .parse()
+                        .ok()
+                        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                        .ok_or_else(|| {
+                            format!("--join-rate: expected a number 0 or more, got {value:?}")
+                        })?;
+                    if join_rate > 0.0 {
+                        JoinDoor::new(join_rate).map_err(|e| format!("--join-rate: {e}"))?;
+                    }
                 }
                 _ => unreachable!("checked above"),
             }
@@ -373,6 +401,7 @@ impl Config {
             redis_cluster,
             admin_token_file,
             clock_offset_ms,
+            join_rate,
         })
     }
 }
@@ -656,6 +685,9 @@ pub struct App {
     pub reservations: Mutex<HashMap<TicketId, Reservation>>,
     /// Seats taken per slot (each has [`SLOT_SEATS`]).
     pub seats_taken: Mutex<HashMap<String, usize>>,
+    /// With `--redis` or `--redis-cluster`: the bookings and seat counts
+    /// live there instead of the two maps above (see [`bookings`]).
+    pub shared_bookings: Option<bookings::Shared>,
     /// How many of the room's admissions the counter already shows.
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
@@ -711,6 +743,7 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
         Replay::Memory(MemoryReplayStore::new()),
         Rooms::Memory(MemoryRoomState::new()),
         ClockReference::default(),
+        None,
     )
 }
 
@@ -732,11 +765,15 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
             let rooms = RedisRoomState::new(&store);
             // TIME is answered by any node: the first seed that answers.
             let reference = ClockReference::connect("--redis-cluster", &seeds).await?;
+            let shared = bookings::Shared::connect_cluster(nodes, store.prefix(), slot_ids())
+                .await
+                .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
             return build_with(
                 config,
                 Replay::Redis(store),
                 Rooms::Redis(Box::new(rooms)),
                 reference,
+                Some(shared),
             );
         }
         #[cfg(not(feature = "redis"))]
@@ -757,11 +794,15 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
             .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
         let rooms = RedisRoomState::new(&store);
         let reference = ClockReference::connect("--redis", &[url.as_str()]).await?;
+        let shared = bookings::Shared::connect(url, store.prefix(), slot_ids())
+            .await
+            .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
         build_with(
             config,
             Replay::Redis(store),
             Rooms::Redis(Box::new(rooms)),
             reference,
+            Some(shared),
         )
     }
     #[cfg(not(feature = "redis"))]
@@ -776,6 +817,7 @@ fn build_with(
     replay: Replay,
     rooms: Rooms,
     clock_reference: ClockReference,
+    shared_bookings: Option<bookings::Shared>,
 ) -> Result<(Arc<App>, Router), String> {
     let err = |e: queuegate::ConfigError| e.to_string();
     let clock = DemoClock {
@@ -791,7 +833,7 @@ fn build_with(
     // The library's near deadline (75 s: a phone switching apps, a
     // throttled background tab), or less when the flag asks for less.
     let near = millis(config.liveness_ms.min(75_000));
-    let room = WaitingRoom::builder(issuer, rooms)
+    let mut room = WaitingRoom::builder(issuer, rooms)
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
         .opens_at_ms(
@@ -807,9 +849,11 @@ fn build_with(
         .join_hook(match config.joins_per_addr {
             0 => None,
             n => Some(PerAddressLimit::new(n, Duration::from_secs(60)).map_err(err)?),
-        })
-        .build()
-        .map_err(err)?;
+        });
+    if config.join_rate > 0.0 {
+        room = room.door(JoinDoor::new(config.join_rate).map_err(err)?);
+    }
+    let room = room.build().map_err(err)?;
     let clock_check = Arc::new(ClockCheck::new());
     // Sessions are signed under their own purpose label from the same
     // secret: the demo never rotates its key.
@@ -837,6 +881,7 @@ fn build_with(
         metrics: metrics.clone(),
         reservations: Mutex::new(HashMap::new()),
         seats_taken: Mutex::new(HashMap::new()),
+        shared_bookings,
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
@@ -872,27 +917,11 @@ fn build_with(
     )
     .map_err(err)?
     .with_amnesty(app.room.amnesty().clone());
-    let for_hook = app.clone();
+    // A booking retried by the same client is answered by
+    // `booking_already_made`, outside the layer (the lookup may be a Redis
+    // call, and the layer's `on_reject` hook is synchronous).
     let reserve_layer = QueueGateLayer::builder(reserve_verifier)
         .metrics(metrics)
-        .on_reject(
-            move |r: &Rejection, _parts: &Parts| -> Option<Response<Body>> {
-                // The same client retrying a booking whose answer it lost:
-                // the booking it already made.
-                let Rejection::Replayed {
-                    reason: ReplayReason::ConsumedBySameClient,
-                    ticket_id,
-                } = r
-                else {
-                    return None;
-                };
-                let booked = lock(&for_hook.reservations).get(ticket_id).cloned()?;
-                Some(json_response(
-                    StatusCode::OK,
-                    json!({"reservation_id": booked.id, "slot": booked.slot, "replayed": true}),
-                ))
-            },
-        )
         .build()
         .map_err(err)?;
 
@@ -904,7 +933,15 @@ fn build_with(
         .layer(axum::middleware::from_fn(peer_addr))
         .route("/", get(page))
         .route("/slots", get(slots).layer(slots_layer))
-        .route("/reserve", post(reserve).layer(reserve_layer))
+        .route(
+            "/reserve",
+            post(reserve)
+                .layer(reserve_layer)
+                .layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    booking_already_made,
+                )),
+        )
         .route("/metrics", get(metrics_text))
         .route(
             "/healthz",
@@ -1009,28 +1046,25 @@ async fn reserve(
     } else {
         "S11".to_owned()
     };
-    let booked = {
-        let mut map = lock(&app.reservations);
-        if let Some(booked) = map.get(&v.claims.ticket_id) {
-            booked.clone()
-        } else {
-            let mut seats = lock(&app.seats_taken);
-            let taken = seats.entry(slot.clone()).or_insert(0);
-            if *taken >= SLOT_SEATS {
-                let mut res = json_response(
-                    StatusCode::CONFLICT,
-                    json!({"error": "slot_taken", "slot": slot}),
-                );
-                res.extensions_mut().insert(NoSideEffects);
-                return res;
-            }
-            *taken += 1;
-            let booked = Reservation {
-                id: format!("R-{}", random_hex(6)),
-                slot,
-            };
-            map.insert(v.claims.ticket_id, booked.clone());
-            booked
+    let booked = match bookings::book(&app, &v.claims.ticket_id, &slot).await {
+        Ok(Booked::New(b) | Booked::Existing(b)) => b,
+        Ok(Booked::SlotTaken) => {
+            let mut res = json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "slot_taken", "slot": slot}),
+            );
+            res.extensions_mut().insert(NoSideEffects);
+            return res;
+        }
+        // Nothing was booked (a seat may stay counted, see `bookings`):
+        // the person keeps the turn and may try again.
+        Err(_) => {
+            let mut res = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "store_unavailable", "detail": "the booking could not be saved: please try again"}),
+            );
+            res.extensions_mut().insert(NoSideEffects);
+            return res;
         }
     };
     // The booking is made: the place in the room is no longer needed.
@@ -1041,6 +1075,43 @@ async fn reserve(
         StatusCode::OK,
         json!({"reservation_id": booked.id, "slot": booked.slot}),
     )
+}
+
+/// The same client retrying a booking whose answer it lost (the layer
+/// refused it `replayed`, reason `ConsumedBySameClient`, and put the
+/// [`Rejection`] in the response's extensions): the booking it already
+/// made, marked `"replayed": true`, from wherever the bookings live
+/// (another instance may have made it). If the lookup finds nothing or
+/// fails, the layer's refusal stands.
+async fn booking_already_made(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response<Body> {
+    let res = next.run(req).await;
+    let Some(Rejection::Replayed {
+        reason: ReplayReason::ConsumedBySameClient,
+        ticket_id,
+    }) = res.extensions().get::<Rejection>()
+    else {
+        return res;
+    };
+    match bookings::find(&app, ticket_id).await {
+        Ok(Some(booked)) => json_response(
+            StatusCode::OK,
+            json!({"reservation_id": booked.id, "slot": booked.slot, "replayed": true}),
+        ),
+        _ => res,
+    }
+}
+
+/// The ids of the open slots.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn slot_ids() -> Vec<String> {
+    open_slots()
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Brings the gauges, and the count of people whose turn came, up to date.
@@ -1088,9 +1159,10 @@ async fn admin_route(
     if uri.path() == "/admin/api/live" {
         refresh_gauges(&app).await;
     }
+    let booked = bookings::count(&app).await.ok();
     let live = || LiveInputs {
         metrics: app.metrics.snapshot(),
-        bookings: Some(lock(&app.reservations).len() as u64),
+        bookings: booked,
         clock: app.clock_check.last_report(),
         store_ok: None,
     };
@@ -1119,7 +1191,9 @@ async fn stats(State(app): State<Arc<App>>) -> Response<Body> {
             "room_entries": room.map(|s| s.entries),
             "replay_records": records,
             "replay_heap_bytes": heap_bytes,
-            "reservations": lock(&app.reservations).len(),
+            "reservations": bookings::count(&app).await.ok(),
+            "door_shed": app.room.door().map(|d| d.shed()),
+            "door_honoured": app.room.door().map(|d| d.honoured()),
         }),
     )
 }
@@ -1338,7 +1412,11 @@ const room = new WaitingRoom({
     lastTicket = a.ticket;
     if (!formShown) loadSlots().catch((e) => fail(e.message));
   },
-  onRetrying(r) { $("error").textContent = r.text; $("error").hidden = false; },
+  onRetrying(r) {
+    // Sent back by the join door: not an error, the page joins by itself.
+    if (r.reason === 'door') return say(r.text);
+    $("error").textContent = r.text; $("error").hidden = false;
+  },
   onOffline(o) { $("error").textContent = o.text; $("error").hidden = false; },
   onRefused(r) { fail(r.text); },
   // Closed by the operator (sold out, event over): their message, no rejoin.

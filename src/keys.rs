@@ -226,6 +226,9 @@ struct KeyEntry {
     /// The room key this secret gives when it is the room secret, or when
     /// the ring has no room secret and this key signs.
     room: MacKey,
+    /// The door key (passes of the join door), derived beside the room key
+    /// from the same secret.
+    door: MacKey,
 }
 
 impl KeyEntry {
@@ -247,6 +250,7 @@ impl KeyEntry {
             admitted: derive("admitted"),
             binding: derive("binding"),
             room: derive("room"),
+            door: derive("door"),
         })
     }
 
@@ -291,6 +295,7 @@ pub struct KeyRing {
     keys: Vec<KeyEntry>,
     signing: usize,
     room: MacKey,
+    door: MacKey,
     room_secret: bool,
 }
 
@@ -435,6 +440,13 @@ impl KeyRing {
         Binding(binding_prefix(&self.room.tag(&[&queue.0, material])))
     }
 
+    /// The tag of the join door's pass `parts` (see
+    /// [`JoinDoor`](crate::room::JoinDoor)): under a key derived from the
+    /// room secret (or the signing key without one) for this purpose only.
+    pub(crate) fn door_tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
+        self.door.tag(parts)
+    }
+
     /// Whether the ring was given a room secret
     /// ([`KeyRingBuilder::room_secret`]).
     pub fn has_room_secret(&self) -> bool {
@@ -468,7 +480,8 @@ impl fmt::Debug for KeyRing {
 pub struct KeyRingBuilder {
     keys: Vec<KeyEntry>,
     signing: Option<u8>,
-    room: Option<MacKey>,
+    /// The room and door keys of the room secret.
+    room: Option<(MacKey, MacKey)>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -507,7 +520,8 @@ impl KeyRingBuilder {
     /// signing key (see [`KeyRing`]). It signs nothing and verifies nothing.
     pub fn room_secret(mut self, secret: &[u8]) -> Result<Self, ConfigError> {
         // Key id 0 only names the secret in a length error.
-        self.room = Some(KeyEntry::new(0, secret)?.room);
+        let entry = KeyEntry::new(0, secret)?;
+        self.room = Some((entry.room, entry.door));
         Ok(self)
     }
 
@@ -520,11 +534,15 @@ impl KeyRingBuilder {
             .position(|k| k.id == signing_id)
             .ok_or(ConfigError::UnknownKeyId(signing_id))?;
         let room_secret = self.room.is_some();
-        let room = self.room.unwrap_or_else(|| self.keys[signing].room.clone());
+        let (room, door) = self.room.unwrap_or_else(|| {
+            let k = &self.keys[signing];
+            (k.room.clone(), k.door.clone())
+        });
         Ok(KeyRing {
             keys: self.keys,
             signing,
             room,
+            door,
             room_secret,
         })
     }

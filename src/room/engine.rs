@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 
 use super::control::Control;
+use super::door::{DoorPass, DoorVerdict, JoinDoor, DOOR_PASS_HEADER};
 use super::hook::{JoinHook, JoinRequest, JoinVerdict};
 use super::schedule::{
     estimated_wait_ms, jittered_retry_ms, os_random_u64, AdmissionRule, Liveness, SplitMix,
@@ -110,11 +111,26 @@ pub enum RoomError {
     /// dropped): the client must rejoin.
     #[error("this place in the queue has ended: please rejoin the queue")]
     Ended,
+    /// The join door ([`JoinDoor`]) is at its rate: nothing was written;
+    /// come back at the pass's time with the pass. `429`.
+    #[error(
+        "many people are joining right now: your page joins by itself in about {} s, please keep it open",
+        .pass.wait_secs()
+    )]
+    ComeBack {
+        /// The pass and when it goes through.
+        pass: DoorPass,
+    },
+    /// The join carried a door pass the room did not sign for this
+    /// session and queue (forged, altered, another session's). `403`;
+    /// nothing was written.
+    #[error("this pass to the waiting room is not valid here: please rejoin the queue")]
+    BadPass,
 }
 
 impl RoomError {
     /// A stable machine code: the rejection's code, or `join_refused`,
-    /// `room_full`, `busy`, `ended`, `room_closed`.
+    /// `room_full`, `busy`, `ended`, `room_closed`, `come_back`, `bad_pass`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Rejected(r) => r.code().as_str(),
@@ -123,6 +139,8 @@ impl RoomError {
             Self::Busy => "busy",
             Self::Ended => "ended",
             Self::Closed { .. } => "room_closed",
+            Self::ComeBack { .. } => "come_back",
+            Self::BadPass => "bad_pass",
         }
     }
 
@@ -130,9 +148,10 @@ impl RoomError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Rejected(r) => r.status(),
-            Self::Refused { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused { .. } | Self::ComeBack { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Full | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Ended | Self::Closed { .. } => StatusCode::GONE,
+            Self::BadPass => StatusCode::FORBIDDEN,
         }
     }
 
@@ -143,7 +162,8 @@ impl RoomError {
             Self::Refused { retry_after_ms, .. } => *retry_after_ms,
             Self::Full => Some(60_000),
             Self::Busy => Some(500),
-            Self::Ended | Self::Closed { .. } => None,
+            Self::ComeBack { pass } => Some(pass.retry_after_ms),
+            Self::Ended | Self::Closed { .. } | Self::BadPass => None,
         }
     }
 }
@@ -164,6 +184,7 @@ pub struct WaitingRoom<C = SystemClock, S = MemoryReplayStore, R = MemoryRoomSta
     burst_secs: f64,
     liveness: Liveness,
     rng: SplitMix,
+    door: Option<JoinDoor>,
 }
 
 impl<C, S, R, H> fmt::Debug for WaitingRoom<C, S, R, H> {
@@ -191,6 +212,7 @@ pub struct WaitingRoomBuilder<C, S, R, H> {
     max_waiting: Option<u64>,
     opens_at_ms: Option<i64>,
     liveness: Liveness,
+    door: Option<JoinDoor>,
 }
 
 impl<C, S, R, H> fmt::Debug for WaitingRoomBuilder<C, S, R, H> {
@@ -232,6 +254,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState> WaitingRoom<C, S, R, ()> {
             max_waiting: None,
             opens_at_ms: None,
             liveness: Liveness::default(),
+            door: None,
         }
     }
 }
@@ -307,6 +330,15 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
         Ok(self)
     }
 
+    /// Puts a door in front of joins: beyond its rate, a join is answered
+    /// with a pass to come back later ([`RoomError::ComeBack`]) and
+    /// nothing is written to the state (see [`JoinDoor`]). Default: no
+    /// door.
+    pub fn door(mut self, door: JoinDoor) -> Self {
+        self.door = Some(door);
+        self
+    }
+
     /// Sets the join hook (refuse or slow joins).
     pub fn join_hook<H2: JoinHook>(self, hook: H2) -> WaitingRoomBuilder<C, S, R, H2> {
         WaitingRoomBuilder {
@@ -320,6 +352,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
             max_waiting: self.max_waiting,
             opens_at_ms: self.opens_at_ms,
             liveness: self.liveness,
+            door: self.door,
         }
     }
 
@@ -357,6 +390,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoomBuilder<C, 
             burst_secs: self.burst_secs,
             liveness: self.liveness,
             rng: SplitMix::from_os(),
+            door: self.door,
         })
     }
 }
@@ -380,6 +414,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// The liveness deadlines in use.
     pub fn liveness(&self) -> Liveness {
         self.liveness
+    }
+
+    /// The join door, if the room has one (its counts: [`JoinDoor::shed`],
+    /// [`JoinDoor::honoured`]).
+    pub fn door(&self) -> Option<&JoinDoor> {
+        self.door.as_ref()
     }
 
     /// The run-time settings (see the `control` module).
@@ -536,6 +576,22 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 reason,
                 retry_after_ms: retry_after.map(|d| duration_to_ms(d).unsigned_abs()),
             });
+        }
+        // Beyond the door's rate: a pass to come back later, nothing
+        // written. After the hook, so a per-address limit stops a bot's
+        // repeated joins before they take the door's slots.
+        if let Some(door) = &self.door {
+            let presented = request
+                .headers
+                .and_then(|h| h.get(DOOR_PASS_HEADER))
+                .map(|v| v.as_bytes());
+            let queue = self.issuer.verifier().policy().queue_id();
+            let keys = self.issuer.verifier().keys();
+            match door.judge(keys, queue, binding, presented, now, self.rng.next_u64()) {
+                DoorVerdict::Through => {}
+                DoorVerdict::ComeBack(pass) => return Err(RoomError::ComeBack { pass }),
+                DoorVerdict::Bad => return Err(RoomError::BadPass),
+            }
         }
         // A clock far off is refused before any state is touched.
         self.issuer.verifier().check_join_clock(client_time, now)?;

@@ -49,6 +49,7 @@
 mod chains;
 mod control;
 mod counts;
+mod door;
 mod engine;
 mod hook;
 pub mod http;
@@ -63,6 +64,7 @@ pub use self::redis::{
     RedisRoomState, RedisRoomStateBuilder, RoomSettings, SettingsError, LAYOUT as REDIS_LAYOUT,
 };
 pub use control::{ControlError, ControlSnapshot, Setting, MAX_CLOSE_MESSAGE};
+pub use door::{DoorPass, JoinDoor, DOOR_PASS_HEADER};
 pub use engine::{RoomError, RoomTicket, WaitingRoom, WaitingRoomBuilder};
 pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;

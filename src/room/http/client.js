@@ -33,6 +33,7 @@ export const defaultMessages = {
   minutes: 'about {n} min',
   offline: 'Connection lost: retrying…',
   retrying: 'The queue is busy: trying again in {wait}.',
+  door: 'Many people are joining right now: you join in {wait}. Keep this page open.',
   refused: 'You are no longer in the queue: please rejoin.',
   closed: 'The waiting room is closed.',
   codes: {},
@@ -65,6 +66,7 @@ export class WaitingRoom extends EventTarget {
   #timer = 0;
   #failures = 0;
   #sentAt = 0;
+  #pass = null; // the join door's pass, sent with the next join
 
   /**
    * @param {object} [options]
@@ -102,6 +104,7 @@ export class WaitingRoom extends EventTarget {
     this.#ticket = null;
     this.#announced = false;
     this.#failures = 0;
+    this.#pass = null;
     this.#running = true;
     this.#listen(true);
     this.#state = 'joining';
@@ -174,6 +177,7 @@ export class WaitingRoom extends EventTarget {
   async #exchange(kind) {
     const headers = { 'queue-client-time': String(Date.now()) };
     if (kind === 'heartbeat') headers['queue-ticket'] = this.#ticket;
+    if (kind === 'join' && this.#pass) headers['queue-door-pass'] = this.#pass;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.#options.timeoutMs ?? TIMEOUT_MS);
     try {
@@ -196,7 +200,13 @@ export class WaitingRoom extends EventTarget {
       }
       const code = typeof doc?.code === 'string' ? doc.code : null;
       const detail = typeof doc?.detail === 'string' ? doc.detail : null;
-      return { status: res.status, code, detail, retryMs: retryAfterMs(res, doc) };
+      const refusal = { status: res.status, code, detail, retryMs: retryAfterMs(res, doc) };
+      // The join door: come back at the pass's time, with the pass.
+      if (code === 'come_back' && typeof doc.pass === 'string' && Number.isFinite(doc.retry_after_ms)) {
+        refusal.pass = doc.pass;
+        refusal.retryMs = doc.retry_after_ms;
+      }
+      return refusal;
     } catch (e) {
       return { lost: e };
     } finally {
@@ -207,6 +217,14 @@ export class WaitingRoom extends EventTarget {
   #handle(o) {
     if (o.answer) return this.#answered(o.answer);
     if (o.code === 'room_closed') return this.#end('closed', o);
+    if (o.pass) {
+      // At the door: its time is already spread (jitter) and kept for this
+      // page, so come back exactly then (no backoff, no extra spread).
+      this.#pass = o.pass;
+      const inMs = Math.min(MAX_WAIT_MS, Math.max(0, o.retryMs) + 50);
+      this.#emit('retrying', { reason: 'door', code: o.code, detail: o.detail ?? null, inMs, text: this.#text('door', { wait: this.#words(inMs) }) });
+      return this.#schedule(inMs);
+    }
     // Worth retrying: no answer; the room overloaded (503) or asking to slow
     // down (429 with Retry-After); a gateway error that never reached it.
     const again = o.lost || o.status === 503 || (o.status === 429 && o.retryMs !== null) || (o.status >= 500 && !o.code);
@@ -222,6 +240,7 @@ export class WaitingRoom extends EventTarget {
   #answered(r) {
     const generation = this.#generation; // a callback may call join() or leave()
     this.#failures = 0;
+    this.#pass = null;
     this.#ticket = r.ticket;
     const admitted = r.admitted === true;
     this.#state = admitted ? 'admitted' : 'waiting';

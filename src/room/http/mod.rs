@@ -69,6 +69,7 @@ mod response;
 mod service;
 pub mod session;
 
+pub use crate::room::DOOR_PASS_HEADER;
 pub use client::CLIENT_JS;
 pub use client_addr::{ClientAddr, ProxyHeader, TrustedProxies, MAX_HOPS};
 pub use limit::PerAddressLimit;

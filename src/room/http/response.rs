@@ -97,9 +97,11 @@ pub(crate) fn json_response(status: StatusCode, json: String) -> Response<Bytes>
 /// The problem document (RFC 9457, `application/problem+json`) for a room
 /// error: a ticket refusal is the layer's own document
 /// ([`problem_response`]); the room's own refusals (`join_refused`,
-/// `room_full`, `busy`, `ended`, `room_closed`) have the same fields — `type`, `title`,
+/// `room_full`, `busy`, `ended`, `room_closed`, `come_back`, `bad_pass`) have the same fields — `type`, `title`,
 /// `status`, `detail` (plain words for the person; for `room_closed`, the
 /// operator's message), `code` and, where waiting helps, `retry_after` —
+/// (`come_back` adds `retry_after_ms`, the exact wait, and `pass`, to send
+/// back in [`DOOR_PASS_HEADER`](crate::room::DOOR_PASS_HEADER))
 /// and the `Retry-After` header in whole
 /// seconds, rounded up (SPEC §8.6: `Retry-After: 0` would make clients
 /// spin). The error itself is put in the response extensions.
@@ -127,6 +129,8 @@ pub fn room_problem_response(e: &RoomError) -> Response<Bytes> {
         RoomError::Busy => "Place being set up",
         RoomError::Ended => "Place in the queue ended",
         RoomError::Closed { .. } => "The waiting room is closed",
+        RoomError::ComeBack { .. } => "Come back in a moment",
+        RoomError::BadPass => "Pass not valid",
         _ => "Could not join the queue",
     };
     let mut json = String::with_capacity(256);
@@ -140,6 +144,15 @@ pub fn room_problem_response(e: &RoomError) -> Response<Bytes> {
     let _ = write!(json, ",\"code\":\"{code}\"");
     if let Some(secs) = retry_after {
         let _ = write!(json, ",\"retry_after\":{secs}");
+    }
+    if let RoomError::ComeBack { pass } = e {
+        // The exact wait, and the pass to send back (`queue-door-pass`).
+        let _ = write!(
+            json,
+            ",\"retry_after_ms\":{},\"pass\":",
+            pass.retry_after_ms
+        );
+        push_json_str(&mut json, &pass.pass);
     }
     json.push('}');
     let mut res = Response::new(Bytes::from(json));
@@ -200,6 +213,14 @@ mod tests {
             RoomError::Closed {
                 message: "Sold out. Thank you for \"waiting\".".into(),
             },
+            RoomError::ComeBack {
+                pass: crate::room::DoorPass {
+                    pass: "p".repeat(44),
+                    at_ms: 1_700_000_002_500,
+                    retry_after_ms: 2_500,
+                },
+            },
+            RoomError::BadPass,
         ];
         for e in errors {
             let res = room_problem_response(&e);
@@ -219,6 +240,11 @@ mod tests {
             );
             assert_eq!(d.get("retry_after").and_then(|v| v.as_u64()), secs);
             assert_eq!(res.extensions().get::<RoomError>(), Some(&e));
+            if let RoomError::ComeBack { pass } = &e {
+                assert_eq!(d["pass"], pass.pass.as_str());
+                assert_eq!(d["retry_after_ms"], 2_500);
+                assert!(d["detail"].as_str().unwrap().contains("about 3 s"));
+            }
         }
     }
 }

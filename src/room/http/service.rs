@@ -552,7 +552,15 @@ where
                 }
                 res
             }
-            Err(e) => self.refused(&e),
+            Err(e) => {
+                let mut res = self.refused(&e);
+                // Sent back to the door: a new session keeps its id, or
+                // the pass (signed for it) would not go through.
+                if let (RoomError::ComeBack { .. }, Some(cookie)) = (&e, session.set_cookie()) {
+                    res.headers_mut().insert(SET_COOKIE, cookie.clone());
+                }
+                res
+            }
         }
     }
 
