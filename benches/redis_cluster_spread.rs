@@ -234,6 +234,7 @@ async fn run(people: u64) -> Result<(), String> {
                     expires_at_ms: t0 + 7_200_000,
                     now_ms,
                     grace_ms: 5_000,
+                    epoch: store.epoch_of(&ticket_id),
                 })
                 .await
                 .expect("advance");

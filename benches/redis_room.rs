@@ -306,6 +306,7 @@ async fn heartbeat_parts(
                 expires_at_ms: b.t0 + EXPIRES_MS,
                 now_ms,
                 grace_ms: 5_000,
+                epoch: b.store.epoch_of(&ticket_id),
             })
             .await
             .expect("advance");

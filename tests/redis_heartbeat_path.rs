@@ -55,6 +55,7 @@ fn advance(id: TicketId, sequence: u32, now_ms: i64, live_for_ms: i64) -> Advanc
         expires_at_ms: now_ms + 3_600_000,
         now_ms,
         grace_ms: 5_000,
+        epoch: 0,
     }
 }
 
@@ -247,5 +248,99 @@ async fn a_lost_epoch_still_stops_the_short_path() {
         Ok(Advance::Stale)
     );
     assert_ne!(s.epoch(), before, "the store learnt the new epoch");
+    s.clear().await.unwrap();
+}
+
+const SEEDS: [&str; 3] = [
+    "redis://127.0.0.1:7000",
+    "redis://127.0.0.1:7001",
+    "redis://127.0.0.1:7002",
+];
+
+/// The key of a chain's record on the Cluster, found by its ticket id on
+/// any node.
+async fn cluster_record_key(id: TicketId) -> String {
+    for port in 7000..=7005u16 {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            continue;
+        };
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("*}}:{id}:c"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if let Some(k) = keys.into_iter().next() {
+                return k;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    panic!("the chain's record is on no node");
+}
+
+/// On a Cluster, a heartbeat of a ticket minted before its shard was
+/// fenced is refused even once the instance knows the shard's new epoch:
+/// the advance compares the presented ticket's epoch, as a check does.
+#[tokio::test]
+#[ignore = "needs Redis Cluster"]
+async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
+    let prefix = unique("fence");
+    let s = RedisReplayStore::cluster_builder(&SEEDS)
+        .prefix(&prefix)
+        .connect()
+        .await
+        .expect("this test needs the Redis Cluster of `.ci/redis-cluster start`");
+    let id = TicketId::random();
+    let before = s.epoch_of(&id);
+    let t = wall_ms();
+    let first = AdvanceRequest {
+        epoch: before,
+        ..advance(id, 0, t, 300_000)
+    };
+    assert!(matches!(
+        s.advance(&first).await,
+        Ok(Advance::Next { sequence: 1, .. })
+    ));
+    // The shard's primary is no longer its owner (as after a failover):
+    // the next script there fences it.
+    let record = cluster_record_key(id).await;
+    let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+    let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+    let mut c = cluster.get_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(&owner)
+        .arg("another-node")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let old = AdvanceRequest {
+        epoch: before,
+        ..advance(id, 1, t + 1_000, 300_000)
+    };
+    assert_eq!(s.advance(&old).await, Ok(Advance::Stale), "fenced");
+    let after = s.epoch_of(&id);
+    assert_ne!(after, before, "the store learnt the shard's new epoch");
+    // The same old ticket again: still refused, though the instance now
+    // knows the new epoch and the record is still there.
+    assert_eq!(s.advance(&old).await, Ok(Advance::Stale));
+    // A chain minted after the fence goes on.
+    let fresh = TicketId::random();
+    let new = AdvanceRequest {
+        epoch: s.epoch_of(&fresh),
+        ..advance(fresh, 0, t + 2_000, 300_000)
+    };
+    assert!(matches!(s.advance(&new).await, Ok(Advance::Next { .. })));
     s.clear().await.unwrap();
 }

@@ -827,10 +827,11 @@ impl ReplayStore for RedisReplayStore {
                 // of the chain be presented again, and a failover fences
                 // the shard anyway.
                 let keys = inner.cluster_keys(&a.ticket_id, &[inner.chain_key(&a.ticket_id)]);
+                // The presented ticket's epoch, as in a check: a ticket
+                // minted before its shard was fenced is refused even once
+                // this instance knows the shard's new epoch.
                 let args = [
-                    sh.epochs[Inner::shard_of(&a.ticket_id)]
-                        .load(Ordering::Relaxed)
-                        .to_string(),
+                    a.epoch.to_string(),
                     random_epoch().to_string(),
                     a.sequence.to_string(),
                     a.now_ms.to_string(),
