@@ -164,6 +164,46 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     s.clear().await.unwrap();
 }
 
+/// A bucket every record moved out of holds 0; once it has passed, the
+/// sweep subtracts nothing for it and goes on (it used to send Redis an
+/// increment of "-0", which Redis refuses, and every call of the shard
+/// that sweeps failed from then on).
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn a_bucket_left_empty_is_swept_like_any_other() {
+    let prefix = unique("empty");
+    let s = RedisReplayStore::builder("redis://127.0.0.1:6379/")
+        .prefix(&prefix)
+        .tolerance(std::time::Duration::ZERO)
+        .connect()
+        .await
+        .expect("this test needs Redis on 127.0.0.1:6379");
+    let mut c = conn().await;
+    let id = chain_in(5);
+    let t = wall_ms();
+    assert!(matches!(
+        s.advance(&advance(id, 0, t, 2_000)).await,
+        Ok(Advance::Next { .. })
+    ));
+    // The next deadline is in a later bucket: the first one is left at 0.
+    assert!(matches!(
+        s.advance(&advance(id, 1, t + 100, 60_000)).await,
+        Ok(Advance::Next { .. })
+    ));
+    let emptied = (t + 2_000) / 5_000;
+    while wall_ms() <= (emptied + 1) * 5_000 + 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A new chain in the same capacity shard sweeps the passed bucket.
+    let now = wall_ms();
+    assert!(matches!(
+        s.advance(&advance(chain_in(5), 0, now, 60_000)).await,
+        Ok(Advance::Next { .. })
+    ));
+    assert_eq!(counts(&mut c, &prefix, 5, "w").await, (2, 2));
+    s.clear().await.unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn retries_clones_and_checks_see_what_the_short_path_wrote() {
