@@ -247,6 +247,9 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             live_until_ms: now.saturating_add(duration_to_ms(decision.live_for)),
             now_ms: now,
             grace_ms: self.verifier.policy().renewal_grace_ms(),
+            // No ticket is presented: the chain is re-minted from the
+            // room's facts under its shard's current epoch.
+            epoch: self.verifier.store().epoch_of(&chain.ticket_id),
         };
         let (sequence, issued_at) = self.advance(&request).await?;
         let keys = self.verifier.keys();
@@ -356,6 +359,9 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                 .saturating_add(duration_to_ms(decision.live_for)),
             now_ms: current.now_ms,
             grace_ms: self.verifier.policy().renewal_grace_ms(),
+            // On a Cluster the store compares it with the shard's: a
+            // ticket minted before a fence never renews after it.
+            epoch: c.epoch,
         };
         let (sequence, issued_at) = self.advance(&request).await?;
         let baseline = match (c.clock_offset_ms, current.client_offset_ms) {

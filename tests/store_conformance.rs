@@ -115,6 +115,7 @@ async fn consume<S: ReplayStore>(s: &S, c: ReplayCheck) -> Result<ReplayVerdict,
 
 fn advance(id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
     AdvanceRequest {
+        epoch: 0,
         ticket_id: id,
         sequence,
         kind: TicketKind::Waiting,

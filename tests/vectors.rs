@@ -1786,6 +1786,7 @@ fn retention_cases_match_the_memory_store() {
                         expires_at_ms,
                         now_ms,
                         grace_ms: 0,
+                        epoch: store.epoch(),
                     };
                     let r = common_now(store.advance(&a));
                     assert!(matches!(r, Ok(Advance::Next { .. })), "{name}: {r:?}");

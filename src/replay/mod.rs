@@ -203,6 +203,13 @@ pub struct AdvanceRequest {
     pub now_ms: i64,
     /// The renewal grace (see [`ReplayCheck::grace_ms`]).
     pub grace_ms: i64,
+    /// The presented ticket's epoch (for a chain re-minted from its facts,
+    /// with no ticket presented: [`ReplayStore::epoch_of`] the chain). A
+    /// store whose epochs are per shard ([`ReplayStore::checks_epoch`])
+    /// refuses the advance of a ticket minted before its shard was fenced
+    /// ([`Advance::Stale`]), as its check does; the others leave it to the
+    /// verifier, which compared it with [`ReplayStore::epoch`].
+    pub epoch: u32,
 }
 
 /// The answer to an [`AdvanceRequest`].

@@ -83,7 +83,12 @@ local function cap_sweep()
       for _, k in ipairs({'w', 'a'}) do
         local n = redis.call('HGET', CAPKEY, k .. ':' .. b)
         if n then
-          redis.call('HINCRBY', CAPKEY, 't' .. k, -tonumber(n))
+          -- A bucket every record moved out of holds 0: `-tonumber('0')`
+          -- is Lua's -0, which Redis refuses as an increment ("-0"), and
+          -- the sweep would fail on every call of the shard from then on.
+          if tonumber(n) ~= 0 then
+            redis.call('HINCRBY', CAPKEY, 't' .. k, 0 - tonumber(n))
+          end
           redis.call('HDEL', CAPKEY, k .. ':' .. b)
         end
       end
