@@ -79,6 +79,9 @@ The run:
   --max-secs N           the crowd's hard time limit (default 300)
   --timeout-ms N         a request without an answer after N ms fails
                          (default 10000)
+  --max-conns N          requests in flight at once, over all connections
+                         (default 2048); a request waits for a free one,
+                         and the wait counts in its latency and timeout
   --sources N            127.0.0.x source addresses to spread connections
                          over when ports run short (default 1)
   --phase-rate N         requests/s in the CPU phases (default 400; 0 skips
@@ -116,6 +119,7 @@ struct Args {
     max_secs: u64,
     timeout_ms: u64,
     sources: u32,
+    max_conns: u32,
     phase_rate: u64,
     phase_secs: u64,
     json: Option<String>,
@@ -154,6 +158,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         max_secs: 300,
         timeout_ms: 10_000,
         sources: 1,
+        max_conns: 2048,
         phase_rate: 400,
         phase_secs: 3,
         json: None,
@@ -237,6 +242,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             "--max-secs" => a.max_secs = num(&value)?.max(1),
             "--timeout-ms" => a.timeout_ms = num(&value)?.max(1),
             "--sources" => a.sources = num(&value)?.clamp(1, 250) as u32,
+            "--max-conns" => a.max_conns = num(&value)?.clamp(2, 60_000) as u32,
             "--phase-rate" => a.phase_rate = num(&value)?,
             "--phase-secs" => a.phase_secs = num(&value)?.max(1),
             "--json" => a.json = Some(value),
@@ -338,20 +344,41 @@ impl Hist {
 
 // ---------------------------------------------------------------- HTTP --
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+/// One connection pool from one source address, with a bound on the
+/// requests in flight through it (so on its connections): without one, a
+/// stall in the demo makes the pool open a connection per waiting request
+/// until file descriptors or ports run out, and the run measures that
+/// instead of the room.
+#[derive(Clone)]
+struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
 
-fn clients(sources: u32) -> Vec<Http> {
+fn clients(sources: u32, max_conns: u32) -> Vec<Http> {
     // At least two pools, so that the two copies of a double-presented
     // ticket certainly travel on two connections.
-    (0..sources.max(2))
+    let pools = sources.max(2);
+    let per_pool = (max_conns / pools).max(1) as usize;
+    (0..pools)
         .map(|i| {
             let mut c = HttpConnector::new();
             c.set_nodelay(true);
             let last = 1 + (i % sources) as u8;
             c.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))));
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(c)
+            Http {
+                client: Client::builder(TokioExecutor::new())
+                    // No cap on idle connections: when every connection
+                    // is busy, the pool dials a new one and races it
+                    // against the next one to come back; a cap would close
+                    // the loser at once, and at thousands of requests a
+                    // second that churn runs the source ports out
+                    // (`bind` slows to a crawl, then fails). The permits
+                    // bound the busy ones, so the total stays bounded.
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(c),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(per_pool)),
+            }
         })
         .collect()
 }
@@ -466,7 +493,10 @@ async fn send(
     };
     let req = b.body(body).map_err(|e| format!("request: {e}"))?;
     let res = tokio::time::timeout(timeout, async {
-        let res = http.request(req).await.map_err(|e| format!("{e}"))?;
+        // The wait for a free connection is inside the timeout: a request
+        // is late from the time its person sent it.
+        let _permit = http.in_flight.acquire().await.map_err(|e| format!("{e}"))?;
+        let res = http.client.request(req).await.map_err(|e| format!("{e}"))?;
         let status = res.status().as_u16();
         let session = res
             .headers()
@@ -1994,7 +2024,7 @@ async fn main() {
 async fn run(a: Args) -> Result<bool, String> {
     let mut rng = Rng(a.seed);
     let queue = format!("crowd-{:08x}", rng.next() as u32 ^ std::process::id());
-    let http = Arc::new(clients(a.sources));
+    let http = Arc::new(clients(a.sources, a.max_conns));
     let mut demo = start_demo(&a, &queue)?;
     wait_ready(&http[0], &mut demo).await?;
     let bases = Arc::new(demo.bases.clone());

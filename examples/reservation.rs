@@ -52,7 +52,9 @@ use axum::{Extension, Router};
 use http::request::Parts;
 use queuegate::cookie::find_cookie;
 use queuegate::error::StoreError;
-use queuegate::health::{ClockCheck, Health};
+#[cfg(feature = "redis")]
+use queuegate::health::RedisTime;
+use queuegate::health::{ClockCheck, ClockVerdict, Health, RedisReading};
 use queuegate::layer::{NoSideEffects, QueueGateLayer};
 use queuegate::replay::{
     Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
@@ -63,8 +65,8 @@ use queuegate::room::http::{
     SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, IssuedRecord, JoinRecord, Joined, MemoryRoomState, Place, RoomState,
-    RoomStats, WaitingRoom,
+    AdmissionRule, BeatRecord, ControlError, ControlSnapshot, ControlWrite, IssuedRecord,
+    JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -110,6 +112,9 @@ usage: reservation [flags]
   --admin-token-file PATH the operator's token (16+ chars) for /admin and
                           /admin/api (or set QUEUEGATE_ADMIN_TOKEN; neither
                           given: /admin is off and answers 404)
+  --clock-offset-ms N     drills and tests only: run this instance with its
+                          clock moved N ms (may be negative): its tickets,
+                          verifiers, room and clock check (default 0)
 ";
 
 /// The demo's settings, from the command line. `Debug` prints neither the
@@ -151,6 +156,8 @@ pub struct Config {
     /// `--admin-token-file`: the operator's token (else
     /// `QUEUEGATE_ADMIN_TOKEN`; neither: no `/admin`).
     pub admin_token_file: Option<String>,
+    /// `--clock-offset-ms`: a drill's wrong server clock (0: the system's).
+    pub clock_offset_ms: i64,
 }
 
 impl std::fmt::Debug for Config {
@@ -176,6 +183,7 @@ impl std::fmt::Debug for Config {
                 &self.redis_cluster.as_ref().map(|n| n.len()),
             )
             .field("admin_token_file", &self.admin_token_file)
+            .field("clock_offset_ms", &self.clock_offset_ms)
             .finish()
     }
 }
@@ -216,6 +224,7 @@ impl Config {
         let mut joins_per_addr = 0;
         let mut redis_cluster: Option<Vec<String>> = None;
         let mut admin_token_file = None;
+        let mut clock_offset_ms = 0i64;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -243,6 +252,7 @@ impl Config {
                 "--joins-per-addr",
                 "--redis-cluster",
                 "--admin-token-file",
+                "--clock-offset-ms",
             ];
             if !known.contains(&name.as_str()) {
                 return Err(format!("unknown flag {flag:?}\n\n{USAGE}"));
@@ -275,6 +285,11 @@ impl Config {
                     redis_cluster = Some(value.split(',').map(|s| s.trim().to_owned()).collect())
                 }
                 "--admin-token-file" => admin_token_file = Some(value),
+                "--clock-offset-ms" => {
+                    clock_offset_ms = value.parse().map_err(|_| {
+                        format!("--clock-offset-ms: expected a whole number of milliseconds (may be negative), got {value:?}")
+                    })?
+                }
                 _ => unreachable!("checked above"),
             }
         }
@@ -357,6 +372,7 @@ impl Config {
             joins_per_addr,
             redis_cluster,
             admin_token_file,
+            clock_offset_ms,
         })
     }
 }
@@ -364,6 +380,64 @@ impl Config {
 /// The demo is served over plain HTTP: its own origin is `http://` + Host.
 fn guard() -> Result<CrossSiteGuard, String> {
     CrossSiteGuard::new("http").map_err(|e| e.to_string())
+}
+
+/// The demo's server clock: the system's, moved by `--clock-offset-ms` (a
+/// drill's wrong clock; 0 otherwise). Everything in the instance reads
+/// it: its tickets, verifiers, room, sweeps and clock check, so a drill
+/// shows what one instance with a wrong clock does beside honest ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DemoClock {
+    offset_ms: i64,
+}
+
+impl Clock for DemoClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.offset_ms)
+    }
+}
+
+/// How often the server-clock check runs (README "The server-clock
+/// check"): an instance whose clock is the outlier turns unready within
+/// one interval of the evidence arriving.
+pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the clock check reads Redis `TIME` (round-trip corrected): the
+/// Redis of `--redis`, or a seed node of `--redis-cluster`; in memory,
+/// nowhere (the clients' median alone, which never makes it unready).
+#[derive(Clone, Default)]
+pub struct ClockReference {
+    #[cfg(feature = "redis")]
+    redis: Option<RedisTime>,
+}
+
+impl ClockReference {
+    /// Connects to the first of `urls` that answers.
+    #[cfg(feature = "redis")]
+    async fn connect(flag: &str, urls: &[&str]) -> Result<Self, String> {
+        let mut last = String::new();
+        for url in urls {
+            match RedisTime::connect(url).await {
+                Ok(t) => return Ok(Self { redis: Some(t) }),
+                // The error names the kind only, never the URL.
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!(
+            "{flag}: cannot read Redis TIME for the clock check: {last}"
+        ))
+    }
+
+    /// One reading against `clock`, or `None` (no Redis, or it did not
+    /// answer in time: the check goes on with the clients' median).
+    async fn read(&self, clock: &DemoClock) -> Option<RedisReading> {
+        #[cfg(feature = "redis")]
+        if let Some(t) = &self.redis {
+            return t.read(clock).await.ok();
+        }
+        let _ = clock;
+        None
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -539,9 +613,36 @@ impl RoomState for Rooms {
         let queue = queue.to_owned();
         each_room!(self, s => s.stats(&queue, now_ms))
     }
+
+    fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> impl Future<Output = Result<Option<ControlSnapshot>, ControlError>> + Send {
+        let (queue, write) = (queue.to_owned(), write.clone());
+        each_room!(self, s => s.write_controls(&queue, now_ms, &write))
+    }
+
+    fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        match self {
+            Rooms::Memory(s) => s.shared_controls(queue, seen),
+            #[cfg(feature = "redis")]
+            Rooms::Redis(s) => s.shared_controls(queue, seen),
+        }
+    }
+
+    fn refresh_controls(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (queue, rule) = (queue.to_owned(), *rule);
+        each_room!(self, s => s.refresh_controls(&queue, &rule))
+    }
 }
 
-type Room = WaitingRoom<SystemClock, Replay, Rooms, Option<PerAddressLimit>>;
+type Room = WaitingRoom<DemoClock, Replay, Rooms, Option<PerAddressLimit>>;
 
 /// Everything the handlers share.
 pub struct App {
@@ -559,8 +660,13 @@ pub struct App {
     room_admitted_shown: Mutex<u64>,
     /// `/healthz` and `/readyz`, following the server-clock check.
     pub health: Health,
-    /// The server-clock check (here against the clients' median only).
+    /// The server-clock check: against Redis `TIME` (with `--redis` or
+    /// `--redis-cluster`) and the clients' median.
     pub clock_check: Arc<ClockCheck>,
+    /// This instance's clock (`--clock-offset-ms` moves it).
+    pub clock: DemoClock,
+    /// Where the clock check reads Redis `TIME`.
+    pub clock_reference: ClockReference,
     /// The operator page and API, if an admin token was given.
     pub admin: Option<Admin>,
 }
@@ -604,6 +710,7 @@ pub fn build(config: &Config) -> Result<(Arc<App>, Router), String> {
         config,
         Replay::Memory(MemoryReplayStore::new()),
         Rooms::Memory(MemoryRoomState::new()),
+        ClockReference::default(),
     )
 }
 
@@ -623,7 +730,14 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
                 .await
                 .map_err(|e| format!("--redis-cluster: cannot use the Redis Cluster: {e}"))?;
             let rooms = RedisRoomState::new(&store);
-            return build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)));
+            // TIME is answered by any node: the first seed that answers.
+            let reference = ClockReference::connect("--redis-cluster", &seeds).await?;
+            return build_with(
+                config,
+                Replay::Redis(store),
+                Rooms::Redis(Box::new(rooms)),
+                reference,
+            );
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -642,7 +756,13 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
             .await
             .map_err(|e| format!("--redis: cannot use Redis: {e}"))?;
         let rooms = RedisRoomState::new(&store);
-        build_with(config, Replay::Redis(store), Rooms::Redis(Box::new(rooms)))
+        let reference = ClockReference::connect("--redis", &[url.as_str()]).await?;
+        build_with(
+            config,
+            Replay::Redis(store),
+            Rooms::Redis(Box::new(rooms)),
+            reference,
+        )
     }
     #[cfg(not(feature = "redis"))]
     {
@@ -651,13 +771,21 @@ pub async fn build_async(config: &Config) -> Result<(Arc<App>, Router), String> 
     }
 }
 
-fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>, Router), String> {
+fn build_with(
+    config: &Config,
+    replay: Replay,
+    rooms: Rooms,
+    clock_reference: ClockReference,
+) -> Result<(Arc<App>, Router), String> {
     let err = |e: queuegate::ConfigError| e.to_string();
+    let clock = DemoClock {
+        offset_ms: config.clock_offset_ms,
+    };
     let keys = Arc::new(KeyRing::new(1, &config.secret).map_err(err)?);
     let replay = Arc::new(replay);
     let metrics = Metrics::new();
     let policy = base_policy(config);
-    let issuer = Issuer::new(keys.clone(), policy.clone(), SystemClock, replay.clone())
+    let issuer = Issuer::new(keys.clone(), policy.clone(), clock, replay.clone())
         .map_err(err)?
         .admitted_ttl(millis(config.session_ttl_ms));
     // The library's near deadline (75 s: a phone switching apps, a
@@ -667,7 +795,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .admit_per_sec(config.admit_per_sec)
         .map_err(err)?
         .opens_at_ms(
-            SystemClock
+            clock
                 .now_ms()
                 .saturating_add(i64::try_from(config.opens_in_ms).unwrap_or(i64::MAX)),
         )
@@ -712,13 +840,15 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         room_admitted_shown: Mutex::new(0),
         health: Health::new().with_clock_check(clock_check.clone()),
         clock_check,
+        clock,
+        clock_reference,
         admin,
     });
 
     let slots_verifier = Verifier::new(
         keys.clone(),
         policy.clone().scope("slots").replay(ReplayMode::Session),
-        SystemClock,
+        clock,
         replay.clone(),
     )
     .map_err(err)?
@@ -737,7 +867,7 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
             .replay(ReplayMode::SingleUse)
             .hold(BOOKING_HOLD)
             .handler_timeout(BOOKING_TIMEOUT),
-        SystemClock,
+        clock,
         replay,
     )
     .map_err(err)?
@@ -1008,17 +1138,53 @@ async fn page() -> impl IntoResponse {
 }
 
 /// Runs the demo on `listener` until the process ends; sweeps dead places
-/// every few seconds.
+/// every few seconds, and checks the server clock every
+/// [`CLOCK_CHECK_INTERVAL`].
 pub async fn serve(app: Arc<App>, router: Router, listener: tokio::net::TcpListener) {
+    // Its own task: a sweep stuck on a store outage must not delay the
+    // clock check (nor a slow TIME the sweep).
+    let checker = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLOCK_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            let redis = checker.clock_reference.read(&checker.clock).await;
+            checker
+                .clock_check
+                .check(&checker.metrics.snapshot(), redis);
+        }
+    });
+    // The room's settings, shared with the other instances on Redis: this
+    // instance's changes written, the others' read, about every second
+    // even while nobody heart-beats here.
+    let syncer = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let _ = syncer.room.sync_controls().await;
+        }
+    });
     let sweeper = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
-            let _ = sweeper.room.sweep().await;
-            sweeper.replay.purge(SystemClock.now_ms());
+            // Sweeping ends places whose deadlines passed on this
+            // instance's clock: a clock an hour fast would end everyone's.
+            // So the shared room is swept only once the last clock check
+            // found every reference agreeing (a suspect clock, or one that
+            // a reference disagrees with, waits: dead places linger a
+            // while, which costs capacity, not people).
+            let agreed = sweeper
+                .clock_check
+                .last_report()
+                .is_some_and(|r| r.verdict == ClockVerdict::Consistent);
+            if agreed {
+                let _ = sweeper.room.sweep().await;
+            }
+            sweeper.replay.purge(sweeper.clock.now_ms());
             refresh_gauges(&sweeper).await;
-            sweeper.clock_check.check(&sweeper.metrics.snapshot(), None);
         }
     });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();

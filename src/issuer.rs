@@ -20,7 +20,9 @@ use crate::replay::{Advance, AdvanceRequest, MemoryReplayStore, ReplayMode, Repl
 use crate::ticket::{
     encode_signed, mac_input, Binding, Claims, TicketId, TicketKind, DOMAIN_LABEL,
 };
-use crate::verify::{saturate_offset, ClientTime, Policy, Presented, Verified, Verifier};
+use crate::verify::{
+    saturate_offset, ClientTime, ClockSample, Policy, Presented, Verified, Verifier,
+};
 
 /// A freshly signed ticket. `Debug` does not print the ticket text.
 #[derive(Clone, PartialEq, Eq)]
@@ -303,6 +305,17 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     /// (position, kind) to decide the [`RenewDecision`].
     pub fn check(&self, presented: &Presented<'_>) -> Result<Verified, Rejection> {
         self.verifier.check_at(presented, self.now_ms(), false)
+    }
+
+    /// [`check`](Self::check), also handing back the authenticated client
+    /// clock offset (see `Verifier::check_at_sampled`).
+    pub(crate) fn check_sampled(
+        &self,
+        presented: &Presented<'_>,
+        sample: &mut Option<ClockSample>,
+    ) -> Result<Verified, Rejection> {
+        self.verifier
+            .check_at_sampled(presented, self.now_ms(), false, sample)
     }
 
     /// Advances the chain of `current` (from [`check`](Self::check)) and

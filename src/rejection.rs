@@ -72,8 +72,11 @@ pub enum Rejection {
         /// The tolerance that was exceeded, in ms.
         tolerance_ms: u64,
     },
-    /// The client's clock moved since the ticket was issued.
-    #[error("your device clock was changed by {} while you waited: please set it back", human_ms(.moved_ms.unsigned_abs()))]
+    /// The client's clock moved since the ticket was issued. The words
+    /// blame nobody: an honest automatic time correction (NTP) moves a
+    /// clock too, and rejoining keeps the place (the chain is re-minted
+    /// with the new clock as its baseline).
+    #[error("your device clock moved by {} while you waited (an automatic time correction can do this): rejoin the queue to keep your place", human_ms(.moved_ms.unsigned_abs()))]
     ClockJump {
         /// How far the client's clock moved against its baseline, in ms
         /// (positive = forward).
@@ -297,7 +300,7 @@ impl RejectionCode {
             Self::OfflineResumed => "Queue contact lost",
             Self::Replayed => "Queue ticket already used",
             Self::ClockSkew => "Device clock is wrong",
-            Self::ClockJump => "Device clock was changed",
+            Self::ClockJump => "Device clock moved",
             Self::BindingMismatch => "Queue ticket belongs to someone else",
             Self::WrongQueue => "Queue ticket for another queue",
             Self::StoreUnavailable => "Queue state unavailable",
@@ -436,7 +439,10 @@ mod tests {
             moved_ms: 20_000,
             tolerance_ms: 5_000,
         };
-        assert!(jump.to_string().contains("changed by 20 seconds"), "{jump}");
+        assert_eq!(
+            jump.to_string(),
+            "your device clock moved by 20 seconds while you waited (an automatic time correction can do this): rejoin the queue to keep your place"
+        );
         let wait = Rejection::NotAdmitted {
             retry_after_ms: 1_500,
         };

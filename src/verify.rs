@@ -474,6 +474,16 @@ impl Policy {
     }
 }
 
+/// A client clock offset measured on an authenticated request (its ticket's
+/// MAC and binding verified), whatever the rest of the check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClockSample {
+    /// The chain the ticket belongs to (one observation per chain).
+    pub(crate) chain: TicketId,
+    /// Client time minus server time (ms).
+    pub(crate) offset_ms: i64,
+}
+
 /// A measured clock offset as the ticket stores it: saturated to `i32`.
 pub(crate) fn saturate_offset(offset: i64) -> i64 {
     offset.clamp(i64::from(i32::MIN), i64::from(i32::MAX))
@@ -718,11 +728,32 @@ impl<C: Clock, S: ReplayStore> Verifier<C, S> {
         now_ms: i64,
         require_admitted: bool,
     ) -> Result<Verified, Rejection> {
+        self.check_at_sampled(presented, now_ms, require_admitted, &mut None)
+    }
+
+    /// [`check_at`](Self::check_at), also handing back the client clock's
+    /// offset once the ticket is authentic and bound to this client, even
+    /// when a later rule refuses it: a server clock an hour off refuses
+    /// every honest ticket (`offline_resumed`, `clock_skew`), and those
+    /// refusals are exactly the evidence the server-clock check needs.
+    pub(crate) fn check_at_sampled(
+        &self,
+        presented: &Presented<'_>,
+        now_ms: i64,
+        require_admitted: bool,
+        sample: &mut Option<ClockSample>,
+    ) -> Result<Verified, Rejection> {
         let policy = &self.policy;
         let text = presented.ticket.ok_or(Rejection::Missing)?;
         let ticket = decode(text)?;
         let bound = self.keys.verify_bound(&ticket, presented.binding)?;
         let claims = ticket.claims()?;
+        if let (true, ClientTime::Millis(t)) = (bound, presented.client_time) {
+            *sample = Some(ClockSample {
+                chain: claims.ticket_id,
+                offset_ms: t.saturating_sub(now_ms),
+            });
+        }
         let mut found = None;
 
         if claims.queue != policy.queue {

@@ -208,3 +208,66 @@ async fn a_queue_slot_that_lost_its_counter_never_hands_a_place_out_twice() {
     }
     a.clear(q).await.unwrap();
 }
+
+/// The state's half of the amnesty, shared: B writes a window (as the
+/// engine does for the operator), A's tick and heartbeats keep the places
+/// whose deadlines it forgives; without it, the same silence ends them.
+async fn front_after_silence(amnesty: bool) -> Vec<bool> {
+    use queuegate::room::{ControlSnapshot, ControlWrite, Setting};
+    let (a, b, _) = pair().await;
+    let q = if amnesty {
+        "amnesty-shared"
+    } else {
+        "amnesty-none"
+    };
+    // Three people, deadlines at T + 600 s (the helper's), paused room.
+    for i in 1..=3 {
+        join(&a, q, i, &rule(T, 0.0, i64::MIN)).await;
+    }
+    let values = ControlSnapshot {
+        admit_per_sec: 0.0,
+        paused: true,
+        max_admitted: None,
+        max_waiting: None,
+        opens_at_ms: None,
+        closed: None,
+        amnesty: amnesty.then_some((T + 500_000, T + 900_000)),
+    };
+    let write = ControlWrite {
+        seed: false,
+        changed: vec![Setting::Amnesty],
+        values: values.clone(),
+        burst: 1.0,
+    };
+    let shared = b
+        .write_controls(q, T, &write)
+        .await
+        .unwrap()
+        .expect("Redis shares the settings");
+    assert_eq!(shared.amnesty, values.amnesty);
+    // 700 s later: every deadline has passed. A's tick (its sweep checks
+    // each waiting place) runs, then each person's heartbeat.
+    let later = rule(T + 700_000, 0.0, i64::MIN);
+    a.tick_now(q, &later).await.unwrap();
+    a.tick_now(q, &later).await.unwrap();
+    let mut alive = Vec::new();
+    for i in 1..=3 {
+        let beat = BeatRecord {
+            binding: Binding([i; 16]),
+            ticket_id: TicketId([i; 16]),
+        };
+        alive.push(a.beat(q, &beat, &later).await.unwrap().is_some());
+    }
+    // A sees the shared window too.
+    let (_, seen) = a.shared_controls(q, 0).expect("read on the tick");
+    assert_eq!(seen.amnesty, values.amnesty);
+    a.clear(q).await.unwrap();
+    alive
+}
+
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn a_shared_amnesty_keeps_places_its_window_forgives() {
+    assert_eq!(front_after_silence(true).await, [true; 3]);
+    assert_eq!(front_after_silence(false).await, [false; 3]);
+}

@@ -572,3 +572,85 @@ async fn the_base_path_is_checked_at_setup_and_followed() {
     let root = endpoints().base("").unwrap().build();
     assert_eq!(root.oneshot(post("/join")).await.unwrap().status(), 200);
 }
+
+/// The heartbeat endpoint feeds the client-clock offset histogram (which
+/// the server-clock check reads) with the offsets of authentic tickets:
+/// those that pass, and those refused for a reason of time, which is what
+/// a server clock far off does to every honest ticket. A forged ticket or
+/// one presented with another session's cookie adds nothing.
+#[tokio::test]
+async fn heartbeats_feed_the_offset_histogram_with_authentic_tickets_only() {
+    let metrics = queuegate::Metrics::new();
+    let m = metrics.clone();
+    let s = serve_with(Options::default(), move |room| {
+        RoomEndpoints::new(room, sessions("http"))
+            .metrics(m)
+            .router()
+    })
+    .await;
+    let count = || metrics.snapshot().offset_count;
+    let time = |ms: i64| ms.to_string();
+
+    // An honest client, 400 ms behind: its heartbeat passes and counts.
+    let first = join(&s, &[("queue-client-time", &time(T0))]).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(count(), 0, "a join is not authenticated evidence");
+    let cookie = first.cookie();
+    let headers = |ticket: &str, client_ms: i64| {
+        vec![
+            ("cookie".to_owned(), cookie.clone()),
+            ("queue-ticket".to_owned(), ticket.to_owned()),
+            ("queue-client-time".to_owned(), time(client_ms)),
+        ]
+    };
+    let url = format!("{}/queue/heartbeat", s.base);
+    let post = |h: Vec<(String, String)>| {
+        let url = url.clone();
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            call("POST", &url, &h).await
+        }
+    };
+    let ok = post(headers(&first.ticket(), T0 - 400)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(count(), 1);
+    assert_eq!(metrics.snapshot().offset_sum_ms, -400);
+
+    // Forged: nothing. Another session's cookie: nothing.
+    let forged = post(headers(
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        T0,
+    ))
+    .await;
+    assert_eq!(forged.status, 400, "{forged:?}");
+    let other = join(&s, &[("queue-client-time", &time(T0))]).await;
+    let theirs = call(
+        "POST",
+        &url,
+        &[
+            ("cookie", other.cookie().as_str()),
+            ("queue-ticket", ok.ticket().as_str()),
+            ("queue-client-time", time(T0).as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(theirs.json()["code"], "binding_mismatch", "{theirs:?}");
+    assert_eq!(count(), 1);
+
+    // The server's clock jumps an hour ahead: the other (honest) client's
+    // ticket is refused as an hour stale, and its offset (-1 h) counts.
+    s.clock.advance(Duration::from_secs(3_600));
+    let stale = call(
+        "POST",
+        &url,
+        &[
+            ("cookie", other.cookie().as_str()),
+            ("queue-ticket", other.ticket().as_str()),
+            ("queue-client-time", time(T0).as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(stale.json()["code"], "offline_resumed", "{stale:?}");
+    assert_eq!(count(), 2);
+    assert_eq!(metrics.snapshot().offset_sum_ms, -400 - 3_600_000);
+}

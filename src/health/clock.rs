@@ -13,7 +13,10 @@
 //!   one that moved.
 //!
 //! The instance is **suspect** only when it is the outlier: it disagrees
-//! with both references while they agree with each other. When the
+//! with both references while they agree with each other. It stays
+//! suspect until a reference agrees with it again (silence, a median that
+//! fades out of a quiet room's window or a Redis that does not answer,
+//! clears nothing). When the
 //! references disagree with each other (Redis's clock is off, or the
 //! clients' median was moved), or only one is available, the check cannot
 //! tell who is wrong: it reports, and the instance stays ready. One wrong
@@ -160,10 +163,27 @@ impl ClockCheck {
     /// `redis` with this instance's clock. Updates
     /// [`is_suspect`](Self::is_suspect), the gauges and
     /// [`last_report`](Self::last_report).
+    ///
+    /// Suspicion ends on evidence, not on its absence: once this instance
+    /// was found the outlier, it stays suspect until a reference agrees
+    /// with it again. In a quiet room the clients' median fades out of the
+    /// window (each chain counts once until its slot is reused, see
+    /// [`Metrics::observe_chain_offset_ms`]), a Redis read can time out, and
+    /// an unready instance gets no clients at all: none of these shows its
+    /// clock was fixed, and letting them clear it would make it flap back
+    /// into service with the same wrong clock.
     pub fn check(&self, metrics: &MetricsSnapshot, redis: Option<RedisReading>) -> ClockReport {
         let (median, samples) = self.clients_median(metrics);
+        let bucket = median.map(|m| m.bucket);
+        let mut verdict = self.judge(redis, bucket);
+        if verdict != ClockVerdict::Suspect
+            && self.is_suspect()
+            && !self.any_reference_agrees(redis, bucket)
+        {
+            verdict = ClockVerdict::Suspect;
+        }
         let report = ClockReport {
-            verdict: self.judge(redis, median.map(|m| m.bucket)),
+            verdict,
             redis_offset_ms: redis.map(|r| r.offset_ms),
             clients_offset_ms: median.map(|m| m.estimate.saturating_neg()),
             client_samples: samples,
@@ -207,6 +227,24 @@ impl ClockCheck {
             }
             _ => ClockVerdict::Consistent,
         }
+    }
+
+    /// Whether Redis's reading or the clients' median (when available)
+    /// agrees with this instance's clock.
+    fn any_reference_agrees(
+        &self,
+        redis: Option<RedisReading>,
+        bucket: Option<(i64, i64)>,
+    ) -> bool {
+        let t = self.tolerance_ms;
+        let redis_agrees = redis.is_some_and(|r| {
+            r.offset_ms.unsigned_abs() <= t.saturating_add(r.round_trip_ms / 2).unsigned_abs()
+        });
+        let clients_agree = bucket.is_some_and(|(lo, hi)| {
+            let (a, b) = (hi.saturating_neg(), lo.saturating_neg());
+            !(a >= t || b < t.saturating_neg())
+        });
+        redis_agrees || clients_agree
     }
 
     /// The median client offset over the pooled window (interpolated, and
@@ -573,6 +611,42 @@ mod tests {
         assert_eq!(r.client_samples, 1_000);
         assert_eq!(r.verdict, ClockVerdict::Consistent);
         assert!(r.clients_offset_ms.unwrap().abs() <= 1_000);
+    }
+
+    /// A suspect clock stays suspect while nothing agrees with it: the
+    /// clients' median fading out of a quiet window, or Redis not
+    /// answering, is no evidence that the clock was fixed. A reference
+    /// agreeing again clears it.
+    #[test]
+    fn suspicion_ends_on_evidence_not_on_silence() {
+        let check = ClockCheck::new().window(2);
+        let m = Metrics::new();
+        let r = check.check(&clients(&m, 100, -3_600_000), redis(3_600_000));
+        assert_eq!(r.verdict, ClockVerdict::Suspect);
+        // The clients went quiet: after the window, no median.
+        for _ in 0..3 {
+            let r = check.check(&m.snapshot(), redis(3_600_000));
+            assert_eq!(r.verdict, ClockVerdict::Suspect, "{r:?}");
+        }
+        assert_eq!(check.last_report().unwrap().clients_offset_ms, None);
+        // Redis does not answer either.
+        assert_eq!(
+            check.check(&m.snapshot(), None).verdict,
+            ClockVerdict::Suspect
+        );
+        assert!(check.is_suspect());
+        // The clock is fixed: Redis agrees again.
+        let r = check.check(&m.snapshot(), redis(100));
+        assert_eq!(r.verdict, ClockVerdict::Consistent);
+        assert!(!check.is_suspect());
+        // A clock never found suspect is not made so by silence.
+        let fresh = ClockCheck::new();
+        assert_eq!(
+            fresh
+                .check(&Metrics::new().snapshot(), redis(3_600_000))
+                .verdict,
+            ClockVerdict::ReferencesDisagree
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::issuer::{Issuer, JoinDecision, Minted};
 use crate::rejection::Rejection;
 use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::ticket::{Binding, Claims, TicketId};
-use crate::verify::{ClientTime, Presented};
+use crate::verify::{ClientTime, ClockSample, Presented};
 
 /// How often a rejoin reads the chain's facts again when it raced another
 /// rejoin or renewal of the same chain, before answering `busy`.
@@ -387,7 +387,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         &self.control
     }
 
-    fn rule(&self, now_ms: i64) -> AdmissionRule {
+    /// The most admissions saved up while nobody waits, at `per_sec`.
+    pub(super) fn burst_for(&self, per_sec: f64) -> f64 {
+        (per_sec * self.burst_secs).max(1.0)
+    }
+
+    pub(super) fn rule(&self, now_ms: i64) -> AdmissionRule {
         let per_sec = if self.is_paused() {
             0.0
         } else {
@@ -406,7 +411,7 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
         AdmissionRule {
             now_ms,
             per_sec,
-            burst: (per_sec * self.burst_secs).max(1.0),
+            burst: self.burst_for(per_sec),
             max_admitted: self.control.max_admitted(),
             opens_at_ms,
             shuffle_seed,
@@ -515,11 +520,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// Joins like [`join`](Self::join), with what the endpoint knows of the
     /// request (the client's address, the headers) for the join hook.
     pub async fn join_with(&self, request: &JoinRequest<'_>) -> Result<RoomTicket, RoomError> {
+        let now = self.issuer.now_ms();
+        self.settle_controls(now).await;
         if let Some(message) = self.control.closed() {
             return Err(RoomError::Closed { message });
         }
         let (binding, client_time) = (request.binding, request.client_time);
-        let now = self.issuer.now_ms();
         let ctx = request.context(now);
         if let JoinVerdict::Refuse {
             reason,
@@ -669,11 +675,43 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// clock), asks the state where the chain stands, and issues the next
     /// ticket, an admitted one once the turn has come.
     pub async fn heartbeat(&self, presented: &Presented<'_>) -> Result<RoomTicket, RoomError> {
+        self.heartbeat_sampled(presented, &mut None).await
+    }
+
+    /// [`heartbeat`](Self::heartbeat), also handing back the client clock
+    /// offset measured on the ticket once it proved authentic and bound,
+    /// even when a later rule refused it (the endpoints feed it to the
+    /// offset histogram the server-clock check reads).
+    pub(crate) async fn heartbeat_sampled(
+        &self,
+        presented: &Presented<'_>,
+        sample: &mut Option<ClockSample>,
+    ) -> Result<RoomTicket, RoomError> {
+        self.settle_controls(self.issuer.now_ms()).await;
         // A closed room tells everyone waiting, whatever they present.
         if let Some(message) = self.control.closed() {
             return Err(RoomError::Closed { message });
         }
-        let verified = self.issuer.check(presented)?;
+        let verified = match self.issuer.check_sampled(presented, sample) {
+            // A deadline that passed during a store outage: an amnesty
+            // declared through another instance may forgive it, and this
+            // instance may not have read it yet (its reads failed during
+            // the outage). Read the shared settings (at most once a second:
+            // the tick's pace) and judge again; while they cannot be read,
+            // the answer is the store's outage, not the person's.
+            Err(Rejection::OfflineResumed { .. }) if self.control.shared() => {
+                let rule = self.rule(self.issuer.now_ms());
+                let read = self.state.refresh_controls(&self.queue, &rule).await;
+                self.adopt_shared();
+                match (self.issuer.check_sampled(presented, sample), read) {
+                    (Err(Rejection::OfflineResumed { .. }), Err(e)) => {
+                        return Err(self.store_failed(e))
+                    }
+                    (checked, _) => checked?,
+                }
+            }
+            checked => checked?,
+        };
         let material = presented.binding.unwrap_or_default();
         let bound = self.bind(material);
         let rule = self.rule(verified.now_ms);

@@ -68,5 +68,6 @@ pub use hook::{JoinContext, JoinHook, JoinRequest, JoinVerdict};
 pub use memory::MemoryRoomState;
 pub use schedule::{AdmissionRule, Liveness, TokenBucket};
 pub use state::{
-    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+    BeatRecord, ChainFacts, ControlWrite, IssuedRecord, JoinRecord, Joined, Place, RoomState,
+    RoomStats,
 };

@@ -17,6 +17,7 @@
 
 use std::future::Future;
 
+use super::control::{ControlError, ControlSnapshot, Setting};
 use super::schedule::AdmissionRule;
 use crate::error::StoreError;
 pub use crate::issuer::ChainFacts;
@@ -113,6 +114,24 @@ pub struct RoomStats {
     pub opened: bool,
 }
 
+/// Settings the engine writes to a state that keeps them for every
+/// instance of the room (see [`RoomState::write_controls`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlWrite {
+    /// Write only if the queue has no shared settings yet: an instance's
+    /// configuration seeds them when the room is first used, and never
+    /// overrides them afterwards.
+    pub seed: bool,
+    /// The settings to write; the others keep their shared values (all of
+    /// them for a seed).
+    pub changed: Vec<Setting>,
+    /// The values (only those of `changed` are read).
+    pub values: ControlSnapshot,
+    /// The most admissions saved up while nobody waits, for the rate in
+    /// `values`.
+    pub burst: f64,
+}
+
 /// Where a waiting room keeps its state, keyed by queue name.
 ///
 /// Methods return `Send` futures so a networked store fits; the in-memory
@@ -186,6 +205,47 @@ pub trait RoomState: Send + Sync + 'static {
     fn share_amnesty(&self, amnesty: std::sync::Arc<crate::amnesty::Amnesty>) {
         let _ = amnesty;
     }
+
+    /// Writes the operator's settings for every instance of the room, if
+    /// this state keeps them (Redis); returns the values in force
+    /// afterwards, or `None` (the default) when settings are per instance.
+    /// Once a queue's settings were written this way, the state takes
+    /// nothing from the operations' rules but what they must decide
+    /// (the engine owns the settings). Moving the opening time once it has
+    /// passed is [`ControlError::OpeningPassed`], and nothing changes.
+    fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> impl Future<Output = Result<Option<ControlSnapshot>, ControlError>> + Send {
+        let _ = (queue, now_ms, write);
+        std::future::ready(Ok(None))
+    }
+
+    /// The shared settings as this instance last read them (at most about
+    /// a second old while the room has traffic) with a number that grows
+    /// whenever they change, if that number is not `seen` and the state
+    /// keeps settings for every instance; `None` otherwise (the default).
+    /// Cheap: no call to the store.
+    fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        let _ = (queue, seen);
+        None
+    }
+
+    /// Reads the shared settings again if this instance's view is older
+    /// than about a second (a state that shares settings does so on its
+    /// admission tick; the default does nothing). For an instance without
+    /// traffic, and before a refusal that an amnesty declared elsewhere
+    /// could have prevented.
+    fn refresh_controls(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (queue, rule);
+        std::future::ready(Ok(()))
+    }
 }
 
 impl<T: RoomState> RoomState for std::sync::Arc<T> {
@@ -241,5 +301,26 @@ impl<T: RoomState> RoomState for std::sync::Arc<T> {
 
     fn share_amnesty(&self, amnesty: std::sync::Arc<crate::amnesty::Amnesty>) {
         (**self).share_amnesty(amnesty)
+    }
+
+    fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> impl Future<Output = Result<Option<ControlSnapshot>, ControlError>> + Send {
+        (**self).write_controls(queue, now_ms, write)
+    }
+
+    fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        (**self).shared_controls(queue, seen)
+    }
+
+    fn refresh_controls(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).refresh_controls(queue, rule)
     }
 }

@@ -25,6 +25,13 @@
 //! A bad value is `400` with a problem document and nothing changes (every
 //! value is checked before any is applied); moving the opening time after
 //! the opening is `409`.
+//!
+//! On a room state that keeps the settings for every instance (Redis), a
+//! change is written to the shared settings before the answer, so every
+//! instance obeys it and shows it within about a second; `GET` reads them
+//! again if this instance's view is older than a second. When the store
+//! does not answer, the change holds on this instance, the answer says
+//! `"shared_pending": true`, and it is written once the store is back.
 
 use std::fmt;
 use std::path::Path;
@@ -170,10 +177,12 @@ impl Admin {
         }
         match (method.as_str(), path) {
             ("GET", "/admin/api/room") => {
+                // Another instance's changes: read within about a second.
+                let _ = room.sync_controls().await;
                 json(StatusCode::OK, room_json(room, room.stats().await.ok()))
             }
             ("POST", "/admin/api/room") => match change_room(room, body) {
-                Ok(()) => json(StatusCode::OK, room_json(room, room.stats().await.ok())),
+                Ok(()) => shared(room).await,
                 Err((status, detail)) => problem(status, &detail),
             },
             ("POST", "/admin/api/amnesty") => {
@@ -191,13 +200,13 @@ impl Admin {
                     _ => return bad("from_ms and until_ms are required".into()),
                 };
                 match room.declare_amnesty(from, until) {
-                    Ok(()) => json(StatusCode::OK, room_json(room, room.stats().await.ok())),
+                    Ok(()) => shared(room).await,
                     Err(e) => bad(e.to_string()),
                 }
             }
             ("DELETE", "/admin/api/amnesty") => {
                 room.end_amnesty();
-                json(StatusCode::OK, room_json(room, room.stats().await.ok()))
+                shared(room).await
             }
             ("POST", "/admin/api/close") => {
                 let fields = match parse_object(body) {
@@ -213,15 +222,16 @@ impl Admin {
                     _ => return bad("message: a string is required".into()),
                 };
                 match room.close(&message) {
-                    Ok(()) => json(StatusCode::OK, room_json(room, room.stats().await.ok())),
+                    Ok(()) => shared(room).await,
                     Err(e) => bad(e.to_string()),
                 }
             }
             ("DELETE", "/admin/api/close") => {
                 room.reopen();
-                json(StatusCode::OK, room_json(room, room.stats().await.ok()))
+                shared(room).await
             }
             ("GET", "/admin/api/live") => {
+                let _ = room.sync_controls().await;
                 let inputs = live();
                 let room_part = room_json(room, room.stats().await.ok());
                 json(
@@ -235,6 +245,24 @@ impl Admin {
             ) => problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
             _ => problem(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+}
+
+/// After a change: written to the shared settings at once (on a state
+/// that keeps them for every instance), then the room as JSON. A store
+/// that does not answer leaves the change in force here and pending
+/// (`"shared_pending": true`), written when the store is back; an opening
+/// that passed meanwhile on the shared settings is `409`.
+async fn shared<C, S, R, H>(room: &WaitingRoom<C, S, R, H>) -> Response<Bytes>
+where
+    C: Clock,
+    S: ReplayStore,
+    R: RoomState,
+    H: JoinHook,
+{
+    match room.sync_controls().await {
+        Err(e @ ControlError::OpeningPassed) => problem(StatusCode::CONFLICT, &e.to_string()),
+        _ => json(StatusCode::OK, room_json(room, room.stats().await.ok())),
     }
 }
 
@@ -400,7 +428,7 @@ where
         "{{\"queue\":{},\"waiting\":{},\"admitted\":{},\"admitted_total\":{},\
          \"admit_per_sec\":{},\"paused\":{},\"opens_at_ms\":{},\"max_admitted\":{},\
          \"max_waiting\":{},\"closed\":{},\"closed_message\":{},\"amnesty\":{},\
-         \"store_ok\":{}}}",
+         \"store_ok\":{},\"shared_pending\":{}}}",
         quote(room.queue_name()),
         opt(stats.map(|s| s.waiting)),
         opt(stats.map(|s| s.admitted_alive)),
@@ -417,6 +445,7 @@ where
             |(f, u)| format!("{{\"from_ms\":{f},\"until_ms\":{u}}}")
         ),
         stats.is_some(),
+        room.controls_pending(),
     )
 }
 

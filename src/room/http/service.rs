@@ -25,7 +25,7 @@ use super::session::{JoinSession, RoomSessions, SessionRefusal};
 use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::metrics::Metrics;
-use crate::rejection::{MalformedReason, Rejection};
+use crate::rejection::{MalformedReason, Rejection, RejectionCode};
 use crate::replay::ReplayStore;
 use crate::room::schedule::estimated_wait_ms;
 use crate::room::{JoinHook, JoinRequest, RoomError, RoomState, WaitingRoom};
@@ -161,7 +161,12 @@ where
     }
 
     /// Counts ticket refusals (by code) in these counters, as the layer
-    /// does.
+    /// does, and feeds the client-clock offset histogram (which
+    /// [`ClockCheck`](crate::health::ClockCheck) reads) from heartbeats:
+    /// once per chain, for an authentic ticket (MAC and binding verified)
+    /// that passed or was refused for a reason of time (`expired`,
+    /// `offline_resumed`, `clock_skew`, `clock_jump`: what a server clock
+    /// far off does to every honest ticket).
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -449,6 +454,26 @@ fn client_js() -> Answer {
     res
 }
 
+/// Whether a heartbeat whose ticket proved authentic (MAC and binding)
+/// tells the offset histogram something about the server's clock: it
+/// passed every check, or it was refused for a reason of time, which is
+/// what a server clock far off does to every honest ticket. A ticket
+/// refused for another reason (a replayed copy, another queue) is left
+/// out, as a refused request is on protected routes.
+fn clock_evidence<T>(outcome: &Result<T, RoomError>) -> bool {
+    match outcome {
+        Err(RoomError::Rejected(r)) => matches!(
+            r.code(),
+            RejectionCode::Expired
+                | RejectionCode::OfflineResumed
+                | RejectionCode::ClockSkew
+                | RejectionCode::ClockJump
+        ),
+        // Checked; the state then answered (a place, ended, unavailable).
+        _ => true,
+    }
+}
+
 /// The `queue-client-time` header: absent, one value, or invalid (twice).
 fn client_time(headers: &HeaderMap) -> ClientTime {
     let mut values = headers.get_all(CLIENT_TIME_HEADER).iter();
@@ -545,7 +570,14 @@ where
             binding: session,
             client_time: client_time(&parts.headers),
         };
-        match self.room.heartbeat(&presented).await {
+        let mut sample = None;
+        let outcome = self.room.heartbeat_sampled(&presented, &mut sample).await;
+        if let (Some(m), Some(s)) = (&self.metrics, sample) {
+            if clock_evidence(&outcome) {
+                m.observe_chain_offset_ms(s.chain, s.offset_ms);
+            }
+        }
+        match outcome {
             Ok(t) => place_response(&t),
             Err(e) => self.refused(&e),
         }

@@ -18,7 +18,12 @@
 //!
 //! - `…:layout` the layout version; `…:meta` counters (last place, tokens,
 //!   admitted total, sweep cursor, opened); `…:settings` the shared
-//!   settings; `…:waiting` (place → binding), `…:pre` (random draw →
+//!   settings, one field each (rate and burst, pause, admitted and
+//!   waiting caps, opening time, closing with its message, amnesty
+//!   window: see `lua/queue_settings.lua`; the last three fields came
+//!   after layout 2 was set and did not change it, since a build that
+//!   does not know them ignores them and corrupts nothing);
+//!   `…:waiting` (place → binding), `…:pre` (random draw →
 //!   binding), `…:admitted` (deadline → binding) sorted sets; `…:blocks`
 //!   live counts per block of 1,024 places; `…:lease` the tick's lease.
 //!
@@ -50,7 +55,8 @@ pub(crate) mod conn;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use ::redis::Value;
@@ -58,10 +64,13 @@ use futures_util::future::join_all;
 
 use self::cache::Snapshot;
 use self::conn::{ClusterConn, Conn, Lua};
+use super::control::{ControlError, ControlSnapshot, Setting};
 use super::schedule::{os_random_u64, AdmissionRule};
 use super::state::{
-    BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats,
+    BeatRecord, ChainFacts, ControlWrite, IssuedRecord, JoinRecord, Joined, Place, RoomState,
+    RoomStats,
 };
+use crate::amnesty::Amnesty;
 use crate::error::StoreError;
 use crate::replay::RedisReplayStore;
 use crate::ticket::{Binding, QueueId, TicketId};
@@ -85,6 +94,14 @@ const LEASE_MS: u64 = 2_000;
 
 /// How long a person's record outlives its deadline.
 const SLACK_MS: i64 = 60_000;
+
+/// After a tick of this instance failed (the store did not answer), how
+/// long its ticks only read and drop nobody, and a deadline that passed is
+/// not judged: an amnesty declared through another instance during the
+/// outage reaches the store within a second of its return (the instance
+/// that holds it writes it then), and must be read before anyone is
+/// dropped.
+const RECOVERY_MS: i64 = 3_000;
 
 const PRELUDE: &str = include_str!("lua/queue_prelude.lua");
 
@@ -142,10 +159,12 @@ impl Scripts {
     }
 }
 
-/// A queue's settings shared by every instance: read by the tick, so a
-/// change made through any instance takes effect everywhere within about
-/// a second. An instance's own configuration only seeds them when the
-/// queue is first used.
+/// Five of a queue's settings shared by every instance (the waiting cap,
+/// the closing and the amnesty are shared too, written by the engine:
+/// [`RoomState::write_controls`]): read by the tick, so a change made
+/// through any instance takes effect everywhere within about a second. An
+/// instance's own configuration only seeds them when the queue is first
+/// used.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoomSettings {
     /// People admitted per second.
@@ -171,7 +190,9 @@ impl RoomSettings {
         }
     }
 
-    fn args(&self) -> [String; 5] {
+    /// The five values as `queue_settings.lua` takes them, then three
+    /// empty ones (the settings this type does not carry are kept).
+    fn args(&self) -> [String; 8] {
         [
             format!("{:?}", self.admit_per_sec),
             format!("{:?}", self.burst),
@@ -180,11 +201,14 @@ impl RoomSettings {
                 .to_string(),
             self.opens_at_ms.to_string(),
             u8::from(self.paused).to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
         ]
     }
 
     fn parse(items: &[Value]) -> Result<Option<Self>, StoreError> {
-        let [per_sec, burst, max_admitted, opens_at, paused] = items else {
+        let [per_sec, burst, max_admitted, opens_at, paused, ..] = items else {
             return Err(bad_answer());
         };
         let per_sec = text(per_sec)?;
@@ -244,6 +268,42 @@ struct Local {
     /// (each tick asks up to [`BATCH`] people's slots, so a burst of
     /// concurrent operations each ticking cost the square of the burst).
     ticking: bool,
+    /// The shared settings as last read (by the tick or a write).
+    shared: Option<ControlSnapshot>,
+    /// Grows whenever `shared` changes (from [`Inner::shared_no`]).
+    shared_no: u64,
+    /// The engine writes this queue's settings
+    /// ([`RoomState::write_controls`]): the operations' rules seed and set
+    /// nothing.
+    engine: bool,
+    /// When a tick of this instance last failed (see [`RECOVERY_MS`]).
+    failed_at_ms: Option<i64>,
+}
+
+impl Local {
+    /// Keeps `shared` if it is new; its number is the next of `counter`
+    /// (one counter for every queue of the state, so "nothing changed
+    /// since `seen`" needs no lock).
+    fn saw(&mut self, shared: Option<ControlSnapshot>, counter: &AtomicU64) {
+        if shared.is_some() && shared != self.shared {
+            self.shared = shared;
+            self.shared_no = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+    }
+
+    /// The time to judge liveness by at `now_ms`: earlier while the shared
+    /// amnesty lasts (see [`Amnesty::liveness_now`]).
+    fn recovering(&self, now_ms: i64) -> bool {
+        self.failed_at_ms
+            .is_some_and(|f| now_ms < f.saturating_add(RECOVERY_MS) && now_ms >= f)
+    }
+
+    fn live_ms(&self, now_ms: i64) -> i64 {
+        match self.shared.as_ref().and_then(|s| s.amnesty) {
+            Some((from, until)) if now_ms < until => now_ms.min(from.saturating_sub(1)),
+            _ => now_ms,
+        }
+    }
 }
 
 /// Clears [`Local::ticking`] when the tick ends, fails or is dropped.
@@ -268,6 +328,10 @@ struct Inner {
     id: String,
     scripts: Scripts,
     queues: Mutex<HashMap<String, Local>>,
+    /// The room's amnesty, once shared ([`RoomState::share_amnesty`]).
+    amnesty: OnceLock<Arc<Amnesty>>,
+    /// The number of the latest shared settings read, of any queue.
+    shared_no: AtomicU64,
 }
 
 /// The room's state in Redis or Redis Cluster (feature `redis`), shared by
@@ -288,12 +352,22 @@ struct Inner {
 ///   bounded as documented in the `cache` module (never an undercount):
 ///   less than 1,024 plus what the room removed in the last second plus
 ///   the dead not yet reached by the front or the sweep.
-/// - The settings (rate, pause, admitted cap, opening time) are shared:
-///   see [`RoomSettings`]. The rule an operation brings seeds them when
-///   the queue is first used; when an instance's rule changes (its
-///   `set_admit_per_sec`, `pause`, `resume`), the change is written for
-///   every instance. A moved opening time is refused once the opening time
-///   has passed.
+/// - The settings are shared by every instance: rate, pause, both caps,
+///   opening time, closing and the amnesty window. A
+///   [`WaitingRoom`](super::WaitingRoom) writes them
+///   ([`RoomState::write_controls`]: its configuration seeds them, its
+///   library calls change them) and adopts the values each tick reads
+///   ([`RoomState::shared_controls`]), so a change through any instance
+///   holds everywhere within about a second. Used without the engine, the
+///   rule an operation brings seeds rate, pause, admitted cap and opening
+///   time when the queue is first used and writes what changed; see
+///   [`RoomSettings`]. A moved opening time is refused once the opening
+///   time has passed.
+/// - Liveness honours the shared amnesty window (and the room's own
+///   [`Amnesty`], [`RoomState::share_amnesty`]): the tick, the sweep, a
+///   heartbeat and a rejoin keep a place whose deadline it forgives. For
+///   3 s after a failed tick the instance drops nobody, so an amnesty
+///   declared elsewhere during a store outage is read first.
 /// - The opening draws places in the order of a random number each
 ///   pre-queue join got when it arrived; the tick places them in batches.
 #[derive(Clone)]
@@ -512,6 +586,8 @@ impl RedisRoomState {
                 id: TicketId::random().to_string(),
                 scripts: Scripts::new(),
                 queues: Mutex::new(HashMap::new()),
+                amnesty: OnceLock::new(),
+                shared_no: AtomicU64::new(0),
             }),
         }
     }
@@ -524,14 +600,9 @@ impl RedisRoomState {
                 &self.inner.scripts.settings,
                 queue,
                 wall_ms(),
-                &[
-                    "get".into(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ],
+                &std::iter::once("get".to_owned())
+                    .chain(std::iter::repeat(String::new()).take(8))
+                    .collect::<Vec<_>>(),
             )
             .await?;
         RoomSettings::parse(items(reply)?.get(1..).ok_or_else(bad_answer)?)
@@ -545,15 +616,11 @@ impl RedisRoomState {
         queue: &str,
         settings: &RoomSettings,
     ) -> Result<(), SettingsError> {
-        let [a, b, c, d, e] = settings.args();
+        let mut args = vec!["set".to_owned()];
+        args.extend(settings.args());
         let reply = self
             .inner
-            .queue_eval(
-                &self.inner.scripts.settings,
-                queue,
-                wall_ms(),
-                &["set".into(), a, b, c, d, e],
-            )
+            .queue_eval(&self.inner.scripts.settings, queue, wall_ms(), &args)
             .await?;
         let reply = items(reply)?;
         match reply.first().map(int) {
@@ -654,6 +721,61 @@ impl Inner {
             .await
     }
 
+    /// The time to judge liveness by at `now_ms`: earlier while an
+    /// amnesty lasts, the shared one as last read or the room's own.
+    fn live_ms(&self, queue: &str, now_ms: i64) -> i64 {
+        let shared = lock(&self.queues)
+            .get(queue)
+            .map_or(now_ms, |l| l.live_ms(now_ms));
+        let own = self
+            .amnesty
+            .get()
+            .map_or(now_ms, |a| a.liveness_now(now_ms));
+        shared.min(own)
+    }
+
+    /// Writes the engine's settings ([`RoomState::write_controls`]).
+    async fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> Result<ControlSnapshot, ControlError> {
+        let v = &write.values;
+        let wanted = controls_args(v, write.burst);
+        let mut args = vec![if write.seed { "seed" } else { "set" }.to_owned()];
+        for (setting, value) in SETTING_FIELDS.iter().zip(wanted.clone()) {
+            let write_it = write.seed
+                || setting.is_some_and(|s| write.changed.contains(&s))
+                // The burst goes with the rate.
+                || (setting.is_none() && write.changed.contains(&Setting::AdmitPerSec));
+            args.push(if write_it { value } else { String::new() });
+        }
+        let reply = items(
+            self.queue_eval(&self.scripts.settings, queue, now_ms, &args)
+                .await?,
+        )?;
+        let code = int(reply.first().ok_or_else(bad_answer)?)?;
+        let values = reply.get(1..).ok_or_else(bad_answer)?;
+        let shared = parse_controls(values)?.ok_or_else(bad_answer)?;
+        if write.seed && values.iter().map(text).collect::<Result<Vec<_>, _>>()? != wanted {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                queue = %queue,
+                "this instance's room settings differ from the queue's shared settings; the shared ones apply"
+            );
+        }
+        let mut map = lock(&self.queues);
+        let local = map.entry(queue.to_owned()).or_default();
+        local.engine = true;
+        local.saw(Some(shared.clone()), &self.shared_no);
+        match code {
+            0 => Ok(shared),
+            1 => Err(ControlError::OpeningPassed),
+            _ => Err(bad_answer().into()),
+        }
+    }
+
     fn note_now(&self, queue: &str, now_ms: i64) {
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
@@ -673,6 +795,7 @@ impl Inner {
                     .map_or(rule.now_ms, |t| t.max(rule.now_ms)),
             );
             let mode = match local.last_settings {
+                _ if local.engine => None,
                 None => Some("seed"),
                 Some(last) if last != wanted => Some("set"),
                 Some(_) => None,
@@ -704,14 +827,10 @@ impl Inner {
                     }
                 }
             }
-            let [a, b, c, d, e] = args;
+            let mut all = vec![mode.to_owned()];
+            all.extend(args);
             let reply = self
-                .queue_eval(
-                    &self.scripts.settings,
-                    queue,
-                    rule.now_ms,
-                    &[mode.into(), a, b, c, d, e],
-                )
+                .queue_eval(&self.scripts.settings, queue, rule.now_ms, &all)
                 .await?;
             let reply = items(reply)?;
             let shared = RoomSettings::parse(reply.get(1..).ok_or_else(bad_answer)?)?;
@@ -729,7 +848,13 @@ impl Inner {
                 .or_default()
                 .last_settings = Some(wanted);
         }
-        self.tick(queue, rule.now_ms).await?;
+        if let Err(e) = self.tick(queue, rule.now_ms).await {
+            lock(&self.queues)
+                .entry(queue.to_owned())
+                .or_default()
+                .failed_at_ms = Some(rule.now_ms);
+            return Err(e);
+        }
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
         local.last_tick_ms = Some(rule.now_ms);
@@ -773,24 +898,38 @@ impl Inner {
     /// One tick: the lease holder's bounded admission work, then every
     /// instance's snapshot.
     async fn tick(&self, queue: &str, now_ms: i64) -> Result<(), StoreError> {
+        let recovering = lock(&self.queues)
+            .get(queue)
+            .is_some_and(|l| l.recovering(now_ms));
+        if recovering {
+            return self.refresh(queue, now_ms).await;
+        }
         let begin = items(
             self.queue_eval(
                 &self.scripts.tick_begin,
                 queue,
                 now_ms,
-                &[self.id.clone(), LEASE_MS.to_string(), BATCH.to_string()],
+                &[
+                    self.id.clone(),
+                    LEASE_MS.to_string(),
+                    BATCH.to_string(),
+                    self.live_ms(queue, now_ms).to_string(),
+                ],
             )
             .await?,
         )?;
         if int(begin.first().ok_or_else(bad_answer)?)? == 1 {
-            let [_, expired, pre, sweep] = begin.as_slice() else {
+            let [_, expired, pre, sweep, live_at] = begin.as_slice() else {
                 return Err(bad_answer());
             };
+            // Liveness is judged at `live_at`: now, or earlier while an
+            // amnesty (this instance's or the shared one) lasts.
+            let live_at = int(live_at)?.min(now_ms);
             let (expired, pre, sweep) = (pairs(expired)?, pairs(pre)?, pairs(sweep)?);
             let (e, p, s) = futures_util::join!(
-                self.check_all(queue, "a", &expired, false, now_ms),
-                self.check_all(queue, "p", &pre, false, now_ms),
-                self.check_all(queue, "w", &sweep, true, now_ms),
+                self.check_all(queue, "a", &expired, false, live_at),
+                self.check_all(queue, "p", &pre, false, live_at),
+                self.check_all(queue, "w", &sweep, true, live_at),
             );
             let (e, p, s) = (e?, p?, s?);
             let mut args = vec![
@@ -801,11 +940,14 @@ impl Inner {
             ];
             args.push(expired.len().to_string());
             for ((b, score), (code, live)) in expired.iter().zip(&e) {
-                args.extend([
-                    b.clone(),
-                    score.clone(),
-                    if *code == 1 { *live } else { 0 }.to_string(),
-                ]);
+                // A deadline an amnesty forgives stays listed (after now:
+                // looked at again once the amnesty has ended).
+                let live = if *code == 1 {
+                    (*live).max(now_ms + 1)
+                } else {
+                    0
+                };
+                args.extend([b.clone(), score.clone(), live.to_string()]);
             }
             args.push(pre.len().to_string());
             for ((b, score), (code, _)) in pre.iter().zip(&p) {
@@ -827,7 +969,7 @@ impl Inner {
                 };
                 self.place_drawn(queue, &pairs(placed)?).await?;
                 let n = usize::try_from(int(n)?).unwrap_or(0);
-                self.admit_front(queue, n, &pairs(front)?, now_ms).await?;
+                self.admit_front(queue, n, &pairs(front)?, live_at).await?;
             }
         }
         self.refresh(queue, now_ms).await
@@ -944,9 +1086,10 @@ impl Inner {
             self.queue_eval(&self.scripts.snapshot, queue, now_ms, &[])
                 .await?,
         )?;
-        let [next, _opened, front, first, counts, ..] = reply.as_slice() else {
+        let [next, _opened, front, first, counts, settings @ ..] = reply.as_slice() else {
             return Err(bad_answer());
         };
+        let shared = parse_controls(settings)?;
         let mut snap = Snapshot {
             next: u64::try_from(int(next)?).map_err(|_| bad_answer())?,
             front: u64::try_from(int(front)?).map_err(|_| bad_answer())?,
@@ -957,7 +1100,10 @@ impl Inner {
             _ => &[],
         };
         snap.set_counts(u64::try_from(int(first)?).map_err(|_| bad_answer())?, bytes);
-        lock(&self.queues).entry(queue.to_owned()).or_default().snap = snap;
+        let mut map = lock(&self.queues);
+        let local = map.entry(queue.to_owned()).or_default();
+        local.snap = snap;
+        local.saw(shared, &self.shared_no);
         Ok(())
     }
 
@@ -1000,6 +1146,19 @@ impl Inner {
     ) -> Result<Joined, StoreError> {
         let now = rule.now_ms;
         let key = self.person_key(queue, &join.binding);
+        // The claim judges the binding's chain alive by the shared amnesty
+        // as last read: after a store outage, read it first.
+        let stale = match lock(&self.queues).get(queue).and_then(|l| l.last_tick_ms) {
+            Some(t) => now >= t.saturating_add(2 * TICK_MS) || now < t,
+            None => true,
+        };
+        if stale && self.maybe_tick(queue, &rule).await? {
+            // An empty room still admits a new arrival at once.
+            lock(&self.queues)
+                .entry(queue.to_owned())
+                .or_default()
+                .nudge = true;
+        }
         let claim = items(
             self.person_eval(
                 &self.scripts.claim,
@@ -1008,6 +1167,7 @@ impl Inner {
                     now.to_string(),
                     join.live_until_ms.to_string(),
                     SLACK_MS.to_string(),
+                    self.live_ms(queue, now).to_string(),
                 ],
             )
             .await?,
@@ -1104,7 +1264,9 @@ impl Inner {
             return Ok(None);
         }
         let record = Record::parse(&reply)?;
-        if record.tid != beat.ticket_id.to_string() || record.live <= rule.now_ms {
+        if record.tid != beat.ticket_id.to_string()
+            || record.live <= self.live_ms(queue, rule.now_ms)
+        {
             return Ok(None);
         }
         Ok(Some(self.place_of(queue, &record)))
@@ -1177,6 +1339,7 @@ impl Inner {
 
     async fn sweep(&self, queue: &str, now_ms: i64) -> Result<u64, StoreError> {
         self.note_now(queue, now_ms);
+        let live_at = self.live_ms(queue, now_ms);
         let mut total = 0u64;
         for (which, status, with_place) in [("6", "a", false), ("5", "p", false), ("4", "w", true)]
         {
@@ -1196,7 +1359,7 @@ impl Inner {
                 };
                 cursor = format!("({last}");
                 let alive = self
-                    .check_all(queue, status, &batch, with_place, now_ms)
+                    .check_all(queue, status, &batch, with_place, live_at)
                     .await?;
                 let mut args = vec![which.to_owned()];
                 for ((b, s), (code, _)) in batch.iter().zip(&alive) {
@@ -1241,6 +1404,84 @@ impl Inner {
             opened: int(opened)? == 1,
         })
     }
+}
+
+/// The settings behind each field of `queue_settings.lua`, in its order
+/// (`None`: the burst, written with the rate).
+const SETTING_FIELDS: [Option<Setting>; 8] = [
+    Some(Setting::AdmitPerSec),
+    None,
+    Some(Setting::MaxAdmitted),
+    Some(Setting::OpensAt),
+    Some(Setting::Paused),
+    Some(Setting::MaxWaiting),
+    Some(Setting::Closed),
+    Some(Setting::Amnesty),
+];
+
+fn cap_arg(cap: Option<u64>) -> String {
+    cap.map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX))
+        .to_string()
+}
+
+/// The eight values of `queue_settings.lua`, as it stores them.
+fn controls_args(v: &ControlSnapshot, burst: f64) -> Vec<String> {
+    vec![
+        format!("{:?}", finite(v.admit_per_sec)),
+        format!("{:?}", finite(burst)),
+        cap_arg(v.max_admitted),
+        v.opens_at_ms.unwrap_or(i64::MIN).to_string(),
+        u8::from(v.paused).to_string(),
+        cap_arg(v.max_waiting),
+        v.closed
+            .as_deref()
+            .map_or_else(|| "0".to_owned(), |m| format!("1{m}")),
+        v.amnesty
+            .map_or_else(|| "-".to_owned(), |(a, b)| format!("{a}:{b}")),
+    ]
+}
+
+/// The settings among `items` (the eight values of `queue_settings.lua`);
+/// `None` before the queue's first use. A value a build before these
+/// fields never wrote reads as "none" (no cap, open, no amnesty).
+fn parse_controls(items: &[Value]) -> Result<Option<ControlSnapshot>, StoreError> {
+    let [per_sec, _burst, max_admitted, opens_at, paused, max_waiting, closed, amnesty] = items
+    else {
+        return Err(bad_answer());
+    };
+    let per_sec = text(per_sec)?;
+    if per_sec.is_empty() {
+        return Ok(None);
+    }
+    let cap = |v: &Value| -> Result<Option<u64>, StoreError> {
+        let t = text(v)?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let n = t.parse::<i64>().map_err(|_| bad_answer())?;
+        Ok(u64::try_from(n).ok())
+    };
+    let opens = text(opens_at)?;
+    let opens = if opens.is_empty() {
+        i64::MIN
+    } else {
+        opens.parse::<i64>().map_err(|_| bad_answer())?
+    };
+    let closed = text(closed)?;
+    let amnesty = text(amnesty)?;
+    let amnesty = amnesty.split_once(':').and_then(|(a, b)| {
+        let (a, b) = (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?);
+        (a <= b).then_some((a, b))
+    });
+    Ok(Some(ControlSnapshot {
+        admit_per_sec: per_sec.parse().map_err(|_| bad_answer())?,
+        paused: text(paused)? == "1",
+        max_admitted: cap(max_admitted)?,
+        max_waiting: cap(max_waiting)?,
+        opens_at_ms: (opens != i64::MIN).then_some(opens),
+        closed: closed.strip_prefix('1').map(Arc::from),
+        amnesty,
+    }))
 }
 
 /// `sequence:joined:expires:admitted-from` (`-`: not admitted).
@@ -1333,5 +1574,55 @@ impl RoomState for RedisRoomState {
     ) -> impl Future<Output = Result<RoomStats, StoreError>> + Send {
         let (inner, queue) = (self.inner.clone(), queue.to_owned());
         async move { inner.stats(&queue, now_ms).await }
+    }
+
+    fn share_amnesty(&self, amnesty: Arc<Amnesty>) {
+        // Built once per room: a second room on this state keeps the first's.
+        let _ = self.inner.amnesty.set(amnesty);
+    }
+
+    fn write_controls(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        write: &ControlWrite,
+    ) -> impl Future<Output = Result<Option<ControlSnapshot>, ControlError>> + Send {
+        let (inner, queue, write) = (self.inner.clone(), queue.to_owned(), write.clone());
+        async move { inner.write_controls(&queue, now_ms, &write).await.map(Some) }
+    }
+
+    fn shared_controls(&self, queue: &str, seen: u64) -> Option<(u64, ControlSnapshot)> {
+        // Every join and heartbeat asks: nothing new anywhere is one load.
+        if self.inner.shared_no.load(Ordering::Relaxed) == seen {
+            return None;
+        }
+        let map = lock(&self.inner.queues);
+        let local = map.get(queue)?;
+        match &local.shared {
+            Some(s) if local.shared_no != seen => Some((local.shared_no, s.clone())),
+            _ => None,
+        }
+    }
+
+    fn refresh_controls(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (inner, queue, rule) = (self.inner.clone(), queue.to_owned(), *rule);
+        async move {
+            inner.maybe_tick(&queue, &rule).await?;
+            let recovering = lock(&inner.queues)
+                .get(&queue)
+                .is_some_and(|l| l.recovering(rule.now_ms));
+            if recovering {
+                // Just back from an outage: an amnesty declared meanwhile
+                // may still be on its way.
+                return Err(StoreError::Backend(
+                    "the store answers again since less than 3 s".into(),
+                ));
+            }
+            Ok(())
+        }
     }
 }

@@ -2,13 +2,14 @@
 -- or a placeholder ('j') that holds the binding while a place is drawn, so
 -- a second join of the same binding meanwhile gets "busy", never a second
 -- place.
--- KEYS[1] person record. ARGV: now, provisional deadline, slack ms.
+-- KEYS[1] person record. ARGV: now, provisional deadline, slack ms, the
+-- time liveness is judged at (optional: now; earlier during an amnesty).
 -- Returns {1, tid, place, status, deadline, facts} (live chain) or
 -- {0, old status or ''} (placeholder made). `facts` are the latest
 -- ticket's chain facts (`sequence:joined:expires:admitted-from`).
 local now = tonumber(ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'tid', 'place', 'st', 'live', 'facts')
-if r[4] and tonumber(r[4]) > now then
+if r[4] and tonumber(r[4]) > tonumber(ARGV[4] or ARGV[1]) then
   return {1, r[1], tonumber(r[2]), r[3], tonumber(r[4]), r[5]}
 end
 local old = r[3] or ''
