@@ -7,9 +7,14 @@
 //! numbers never accepts an older ticket after a newer one.
 //!
 //! Every scenario is a generic function over [`ReplayStore`], instantiated
-//! for each backend at the bottom of the file.
+//! at the bottom of the file for memory, Redis (127.0.0.1:6379) and the
+//! Redis Cluster of `.ci/redis-cluster start` (127.0.0.1:7000-7005); the
+//! Redis ones are ignored unless `--include-ignored`, and fail when their
+//! server is absent.
 
 mod adversary;
+#[cfg(feature = "redis")]
+mod cluster_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,88 +456,124 @@ mod memory {
     }
 }
 
-/// The scenarios against Redis on 127.0.0.1:6379 (feature `redis`). Redis
-/// expires records on its own clock, so these start at the wall-clock time.
-/// Each test FAILS if Redis is absent.
+/// The scenarios against a Redis store (feature `redis`), once per
+/// deployment: `$turn` is held while a test runs, `$store` connects (and
+/// panics, failing the test, when the server is absent). Redis expires
+/// records on its own clock, so these start at the wall-clock time.
 #[cfg(feature = "redis")]
-mod redis {
-    use super::*;
-    use queuegate::replay::RedisReplayStore;
-    use queuegate::{Clock, SystemClock};
+macro_rules! redis_scenarios {
+    ($name:ident, $turn:expr, $store:expr, $ignore:literal) => {
+        mod $name {
+            use super::*;
+            use queuegate::replay::RedisReplayStore;
+            use queuegate::{Clock, SystemClock};
 
-    async fn store() -> Arc<RedisReplayStore> {
-        let prefix = format!("qg-races-{}", queuegate::TicketId::random());
-        Arc::new(
-            RedisReplayStore::builder("redis://127.0.0.1:6379/")
-                .prefix(&prefix)
-                .connect()
-                .await
-                .expect("this test needs Redis on 127.0.0.1:6379"),
-        )
-    }
+            fn run<F: std::future::Future<Output = ()>>(
+                scenario: impl FnOnce(Arc<RedisReplayStore>, i64) -> F,
+            ) {
+                let _turn = $turn;
+                runtime().block_on(async {
+                    let store = Arc::new($store.await);
+                    scenario(store.clone(), SystemClock.now_ms()).await;
+                    store.clear().await.expect("delete the test's keys");
+                });
+            }
 
-    fn run<F: std::future::Future<Output = ()>>(
-        scenario: impl FnOnce(Arc<RedisReplayStore>, i64) -> F,
-    ) {
-        runtime().block_on(async {
-            let store = store().await;
-            scenario(store.clone(), SystemClock.now_ms()).await;
-            store.clear().await.expect("delete the test's keys");
-        });
-    }
+            #[test]
+            #[ignore = $ignore]
+            fn same_ticket_admits_exactly_once() {
+                run(super::same_ticket_admits_exactly_once);
+            }
 
-    #[test]
-    #[ignore = "needs Redis"]
-    fn same_ticket_admits_exactly_once() {
-        run(super::same_ticket_admits_exactly_once);
-    }
+            #[test]
+            #[ignore = $ignore]
+            fn one_chain_admits_exactly_once() {
+                run(super::one_chain_admits_exactly_once);
+            }
 
-    #[test]
-    #[ignore = "needs Redis"]
-    fn one_chain_admits_exactly_once() {
-        run(super::one_chain_admits_exactly_once);
-    }
+            #[test]
+            #[ignore = $ignore]
+            fn mixed_outcomes_never_succeed_twice() {
+                run(super::mixed_outcomes_never_succeed_twice);
+            }
 
-    #[test]
-    #[ignore = "needs Redis"]
-    fn mixed_outcomes_never_succeed_twice() {
-        run(super::mixed_outcomes_never_succeed_twice);
-    }
+            #[test]
+            #[ignore = $ignore]
+            fn each_scope_admits_exactly_once() {
+                run(super::each_scope_admits_exactly_once);
+            }
 
-    #[test]
-    #[ignore = "needs Redis"]
-    fn each_scope_admits_exactly_once() {
-        run(super::each_scope_admits_exactly_once);
-    }
+            #[test]
+            #[ignore = $ignore]
+            fn session_accepts_only_the_newest() {
+                run(super::session_accepts_only_the_newest);
+            }
 
-    #[test]
-    #[ignore = "needs Redis"]
-    fn session_accepts_only_the_newest() {
-        run(super::session_accepts_only_the_newest);
-    }
+            /// Regression: Redis expires records on its own clock, so a
+            /// server more than a ticket's life behind it found no record
+            /// of a consumed ticket and admitted it again.
+            #[test]
+            #[ignore = $ignore]
+            fn a_lagging_clock_never_admits_twice() {
+                for behind_ms in [0, 30_000, 3 * 3_600_000, 48 * 3_600_000] {
+                    run(|store, start| {
+                        super::a_lagging_clock_never_admits_twice(store, start, behind_ms)
+                    });
+                }
+            }
 
-    /// Regression: Redis expires records on its own clock, so a server
-    /// more than a ticket's life behind it found no record of a consumed
-    /// ticket and admitted it again.
-    #[test]
-    #[ignore = "needs Redis"]
-    fn a_lagging_clock_never_admits_twice() {
-        for behind_ms in [0, 30_000, 3 * 3_600_000, 48 * 3_600_000] {
-            run(|store, start| super::a_lagging_clock_never_admits_twice(store, start, behind_ms));
+            #[test]
+            #[ignore = $ignore]
+            fn interleaved_sequences_never_go_back() {
+                // A fixed sample of interleavings (each case is a round
+                // trip per step, so fewer than against memory).
+                let mut runner =
+                    proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+                runner
+                    .run(&proptest::collection::vec(op(), 1..40), |ops| {
+                        run(|store, start| {
+                            super::interleaved_sequences_never_go_back(store, start, ops)
+                        });
+                        Ok(())
+                    })
+                    .unwrap();
+            }
         }
-    }
-
-    #[test]
-    #[ignore = "needs Redis"]
-    fn interleaved_sequences_never_go_back() {
-        // A fixed sample of interleavings (each case is a round trip per
-        // step, so fewer than against memory).
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
-        runner
-            .run(&proptest::collection::vec(op(), 1..40), |ops| {
-                run(|store, start| super::interleaved_sequences_never_go_back(store, start, ops));
-                Ok(())
-            })
-            .unwrap();
-    }
+    };
 }
+
+// Redis on 127.0.0.1:6379, under a prefix of each test's own.
+#[cfg(feature = "redis")]
+redis_scenarios!(
+    redis,
+    (),
+    async {
+        queuegate::replay::RedisReplayStore::builder("redis://127.0.0.1:6379/")
+            .prefix(&format!("qg-races-{}", queuegate::TicketId::random()))
+            .connect()
+            .await
+            .expect("this test needs Redis on 127.0.0.1:6379")
+    },
+    "needs Redis"
+);
+
+// The Redis Cluster of `.ci/redis-cluster start` (127.0.0.1:7000-7005):
+// per-shard epochs, and every hold confirmed by a replica (`WAIT 1`). Each
+// test holds the shared turn, so no failover test runs meanwhile.
+#[cfg(feature = "redis")]
+redis_scenarios!(
+    redis_cluster,
+    {
+        let turn = cluster_support::shared_turn();
+        cluster_support::wait_whole(Duration::from_secs(20));
+        turn
+    },
+    async {
+        queuegate::replay::RedisReplayStore::cluster_builder(&cluster_support::SEEDS)
+            .prefix(&format!("qg-races-{}", queuegate::TicketId::random()))
+            .connect()
+            .await
+            .expect(cluster_support::NEEDED)
+    },
+    "needs Redis Cluster"
+);

@@ -1,13 +1,18 @@
 //! Several instances sharing one Redis (feature `redis`; ignored: needs
-//! Redis on 127.0.0.1:6379, fails when it is absent).
+//! Redis on 127.0.0.1:6379, or for the `*_cluster` tests the Redis Cluster
+//! of `.ci/redis-cluster start` on 127.0.0.1:7000-7005; fails when it is
+//! absent).
 //!
 //! - Two demo instances over real HTTP: a join on one heart-beats on the
 //!   other with the same place, positions come from one counter, and a
 //!   booking made on one is `replayed` on the other.
 //! - The Redis room state against the in-memory one: the same steps give
 //!   the same answers.
+//!
+//! Each scenario is one function, run on a single Redis and on the Cluster.
 #![cfg(feature = "redis")]
 
+mod cluster_support;
 mod demo_support;
 
 use std::time::Duration;
@@ -29,13 +34,29 @@ async fn clear(demo: &Demo) {
     }
 }
 
+/// The Cluster's seed nodes, as the demo's `--redis-cluster` takes them.
+const CLUSTER_FLAG: &str = "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002";
+
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn two_demo_instances_share_one_redis() {
+    two_demo_instances_share(["--redis", "redis://127.0.0.1:6379/"]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis Cluster"]
+async fn two_demo_instances_share_one_redis_cluster() {
+    let _turn = whole_cluster();
+    two_demo_instances_share(["--redis-cluster", CLUSTER_FLAG]).await;
+}
+
+/// `store` is the demo's flag and its value (`--redis URL` or
+/// `--redis-cluster SEEDS`).
+async fn two_demo_instances_share(store: [&str; 2]) {
     let queue = format!("shared-{}", TicketId::random());
     let flags = [
-        "--redis",
-        "redis://127.0.0.1:6379/",
+        store[0],
+        store[1],
         "--queue",
         queue.as_str(),
         "--admit-per-sec",
@@ -214,14 +235,43 @@ async fn fresh_store() -> RedisReplayStore {
         .expect("this test needs Redis on 127.0.0.1:6379")
 }
 
+/// The same on the Cluster (fails when it is absent).
+async fn fresh_cluster_store() -> RedisReplayStore {
+    RedisReplayStore::cluster_builder(&cluster_support::SEEDS)
+        .prefix(&format!("qg-room-test-{}", TicketId::random()))
+        .connect()
+        .await
+        .expect(cluster_support::NEEDED)
+}
+
+/// The shared turn on the Cluster (no failover test runs meanwhile), once
+/// it is whole; fails when it is absent.
+fn whole_cluster() -> cluster_support::Turn {
+    let turn = cluster_support::shared_turn();
+    cluster_support::wait_whole(Duration::from_secs(20));
+    turn
+}
+
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn redis_room_state_answers_like_the_memory_one() {
-    let store = fresh_store().await;
+    answers_like_the_memory_one(fresh_store().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis Cluster"]
+async fn redis_room_state_answers_like_the_memory_one_on_a_cluster() {
+    let _turn = whole_cluster();
+    answers_like_the_memory_one(fresh_cluster_store().await).await;
+}
+
+async fn answers_like_the_memory_one(store: RedisReplayStore) {
     let redis = RedisRoomState::new(&store);
     let memory = MemoryRoomState::new();
     let expected = script(&memory, "q").await;
     let got = script(&redis, "q").await;
+    // (On a Cluster, `store.clear` leaves the room's keys: clear them too.)
+    redis.clear("q").await.unwrap();
     store.clear().await.unwrap();
     for (i, (m, r)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(m, r, "step {i}");
@@ -293,10 +343,21 @@ async fn opening<S: RoomState>(s: &S, queue: &str) -> (Vec<u64>, Vec<String>) {
 #[tokio::test]
 #[ignore = "needs Redis"]
 async fn redis_room_state_opens_like_the_memory_one() {
-    let store = fresh_store().await;
+    opens_like_the_memory_one(fresh_store().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis Cluster"]
+async fn redis_room_state_opens_like_the_memory_one_on_a_cluster() {
+    let _turn = whole_cluster();
+    opens_like_the_memory_one(fresh_cluster_store().await).await;
+}
+
+async fn opens_like_the_memory_one(store: RedisReplayStore) {
     let redis = RedisRoomState::new(&store);
     let (mut from_memory, memory_log) = opening(&MemoryRoomState::new(), "q").await;
     let (mut from_redis, redis_log) = opening(&redis, "q").await;
+    redis.clear("q").await.unwrap();
     store.clear().await.unwrap();
     assert_eq!(memory_log, redis_log);
     assert!(memory_log[0].contains("position: 0"), "{}", memory_log[0]);

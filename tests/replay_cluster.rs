@@ -14,11 +14,9 @@
 //! - Garbage changes nothing: a flood of checks under a wrong epoch
 //!   creates no key on any node.
 #![cfg(feature = "redis")]
-// The turn lock (`one_at_a_time`) is held across awaits on purpose: each
-// test runs on a runtime of its own thread, and nothing else takes it.
-#![allow(clippy::await_holding_lock)]
 
-use std::sync::{Mutex, MutexGuard};
+mod cluster_support;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use queuegate::rejection::ReplayReason;
@@ -153,16 +151,22 @@ async fn count_keys(prefix: &str) -> usize {
     n
 }
 
-/// Waits until every node agrees the cluster is ok.
-/// The tests of this file take turns: one stops a replica (SIGSTOP) and one
-/// promotes a replica, and either breaks the others' `WAIT 1` while it runs.
-/// Each `#[tokio::test]` has its own thread, so a blocking lock is enough; a
-/// test that failed holding it does not stop the others (poison ignored).
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The tests of this file take turns, and with every other test process
+/// that changes the Cluster's topology or needs it whole: one stops a
+/// replica (SIGSTOP) and one promotes a replica, and either breaks the
+/// others' `WAIT 1` while it runs. The turn is the Cluster's exclusive
+/// `flock` (`tests/cluster_support`), which the kernel drops if a test
+/// process dies holding it. Each `#[tokio::test]` has its own thread, so a
+/// blocking lock is enough.
+fn one_at_a_time() -> cluster_support::Turn {
+    let turn = cluster_support::topology_turn();
+    // Whole, replicas' links up: a test right after a promotion must not
+    // find the demoted primary still syncing (its `WAIT 1` would time out).
+    cluster_support::wait_whole(Duration::from_secs(30));
+    turn
 }
 
+/// Waits until every node agrees the cluster is ok.
 async fn wait_cluster_ok() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -9,6 +9,8 @@
 //! reads the new topology by itself).
 #![cfg(feature = "redis")]
 
+mod cluster_support;
+
 use std::time::{Duration, Instant};
 
 use queuegate::room::{
@@ -62,6 +64,10 @@ fn rule() -> AdmissionRule {
 #[tokio::test]
 #[ignore = "needs Redis Cluster"]
 async fn heartbeats_fail_closed_through_a_failover_and_recover() {
+    // No other failover test, nor a test needing the Cluster whole, runs
+    // meanwhile; the roles swap, and the Cluster is whole again at the end.
+    let _turn = cluster_support::topology_turn();
+    cluster_support::wait_whole(Duration::from_secs(30));
     let state = RedisRoomState::cluster_builder(&SEEDS)
         .prefix(&format!("qg-cluster-failover-{}", TicketId::random()))
         .connect()
@@ -143,4 +149,5 @@ async fn heartbeats_fail_closed_through_a_failover_and_recover() {
     }
     println!("heartbeats failed closed during the failovers: {failed}");
     state.clear(&queue).await.unwrap();
+    cluster_support::wait_whole(Duration::from_secs(30));
 }

@@ -1,6 +1,8 @@
 //! One conformance suite for every replay store: the same async test bodies
 //! run against the in-memory store and (feature `redis`, ignored unless
-//! `--include-ignored`, needs Redis on 127.0.0.1:6379) the Redis store.
+//! `--include-ignored`) the Redis store on a single Redis (127.0.0.1:6379)
+//! and on the Redis Cluster of `.ci/redis-cluster start`
+//! (127.0.0.1:7000-7005). A missing server fails the test, never skips it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use queuegate::replay::{
 };
 use queuegate::ticket::ScopeId;
 use queuegate::{MemoryReplayStore, ReplayReason, StoreError, TicketId, TicketKind};
+
+#[cfg(feature = "redis")]
+mod cluster_support;
 
 /// A store under test, with the time it should be told and a way to let
 /// time pass (the memory store takes the caller's clock; Redis expires
@@ -66,7 +71,7 @@ fn scope(name: &str) -> ScopeId {
     ScopeId::from_name(name)
 }
 
-fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+fn check<S: ReplayStore>(s: &S, id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
     ReplayCheck {
         scope: scope("reserve"),
         ticket_id: id,
@@ -78,15 +83,17 @@ fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
         now_ms,
         grace_ms: 5_000,
         hold: None,
-        epoch: 0,
+        // As minted: the epoch of the chain's shard (per shard on a
+        // Cluster, whose scripts compare it; the store's own otherwise).
+        epoch: s.epoch_of(&id),
     }
 }
 
 /// A single-use check that takes a 1-second hold.
-fn hold(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+fn hold<S: ReplayStore>(s: &S, id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
     ReplayCheck {
         hold: Some(Hold::new(now_ms + 1_000)),
-        ..check(id, sequence, now_ms)
+        ..check(s, id, sequence, now_ms)
     }
 }
 
@@ -137,15 +144,15 @@ async fn single_use<F: Fixture>(f: F) {
     let s = &*s;
     let now = f.now_ms();
     let id = TicketId::random();
-    assert_eq!(consume(s, hold(id, 3, now)).await, FRESH);
+    assert_eq!(consume(s, hold(s, id, 3, now)).await, FRESH);
     // Again by the same client, and by someone else: both refused, told apart.
     assert_eq!(
-        consume(s, hold(id, 3, now + 1)).await,
+        consume(s, hold(s, id, 3, now + 1)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     let other = ReplayCheck {
         same_client: false,
-        ..hold(id, 3, now + 2)
+        ..hold(s, id, 3, now + 2)
     };
     assert_eq!(
         s.check(&other).await,
@@ -153,13 +160,13 @@ async fn single_use<F: Fixture>(f: F) {
     );
     // Consumption covers every sequence of the chain.
     assert_eq!(
-        consume(s, hold(id, 4, now + 3)).await,
+        consume(s, hold(s, id, 4, now + 3)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     // It is per scope: another single-use scope may consume the chain once.
     let elsewhere = ReplayCheck {
         scope: scope("pay"),
-        ..hold(id, 4, now + 4)
+        ..hold(s, id, 4, now + 4)
     };
     assert_eq!(consume(s, elsewhere).await, FRESH);
     assert_eq!(
@@ -167,7 +174,7 @@ async fn single_use<F: Fixture>(f: F) {
         replayed(ReplayReason::ConsumedBySameClient)
     );
     // A session check of the consumed chain is still fine.
-    assert_eq!(s.check(&check(id, 4, now + 5)).await, FRESH);
+    assert_eq!(s.check(&check(s, id, 4, now + 5)).await, FRESH);
     // A stale sequence is refused without taking the chain, so a clone
     // holder cannot burn a chain for its rightful owner.
     let id2 = TicketId::random();
@@ -175,12 +182,12 @@ async fn single_use<F: Fixture>(f: F) {
         s.advance(&advance(id2, 0, now)).await,
         Ok(Advance::Next { sequence: 1, .. })
     ));
-    assert_eq!(s.check(&check(id2, 1, now + 1)).await, FRESH);
+    assert_eq!(s.check(&check(s, id2, 1, now + 1)).await, FRESH);
     assert_eq!(
-        consume(s, hold(id2, 0, now + 2)).await,
+        consume(s, hold(s, id2, 0, now + 2)).await,
         replayed(ReplayReason::StaleSequence)
     );
-    assert_eq!(consume(s, hold(id2, 1, now + 3)).await, FRESH);
+    assert_eq!(consume(s, hold(s, id2, 1, now + 3)).await, FRESH);
     f.cleanup().await;
 }
 
@@ -193,18 +200,18 @@ async fn holds<F: Fixture>(f: F) {
     let s = &*s;
     let now = f.now_ms();
     let id = TicketId::random();
-    let first = hold(id, 0, now);
+    let first = hold(s, id, 0, now);
     assert_eq!(s.check(&first).await, FRESH);
     let until = first.hold.unwrap().until_ms;
     // Concurrent uses of the chain while it is held.
     assert_eq!(
-        s.check(&hold(id, 0, now + 1)).await,
+        s.check(&hold(s, id, 0, now + 1)).await,
         Ok(ReplayVerdict::InProgress { until_ms: until })
     );
     assert_eq!(
         s.check(&ReplayCheck {
             same_client: false,
-            ..hold(id, 0, now + 1)
+            ..hold(s, id, 0, now + 1)
         })
         .await,
         replayed(ReplayReason::ConsumedByOtherClient)
@@ -213,14 +220,14 @@ async fn holds<F: Fixture>(f: F) {
     s.settle(&settle(&first, Settlement::Release, now + 2))
         .await
         .unwrap();
-    let second = hold(id, 0, now + 3);
+    let second = hold(s, id, 0, now + 3);
     assert_eq!(s.check(&second).await, FRESH);
     // A late release of the first hold does not free the second.
     s.settle(&settle(&first, Settlement::Release, now + 4))
         .await
         .unwrap();
     assert!(matches!(
-        s.check(&hold(id, 0, now + 5)).await,
+        s.check(&hold(s, id, 0, now + 5)).await,
         Ok(ReplayVerdict::InProgress { .. })
     ));
     // The second is never settled (a 5xx, a client gone): after its hold
@@ -230,19 +237,19 @@ async fn holds<F: Fixture>(f: F) {
     assert_eq!(
         s.check(&ReplayCheck {
             same_client: false,
-            ..hold(id, 0, later)
+            ..hold(s, id, 0, later)
         })
         .await,
         replayed(ReplayReason::ConsumedByOtherClient)
     );
-    let third = hold(id, 0, later + 1);
+    let third = hold(s, id, 0, later + 1);
     assert_eq!(s.check(&third).await, FRESH);
     // The second's own release is stale now (the third holds).
     s.settle(&settle(&second, Settlement::Release, later + 2))
         .await
         .unwrap();
     assert!(matches!(
-        s.check(&hold(id, 0, later + 3)).await,
+        s.check(&hold(s, id, 0, later + 3)).await,
         Ok(ReplayVerdict::InProgress { .. })
     ));
     // A commit consumes, even one by a hold that was superseded.
@@ -250,17 +257,17 @@ async fn holds<F: Fixture>(f: F) {
         .await
         .unwrap();
     assert_eq!(
-        s.check(&hold(id, 0, later + 5)).await,
+        s.check(&hold(s, id, 0, later + 5)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     // A commit whose record is gone still consumes.
     let id3 = TicketId::random();
-    let lone = hold(id3, 0, later);
+    let lone = hold(s, id3, 0, later);
     s.settle(&settle(&lone, Settlement::Commit, later))
         .await
         .unwrap();
     assert_eq!(
-        s.check(&hold(id3, 0, later + 1)).await,
+        s.check(&hold(s, id3, 0, later + 1)).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     f.cleanup().await;
@@ -272,8 +279,8 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     let id = TicketId::random();
     // A first presentation starts the record; repeats of the current
     // ticket are fine.
-    assert_eq!(s.check(&check(id, 0, t)).await, FRESH);
-    assert_eq!(s.check(&check(id, 0, t + 10)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, id, 0, t)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, id, 0, t + 10)).await, FRESH);
     // The issuer renews 0 -> 1.
     assert_eq!(
         s.advance(&advance(id, 0, t + 100)).await,
@@ -291,10 +298,10 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
             issued_at_ms: t + 100
         })
     );
-    assert_eq!(s.check(&check(id, 0, t + 2_100)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, id, 0, t + 2_100)).await, FRESH);
     // Past the grace, 0 is stale.
     assert_eq!(
-        s.check(&check(id, 0, t + 5_100)).await,
+        s.check(&check(&*s, id, 0, t + 5_100)).await,
         replayed(ReplayReason::StaleSequence)
     );
     assert_eq!(
@@ -306,9 +313,9 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
         s.advance(&advance(id, 1, t + 6_000)).await,
         Ok(Advance::Next { sequence: 2, .. })
     ));
-    assert_eq!(s.check(&check(id, 2, t + 6_001)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, id, 2, t + 6_001)).await, FRESH);
     assert_eq!(
-        s.check(&check(id, 1, t + 6_002)).await,
+        s.check(&check(&*s, id, 1, t + 6_002)).await,
         replayed(ReplayReason::StaleSequence)
     );
     assert_eq!(
@@ -317,9 +324,9 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     );
     // A newer sequence than the record knows (a lost issue write) is
     // accepted and becomes the highest.
-    assert_eq!(s.check(&check(id, 9, t + 7_000)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, id, 9, t + 7_000)).await, FRESH);
     assert_eq!(
-        s.check(&check(id, 2, t + 7_001)).await,
+        s.check(&check(&*s, id, 2, t + 7_001)).await,
         replayed(ReplayReason::StaleSequence)
     );
     // The end of the sequence range cannot advance.
@@ -329,7 +336,7 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     );
     // Chains do not interfere.
     let other = TicketId::random();
-    assert_eq!(s.check(&check(other, 0, t + 7_002)).await, FRESH);
+    assert_eq!(s.check(&check(&*s, other, 0, t + 7_002)).await, FRESH);
     f.cleanup().await;
 }
 
@@ -341,13 +348,13 @@ async fn expiry<F: Fixture>(f: F) {
         expires_at_ms: t + 200,
         ..c
     };
-    assert_eq!(consume(&*s, short(hold(id, 5, t))).await, FRESH);
+    assert_eq!(consume(&*s, short(hold(&*s, id, 5, t))).await, FRESH);
     assert_eq!(
-        consume(&*s, short(hold(id, 5, t + 1))).await,
+        consume(&*s, short(hold(&*s, id, 5, t + 1))).await,
         replayed(ReplayReason::ConsumedBySameClient)
     );
     assert_eq!(
-        s.check(&short(check(id, 4, t + 2))).await,
+        s.check(&short(check(&*s, id, 4, t + 2))).await,
         replayed(ReplayReason::StaleSequence)
     );
     // Well past the ticket's expiry (plus the fixture's zero tolerance,
@@ -360,7 +367,7 @@ async fn expiry<F: Fixture>(f: F) {
             &*s,
             ReplayCheck {
                 expires_at_ms: later + 60_000,
-                ..hold(id, 4, later)
+                ..hold(&*s, id, 4, later)
             }
         )
         .await,
@@ -384,7 +391,7 @@ async fn concurrency<F: Fixture>(f: F) {
             tasks.push(tokio::spawn(async move {
                 let c = ReplayCheck {
                     same_client: i % 2 == 0,
-                    ..hold(id, round, now + i as i64)
+                    ..hold(&*s, id, round, now + i as i64)
                 };
                 barrier.wait().await;
                 s.check(&c).await
@@ -455,6 +462,7 @@ mod redis_fixture {
     /// deleted afterwards. Panics (fails the test) when Redis is absent.
     pub struct RedisFixture {
         store: Arc<RedisReplayStore>,
+        _turn: Option<cluster_support::Turn>,
     }
 
     impl RedisFixture {
@@ -468,6 +476,28 @@ mod redis_fixture {
                 .expect("this test needs Redis on 127.0.0.1:6379");
             Self {
                 store: Arc::new(store),
+                _turn: None,
+            }
+        }
+
+        /// The same on the Redis Cluster of `.ci/redis-cluster start`
+        /// (127.0.0.1:7000-7005): the shards' epochs and fences, and a
+        /// replica's `WAIT` on every hold. Panics when it is absent.
+        pub async fn cluster() -> Self {
+            // Held for the test: no failover test runs meanwhile.
+            let turn = cluster_support::shared_turn();
+            cluster_support::wait_whole(Duration::from_secs(20));
+            let prefix = format!("qg-test-{}", TicketId::random());
+            let store = RedisReplayStore::cluster_builder(&cluster_support::SEEDS)
+                .prefix(&prefix)
+                .tolerance(Duration::ZERO)
+                .connect()
+                .await
+                .expect(cluster_support::NEEDED);
+            assert!(store.is_cluster());
+            Self {
+                store: Arc::new(store),
+                _turn: Some(turn),
             }
         }
     }
@@ -494,6 +524,13 @@ use redis_fixture::RedisFixture;
 
 #[cfg(feature = "redis")]
 conformance!(redis, RedisFixture::new().await, #[ignore = "needs Redis"]);
+
+#[cfg(feature = "redis")]
+conformance!(
+    redis_cluster,
+    RedisFixture::cluster().await,
+    #[ignore = "needs Redis Cluster"]
+);
 
 // Capacity is the memory store's (Redis's bound is its `maxmemory`, with
 // the `noeviction` policy turning a full Redis into errors: fail closed).
@@ -529,15 +566,15 @@ mod memory_capacity {
         ));
         // ...while admitted people can still book.
         let admitted = TicketId::random();
-        assert_eq!(consume(&*s, hold(admitted, 0, now)).await, FRESH);
+        assert_eq!(consume(&*s, hold(&*s, admitted, 0, now)).await, FRESH);
         assert_eq!(s.len_of(TicketKind::Admitted), 2); // chain + consumption
         assert_eq!(
-            s.check(&check(TicketId::random(), 0, now)).await,
+            s.check(&check(&*s, TicketId::random(), 0, now)).await,
             Err(StoreError::Capacity)
         );
         // A refused write leaves nothing behind; a refused replay neither.
         assert_eq!(
-            consume(&*s, hold(admitted, 0, now + 1)).await,
+            consume(&*s, hold(&*s, admitted, 0, now + 1)).await,
             replayed(ReplayReason::ConsumedBySameClient)
         );
         assert_eq!(s.len(), 5);
@@ -558,7 +595,10 @@ mod memory_capacity {
                 Ok(Advance::Next { .. })
             ));
         }
-        assert_eq!(s.check(&check(TicketId::random(), 0, later)).await, FRESH);
+        assert_eq!(
+            s.check(&check(&*s, TicketId::random(), 0, later)).await,
+            FRESH
+        );
         s.purge(later);
         assert_eq!(s.len(), 4);
     }
@@ -579,7 +619,7 @@ mod memory_capacity {
         for i in 0..20_000i64 {
             let c = ReplayCheck {
                 expires_at_ms: t + (i % 600) * 1_000,
-                ..check(TicketId::random(), 0, t)
+                ..check(&*s, TicketId::random(), 0, t)
             };
             assert_eq!(s.check(&c).await, FRESH);
         }
@@ -589,7 +629,10 @@ mod memory_capacity {
         f.pass(Duration::from_secs(700)).await;
         let later = f.now_ms();
         for _ in 0..2_000 {
-            assert_eq!(s.check(&check(TicketId::random(), 0, later)).await, FRESH);
+            assert_eq!(
+                s.check(&check(&*s, TicketId::random(), 0, later)).await,
+                FRESH
+            );
         }
         assert!(s.len() < 12_000, "len {}", s.len());
         s.purge(later);

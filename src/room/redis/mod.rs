@@ -263,6 +263,11 @@ struct Local {
     last_settings: Option<RoomSettings>,
     /// A tick is due at the next operation (an admitted slot was freed).
     nudge: bool,
+    /// One of this instance's operations is running the tick: the others
+    /// go on with the snapshot they have instead of starting another
+    /// (each tick asks up to [`BATCH`] people's slots, so a burst of
+    /// concurrent operations each ticking cost the square of the burst).
+    ticking: bool,
     /// The shared settings as last read (by the tick or a write).
     shared: Option<ControlSnapshot>,
     /// Grows whenever `shared` changes (from [`Inner::shared_no`]).
@@ -297,6 +302,20 @@ impl Local {
         match self.shared.as_ref().and_then(|s| s.amnesty) {
             Some((from, until)) if now_ms < until => now_ms.min(from.saturating_sub(1)),
             _ => now_ms,
+        }
+    }
+}
+
+/// Clears [`Local::ticking`] when the tick ends, fails or is dropped.
+struct Ticking<'a> {
+    queues: &'a Mutex<HashMap<String, Local>>,
+    queue: &'a str,
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        if let Some(local) = lock(self.queues).get_mut(self.queue) {
+            local.ticking = false;
         }
     }
 }
@@ -767,7 +786,7 @@ impl Inner {
     /// new or changed, then ticks if due. Returns whether it ticked.
     async fn maybe_tick(&self, queue: &str, rule: &AdmissionRule) -> Result<bool, StoreError> {
         let wanted = RoomSettings::of(rule);
-        let (due, mode, last_settings) = {
+        let (mode, last_settings) = {
             let mut map = lock(&self.queues);
             let local = map.entry(queue.to_owned()).or_default();
             local.last_now_ms = Some(
@@ -787,11 +806,16 @@ impl Inner {
                     None => true,
                     Some(t) => rule.now_ms >= t.saturating_add(TICK_MS) || rule.now_ms < t,
                 };
-            (due, mode, local.last_settings)
+            if !due || local.ticking {
+                return Ok(false);
+            }
+            local.ticking = true;
+            (mode, local.last_settings)
         };
-        if !due {
-            return Ok(false);
-        }
+        let _ticking = Ticking {
+            queues: &self.queues,
+            queue,
+        };
         if let Some(mode) = mode {
             // Only what this instance changed is written: its other
             // settings (say an opening time of its own) stay as shared.
@@ -1277,7 +1301,7 @@ impl Inner {
     async fn leave(&self, queue: &str, binding: Binding) -> Result<(), StoreError> {
         let key = self.person_key(queue, &binding);
         let old = self.get(&key).await?;
-        self.person_eval(&self.scripts.leave, &key, &[]).await?;
+        let had_record = int(&self.person_eval(&self.scripts.leave, &key, &[]).await?)? == 1;
         let now = lock(&self.queues)
             .get(queue)
             .and_then(|l| l.last_now_ms)
@@ -1297,12 +1321,19 @@ impl Inner {
         let front = u64::try_from(int(front)?).map_err(|_| bad_answer())?;
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
-        if int(was)? == 1 {
+        let was_waiting = int(was)? == 1;
+        if was_waiting {
             if let Some(r) = old {
                 local.snap.left(r.place, front);
             }
         }
-        local.nudge = true;
+        // A place (perhaps an admitted one) was freed: tick at the next
+        // operation. The leave of a binding the room does not know changed
+        // nothing and ticks nothing (each tick asks up to `BATCH` people's
+        // slots: a flood of unknown leaves must not buy a tick each).
+        if was_waiting || had_record {
+            local.nudge = true;
+        }
         Ok(())
     }
 
