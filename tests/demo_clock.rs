@@ -219,20 +219,22 @@ async fn on_a_cluster_the_check_reads_a_seed_nodes_time() {
     assert_eq!(ready(&demo).await.status, 200);
 }
 
-/// Redis's clock an hour ahead of every instance. Honest heartbeats are
-/// refused (`replayed`: the replay records expire on Redis's clock, so by
-/// its clock every record's retention has ended and none can be proven
-/// fresh), so no client offset is measured: Redis alone disagrees, which
-/// proves nothing about the instances. Reported, nobody unready.
+/// Redis's clock an hour ahead of every instance. The replay store
+/// measures Redis's clock and sends its records' keep-untils on it
+/// (`RedisReplayStore::clock_shift_ms`), so honest heartbeats pass (before
+/// it, every one was refused `replayed`: by Redis's clock every record's
+/// retention had ended), the clients' median agrees with the instances and
+/// Redis does not. Reported, nobody unready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis"]
 async fn a_redis_an_hour_ahead_makes_no_instance_unready_and_alerts() {
     let clients = skewed_redis_case(HOUR_MS).await;
     for (replies, offset) in &clients {
         for r in replies {
-            assert_eq!(r.code(), "replayed", "{}", r.body);
+            assert_eq!(r.status, 200, "{}", r.body);
         }
-        assert_eq!(*offset, None);
+        let offset = offset.expect("enough clients for a median");
+        assert!(offset.abs() <= 1_000, "{offset}");
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{RedisError, Script};
 
+use super::redis_clock::RedisClock;
 use super::{
     retention_ms, Advance, AdvanceRequest, ReplayCheck, ReplayStore, ReplayVerdict, SettleHold,
     Settlement,
@@ -86,6 +87,9 @@ struct Inner {
     check: Script,
     advance: Script,
     settle: Script,
+    /// Redis's clock against the instances' (single Redis; `None` on a
+    /// Cluster, where keep-untils are sent as they are).
+    clock: Option<RedisClock>,
 }
 
 /// The replay store in Redis (feature `redis`), for several instances
@@ -135,11 +139,24 @@ struct Inner {
 /// ticket could be accepted once more). On a Cluster the fence refuses
 /// every ticket of a failed-over shard instead; the README says what
 /// window remains. `PXAT`
-/// runs on Redis's clock, not the instances'; the tolerance must cover the
-/// difference between the clocks. An instance whose clock is further
-/// behind fails closed: a ticket whose retention has ended by Redis's
-/// clock is refused (`replayed`, reason `StateReset`), never checked
-/// against a record that may be gone. Run Redis with `maxmemory-policy
+/// runs on Redis's clock, not the instances', and a ticket whose retention
+/// has ended by Redis's clock is refused (`replayed`, reason `StateReset`),
+/// never checked against a record that may be gone: one clock, Redis's,
+/// decides every record's life. On a single Redis the store measures
+/// Redis's clock (three `TIME` round trips at connect and every 5 s, the
+/// shortest read at its midpoint: known to within half a round trip) and
+/// adds the instances' common offset to every keep-until it sends
+/// ([`clock_shift_ms`](Self::clock_shift_ms)), so that a Redis an hour
+/// ahead or behind changes nothing for honest people. The shift is the
+/// same on every instance (the offset closest to zero among those the
+/// live instances publish under `<prefix>:clock`; zero within a quarter of
+/// the tolerance, where behaviour is as before), so one instance whose own
+/// clock is wrong is not followed, and still fails closed. A rising shift
+/// (Redis jumped ahead) keeps the old one as a floor until every record
+/// written under it has expired: a ticket whose record may be gone is
+/// still refused. On a Cluster keep-untils are sent unshifted. The
+/// tolerance must cover the difference between the instances' clocks
+/// (and Redis's, below that threshold). Run Redis with `maxmemory-policy
 /// noeviction`: an evicting policy would drop live records and let
 /// replays through, while `noeviction` turns a full Redis into errors,
 /// which fail closed: [`connect`](RedisReplayStoreBuilder::connect) reads
@@ -165,6 +182,7 @@ impl fmt::Debug for RedisReplayStore {
             .field("timeout", &self.inner.timeout)
             .field("tolerance_ms", &self.inner.tolerance_ms)
             .field("epoch", &self.epoch())
+            .field("clock_shift_ms", &self.clock_shift_ms())
             .finish_non_exhaustive()
     }
 }
@@ -215,7 +233,12 @@ impl RedisReplayStoreBuilder {
     }
 
     /// How long a record outlives its ticket's expiry (default 60 s). It
-    /// must cover the difference between Redis's clock and the instances'.
+    /// must cover the differences between the instances' clocks, and
+    /// between Redis's and theirs up to a quarter of it: beyond that
+    /// quarter, on a single Redis, the store measures Redis's offset and
+    /// sends keep-untils on Redis's clock (see [`RedisReplayStore`]), so a
+    /// Redis far off is not an outage. The reading's error (half a `TIME`
+    /// round trip, plus 250 ms of drift) counts against it too.
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
@@ -340,6 +363,7 @@ impl RedisReplayStoreBuilder {
                 "{SINGLE_HEAD}{ADVANCE_FAST}{PRELUDE}{ADVANCE_BODY}"
             )),
             settle: Script::new(SETTLE),
+            clock: Some(RedisClock::new(duration_to_ms(self.tolerance))),
             prefix: self.prefix,
         };
         let candidate = random_epoch();
@@ -358,9 +382,16 @@ impl RedisReplayStoreBuilder {
         inner
             .epoch
             .store(previous.unwrap_or(candidate), Ordering::Relaxed);
-        Ok(RedisReplayStore {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        RedisClock::start(
+            Arc::downgrade(&inner),
+            Inner::clock_of,
+            conn,
+            inner.clock_key(),
+            inner.timeout,
+        )
+        .await;
+        Ok(RedisReplayStore { inner })
     }
 }
 
@@ -417,6 +448,7 @@ impl RedisReplayStoreBuilder {
             check: Script::new(""),
             advance: Script::new(""),
             settle: Script::new(""),
+            clock: None,
             prefix: self.prefix,
         };
         // Every shard's epoch, fencing the shards whose primary changed.
@@ -530,6 +562,27 @@ impl Inner {
         format!("{}:epoch", self.prefix)
     }
 
+    /// The hash where each instance publishes its reading of Redis's
+    /// clock (single Redis).
+    fn clock_key(&self) -> String {
+        format!("{}:clock", self.prefix)
+    }
+
+    fn clock_of(&self) -> &RedisClock {
+        self.clock
+            .as_ref()
+            .expect("a single Redis store has a clock")
+    }
+
+    /// A keep-until on the instances' clock (for a request at `now_ms`),
+    /// as sent to Redis: see `redis_clock`. Unchanged on a Cluster.
+    fn keep_r(&self, keep_ms: i64, now_ms: i64) -> i64 {
+        match &self.clock {
+            Some(c) => c.to_redis(keep_ms, now_ms),
+            None => keep_ms,
+        }
+    }
+
     fn chain_key(&self, id: &TicketId) -> String {
         if self.cluster.is_some() {
             return self.shard_key(Self::shard_of(id), &format!("{id}:c"));
@@ -629,6 +682,16 @@ impl RedisReplayStore {
             (None, Some(c)) => c.conn.clone(),
             (None, None) => unreachable!("a store has a connection"),
         }
+    }
+
+    /// The shift (ms) this store adds to every record's keep-until to put
+    /// it on Redis's clock: 0 while Redis's clock agrees with the
+    /// instances' (within a quarter of the
+    /// [tolerance](RedisReplayStoreBuilder::tolerance)), else Redis's
+    /// offset as the instances measured it (see the type's documentation).
+    /// Always 0 on a Cluster.
+    pub fn clock_shift_ms(&self) -> i64 {
+        self.inner.clock.as_ref().map_or(0, RedisClock::shift_ms)
     }
 
     /// The key prefix.
@@ -747,13 +810,15 @@ impl ReplayStore for RedisReplayStore {
                 c.sequence.to_string(),
                 c.now_ms.to_string(),
                 c.grace_ms.to_string(),
-                c.chain_retention_ms(inner.tolerance_ms).to_string(),
+                inner
+                    .keep_r(c.chain_retention_ms(inner.tolerance_ms), c.now_ms)
+                    .to_string(),
                 u8::from(c.hold.is_some()).to_string(),
                 u8::from(c.same_client).to_string(),
                 hold.token.to_string(),
                 hold.until_ms.to_string(),
-                c.expires_at_ms
-                    .saturating_add(inner.tolerance_ms)
+                inner
+                    .keep_r(c.expires_at_ms.saturating_add(inner.tolerance_ms), c.now_ms)
                     .to_string(),
                 kind_arg(c.kind).to_owned(),
                 inner.shard_capacity[0].to_string(),
@@ -821,7 +886,10 @@ impl ReplayStore for RedisReplayStore {
         let inner = self.inner.clone();
         let a = *a;
         Box::pin(async move {
-            let retention = retention_ms(a.live_until_ms, a.expires_at_ms, inner.tolerance_ms);
+            let retention = inner.keep_r(
+                retention_ms(a.live_until_ms, a.expires_at_ms, inner.tolerance_ms),
+                a.now_ms,
+            );
             let reply: Vec<::redis::Value> = if let Some(sh) = &inner.cluster {
                 // Not waited for: a lost advance only lets an older ticket
                 // of the chain be presented again, and a failover fences
@@ -975,8 +1043,8 @@ impl RedisReplayStore {
             }
             .to_owned(),
             s.hold.token.to_string(),
-            s.expires_at_ms
-                .saturating_add(inner.tolerance_ms)
+            inner
+                .keep_r(s.expires_at_ms.saturating_add(inner.tolerance_ms), s.now_ms)
                 .to_string(),
             kind_arg(s.kind).to_owned(),
         ];
