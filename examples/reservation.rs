@@ -774,7 +774,12 @@ fn build_with(config: &Config, replay: Replay, rooms: Rooms) -> Result<(Arc<App>
         .layer(axum::middleware::from_fn(peer_addr))
         .route("/", get(page))
         .route("/slots", get(slots).layer(slots_layer))
-        .route("/reserve", post(reserve).layer(reserve_layer))
+        .route(
+            "/reserve",
+            post(reserve)
+                .layer(reserve_layer)
+                .layer(axum::middleware::from_fn(in_own_task)),
+        )
         .route("/metrics", get(metrics_text))
         .route(
             "/healthz",
@@ -807,6 +812,25 @@ fn json_response(status: StatusCode, value: impl serde::Serialize) -> Response<B
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// Runs a booking (the layer and the handler) in a task of its own.
+///
+/// hyper hands a request's body over through a channel whose reader wakes
+/// the connection's task; read from inside that task's own poll, the wake
+/// makes tokio reschedule the connection as a yield and wake an idle worker
+/// thread to share the work: a second thread woken for every request with
+/// a body, which at a fixed low rate cost a booking more CPU than all its
+/// checks (BENCHMARKS.md, "The crowd"). From a task of its own the same
+/// wake finds the connection idle and queues it on this worker. The
+/// booking also runs to its end if the client goes away (its answer is
+/// then the one a retry gets); a body cut short still fails as before.
+async fn in_own_task(req: Request, next: Next) -> Response<Body> {
+    match tokio::spawn(next.run(req)).await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// Hands the connection's peer address to the room's endpoints
