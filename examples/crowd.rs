@@ -702,6 +702,31 @@ fn cpu_us(pid: u32) -> Option<u64> {
     cpu_us_ticks(pid)
 }
 
+/// How many times the demo's threads were put on a CPU (the third field
+/// of `/proc/PID/task/*/schedstat`): a request that wakes a second thread
+/// shows here as more than one run per request.
+fn cpu_runs(pid: u32) -> Option<u64> {
+    let mut runs = 0u64;
+    let mut any = false;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(n) = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            runs += n;
+            any = true;
+        }
+    }
+    any.then_some(runs)
+}
+
 fn cpu_us_ticks(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: count fields
@@ -1653,6 +1678,8 @@ struct Phase {
     errors: u64,
     secs: f64,
     cpu_us: Option<u64>,
+    /// Thread runs (schedstat) during the phase.
+    runs: Option<u64>,
 }
 
 struct PhasePeople {
@@ -1687,6 +1714,7 @@ async fn phase(
 ) -> Phase {
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<Reply, String>)>();
     let cpu0 = total(pids, cpu_us);
+    let runs0 = total(pids, cpu_runs);
     let start = Instant::now();
     let n_people = people.lock().unwrap().busy.len();
     let total_n = match kind {
@@ -1764,6 +1792,10 @@ async fn phase(
     out.requests = sent;
     out.secs = start.elapsed().as_secs_f64();
     out.cpu_us = match (cpu0, total(pids, cpu_us)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    out.runs = match (runs0, total(pids, cpu_runs)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -2453,9 +2485,13 @@ fn report(
         if let (Some(r), Some(n)) = (raw, net) {
             per_req.insert(p.name, (r, n));
         }
+        let runs = p
+            .runs
+            .filter(|_| p.requests > 0)
+            .map(|r| r as f64 / p.requests as f64);
         let _ = writeln!(
             t,
-            "    {:<27} {:>6} requests ({} ok, refused {:?}, failed {}) in {:.1} s, CPU {} → {} per request ({} net of idle)",
+            "    {:<27} {:>6} requests ({} ok, refused {:?}, failed {}) in {:.1} s, CPU {} → {} per request ({} net of idle), {} thread runs per request",
             p.name,
             p.requests,
             p.ok,
@@ -2465,11 +2501,13 @@ fn report(
             p.cpu_us.map(us).unwrap_or_else(|| "?".into()),
             raw.map(|v| us(v as u64)).unwrap_or_else(|| "?".into()),
             net.map(|v| us(v as u64)).unwrap_or_else(|| "?".into()),
+            runs.map(|r| format!("{r:.2}")).unwrap_or_else(|| "?".into()),
         );
         phases_json.push(json!({
             "name": p.name, "requests": p.requests, "ok": p.ok, "refused": p.refused,
             "failed": p.errors, "secs": p.secs, "cpu_us": p.cpu_us,
             "cpu_us_per_request": raw, "cpu_us_per_request_net_of_idle": net,
+            "thread_runs": p.runs, "thread_runs_per_request": runs,
         }));
     }
     let mut ratios = serde_json::Map::new();

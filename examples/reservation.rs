@@ -67,8 +67,8 @@ use queuegate::room::http::{
     SessionKeys, TrustedProxies,
 };
 use queuegate::room::{
-    AdmissionRule, BeatRecord, ControlError, ControlSnapshot, ControlWrite, IssuedRecord,
-    JoinDoor, JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
+    AdmissionRule, BeatRecord, ControlError, ControlSnapshot, ControlWrite, IssuedRecord, JoinDoor,
+    JoinRecord, Joined, MemoryRoomState, Place, RoomState, RoomStats, WaitingRoom,
 };
 #[cfg(feature = "redis")]
 use queuegate::{replay::RedisReplayStore, room::RedisRoomState};
@@ -940,7 +940,8 @@ fn build_with(
                 .layer(axum::middleware::from_fn_with_state(
                     app.clone(),
                     booking_already_made,
-                )),
+                ))
+                .layer(axum::middleware::from_fn(in_own_task)),
         )
         .route("/metrics", get(metrics_text))
         .route(
@@ -963,8 +964,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    let mut res = Response::new(Body::from(value.to_string()));
+fn json_response(status: StatusCode, value: impl serde::Serialize) -> Response<Body> {
+    let text = serde_json::to_string(&value).expect("the demo's answers serialize");
+    let mut res = Response::new(Body::from(text));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -973,6 +975,25 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// Runs a booking (the layer and the handler) in a task of its own.
+///
+/// hyper hands a request's body over through a channel whose reader wakes
+/// the connection's task; read from inside that task's own poll, the wake
+/// makes tokio reschedule the connection as a yield and wake an idle worker
+/// thread to share the work: a second thread woken for every request with
+/// a body, which at a fixed low rate cost a booking more CPU than all its
+/// checks (BENCHMARKS.md, "The crowd"). From a task of its own the same
+/// wake finds the connection idle and queues it on this worker. The
+/// booking also runs to its end if the client goes away (its answer is
+/// then the one a retry gets); a body cut short still fails as before.
+async fn in_own_task(req: Request, next: Next) -> Response<Body> {
+    match tokio::spawn(next.run(req)).await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// Hands the connection's peer address to the room's endpoints
@@ -985,11 +1006,26 @@ async fn peer_addr(mut req: Request, next: Next) -> Response<Body> {
     next.run(req).await
 }
 
+/// `bytes` random bytes in lower-case hex, in one allocation.
 fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::getrandom(&mut b).expect("the operating system's random source failed");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = [0u8; 32];
+    let b = &mut b[..bytes.min(32)];
+    getrandom::getrandom(b).expect("the operating system's random source failed");
+    let mut out = String::with_capacity(2 * b.len());
+    for &x in b.iter() {
+        out.push(char::from(HEX[usize::from(x >> 4)]));
+        out.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    out
 }
+
+/// The slots' ids: clinic (1–3) then time (1–4), as [`open_slots`] lists
+/// them. A booking checks its slot against this list; building the whole
+/// list per booking was a third of a booking's CPU (issue 15).
+const SLOT_IDS: [&str; 12] = [
+    "S11", "S12", "S13", "S14", "S21", "S22", "S23", "S24", "S31", "S32", "S33", "S34",
+];
 
 /// The open slots: a fixed, plausible list.
 fn open_slots() -> Vec<serde_json::Value> {
@@ -1003,7 +1039,7 @@ fn open_slots() -> Vec<serde_json::Value> {
     for (c, clinic) in clinics.iter().enumerate() {
         for (t, time) in times.iter().enumerate() {
             out.push(json!({
-                "id": format!("S{}{}", c + 1, t + 1),
+                "id": SLOT_IDS[c * times.len() + t],
                 "clinic": clinic,
                 "date": "2021-07-26",
                 "time": time,
@@ -1014,8 +1050,12 @@ fn open_slots() -> Vec<serde_json::Value> {
     out
 }
 
+/// The slot list's JSON, built once: it never changes.
+static SLOTS_JSON: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| json!({ "slots": open_slots() }));
+
 async fn slots(Extension(_v): Extension<Verified>) -> Response<Body> {
-    json_response(StatusCode::OK, json!({ "slots": open_slots() }))
+    json_response(StatusCode::OK, &*SLOTS_JSON)
 }
 
 /// Seats per slot: a full slot is refused as "slot taken". Its 12 slots
@@ -1037,15 +1077,14 @@ async fn reserve(
     headers: HeaderMap,
     body: String,
 ) -> Response<Body> {
-    let wanted = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|b| b.get("slot").and_then(|s| s.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "S11".to_owned());
-    let slot = if open_slots().iter().any(|s| s["id"] == wanted.as_str()) {
-        wanted
-    } else {
-        "S11".to_owned()
-    };
+    // A missing, unknown or non-string slot books S11.
+    let wanted = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let wanted = wanted
+        .as_ref()
+        .and_then(|b| b.get("slot"))
+        .and_then(|s| s.as_str())
+        .and_then(|w| SLOT_IDS.iter().copied().find(|id| *id == w));
+    let slot = wanted.unwrap_or(SLOT_IDS[0]).to_owned();
     let booked = match bookings::book(&app, &v.claims.ticket_id, &slot).await {
         Ok(Booked::New(b) | Booked::Existing(b)) => b,
         Ok(Booked::SlotTaken) => {
@@ -1071,9 +1110,18 @@ async fn reserve(
     if let Some(session) = find_cookie(&headers, SESSION_COOKIE).value() {
         let _ = app.room.leave(session).await;
     }
+    // The same JSON as `json!` would give (keys in order), without the map.
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        reservation_id: &'a str,
+        slot: &'a str,
+    }
     json_response(
         StatusCode::OK,
-        json!({"reservation_id": booked.id, "slot": booked.slot}),
+        Answer {
+            reservation_id: &booked.id,
+            slot: &booked.slot,
+        },
     )
 }
 
