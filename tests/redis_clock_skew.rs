@@ -80,6 +80,9 @@ fn advance(id: TicketId, sequence: u32) -> AdvanceRequest {
         expires_at_ms: now + EXPIRES_MS,
         now_ms: now,
         grace_ms: 2_000,
+        // One Redis keeps one epoch for the store: the verifier compares
+        // it, the advance ignores this field.
+        epoch: 0,
     }
 }
 
