@@ -120,9 +120,11 @@ async fn consume<S: ReplayStore>(s: &S, c: ReplayCheck) -> Result<ReplayVerdict,
     verdict
 }
 
-fn advance(id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
+/// An advance of ticket `id`, with the epoch its chain was minted under
+/// (per shard on a Cluster, whose advance compares it).
+fn advance<S: ReplayStore>(s: &S, id: TicketId, sequence: u32, now_ms: i64) -> AdvanceRequest {
     AdvanceRequest {
-        epoch: 0,
+        epoch: s.epoch_of(&id),
         ticket_id: id,
         sequence,
         kind: TicketKind::Waiting,
@@ -179,7 +181,7 @@ async fn single_use<F: Fixture>(f: F) {
     // holder cannot burn a chain for its rightful owner.
     let id2 = TicketId::random();
     assert!(matches!(
-        s.advance(&advance(id2, 0, now)).await,
+        s.advance(&advance(&*s, id2, 0, now)).await,
         Ok(Advance::Next { sequence: 1, .. })
     ));
     assert_eq!(s.check(&check(s, id2, 1, now + 1)).await, FRESH);
@@ -283,7 +285,7 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     assert_eq!(s.check(&check(&*s, id, 0, t + 10)).await, FRESH);
     // The issuer renews 0 -> 1.
     assert_eq!(
-        s.advance(&advance(id, 0, t + 100)).await,
+        s.advance(&advance(&*s, id, 0, t + 100)).await,
         Ok(Advance::Next {
             sequence: 1,
             issued_at_ms: t + 100
@@ -292,7 +294,7 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     // The response was lost: a retry with 0 inside the grace gets the same
     // successor, and 0 is still accepted.
     assert_eq!(
-        s.advance(&advance(id, 0, t + 2_000)).await,
+        s.advance(&advance(&*s, id, 0, t + 2_000)).await,
         Ok(Advance::Retry {
             sequence: 1,
             issued_at_ms: t + 100
@@ -305,12 +307,12 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
         replayed(ReplayReason::StaleSequence)
     );
     assert_eq!(
-        s.advance(&advance(id, 0, t + 5_100)).await,
+        s.advance(&advance(&*s, id, 0, t + 5_100)).await,
         Ok(Advance::Stale)
     );
     // Once 1 is seen, 0 is stale at once, even inside a new grace.
     assert!(matches!(
-        s.advance(&advance(id, 1, t + 6_000)).await,
+        s.advance(&advance(&*s, id, 1, t + 6_000)).await,
         Ok(Advance::Next { sequence: 2, .. })
     ));
     assert_eq!(s.check(&check(&*s, id, 2, t + 6_001)).await, FRESH);
@@ -319,7 +321,7 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
         replayed(ReplayReason::StaleSequence)
     );
     assert_eq!(
-        s.advance(&advance(id, 1, t + 6_003)).await,
+        s.advance(&advance(&*s, id, 1, t + 6_003)).await,
         Ok(Advance::Stale)
     );
     // A newer sequence than the record knows (a lost issue write) is
@@ -331,7 +333,8 @@ async fn sequence_order_and_grace<F: Fixture>(f: F) {
     );
     // The end of the sequence range cannot advance.
     assert_eq!(
-        s.advance(&advance(TicketId::random(), u32::MAX, t)).await,
+        s.advance(&advance(&*s, TicketId::random(), u32::MAX, t))
+            .await,
         Ok(Advance::Stale)
     );
     // Chains do not interfere.
@@ -551,17 +554,17 @@ mod memory_capacity {
         let waiting: Vec<_> = (0..3).map(|_| TicketId::random()).collect();
         for id in &waiting {
             assert!(matches!(
-                s.advance(&advance(*id, 0, now)).await,
+                s.advance(&advance(&*s, *id, 0, now)).await,
                 Ok(Advance::Next { .. })
             ));
         }
         assert_eq!(
-            s.advance(&advance(TicketId::random(), 0, now)).await,
+            s.advance(&advance(&*s, TicketId::random(), 0, now)).await,
             Err(StoreError::Capacity)
         );
         // ...and existing waiting chains still renew (no new record)...
         assert!(matches!(
-            s.advance(&advance(waiting[0], 1, now + 1)).await,
+            s.advance(&advance(&*s, waiting[0], 1, now + 1)).await,
             Ok(Advance::Next { sequence: 2, .. })
         ));
         // ...while admitted people can still book.
@@ -582,7 +585,7 @@ mod memory_capacity {
         // is full: refused, and the chain stays waiting.
         let admit = AdvanceRequest {
             kind: TicketKind::Admitted,
-            ..advance(waiting[1], 1, now + 2)
+            ..advance(&*s, waiting[1], 1, now + 2)
         };
         assert_eq!(s.advance(&admit).await, Err(StoreError::Capacity));
         assert_eq!(s.len_of(TicketKind::Waiting), 3);
@@ -591,7 +594,7 @@ mod memory_capacity {
         let later = f.now_ms();
         for _ in 0..3 {
             assert!(matches!(
-                s.advance(&advance(TicketId::random(), 0, later)).await,
+                s.advance(&advance(&*s, TicketId::random(), 0, later)).await,
                 Ok(Advance::Next { .. })
             ));
         }

@@ -263,10 +263,10 @@ struct Local {
     last_settings: Option<RoomSettings>,
     /// A tick is due at the next operation (an admitted slot was freed).
     nudge: bool,
-    /// One of this instance's operations is running the tick: the others
-    /// go on with the snapshot they have instead of starting another
-    /// (each tick asks up to [`BATCH`] people's slots, so a burst of
-    /// concurrent operations each ticking cost the square of the burst).
+    /// One of this instance's operations is running the tick: joins go on
+    /// with the snapshot they have instead of starting another (each tick
+    /// asks up to [`BATCH`] people's slots, so a burst of concurrent joins
+    /// each ticking cost the square of the burst); see `maybe_tick`.
     ticking: bool,
     /// The shared settings as last read (by the tick or a write).
     shared: Option<ControlSnapshot>,
@@ -653,7 +653,7 @@ impl RedisRoomState {
             .entry(queue.to_owned())
             .or_default()
             .nudge = true;
-        self.inner.maybe_tick(queue, rule).await.map(|_| ())
+        self.inner.maybe_tick(queue, rule, false).await.map(|_| ())
     }
 }
 
@@ -784,7 +784,20 @@ impl Inner {
 
     /// Seeds or writes the shared settings when this instance's rule is
     /// new or changed, then ticks if due. Returns whether it ticked.
-    async fn maybe_tick(&self, queue: &str, rule: &AdmissionRule) -> Result<bool, StoreError> {
+    ///
+    /// `join`: the caller is a join, which judges nobody's liveness and
+    /// may go on with the snapshot while another operation of this
+    /// instance ticks (a burst of joins would otherwise each tick, and
+    /// each tick asks up to [`BATCH`] people's slots: the burst's square).
+    /// A heartbeat always ticks itself when a tick is due: it judges its
+    /// person by the shared settings (an amnesty declared through another
+    /// instance during a store outage), which only a tick reads.
+    async fn maybe_tick(
+        &self,
+        queue: &str,
+        rule: &AdmissionRule,
+        join: bool,
+    ) -> Result<bool, StoreError> {
         let wanted = RoomSettings::of(rule);
         let (mode, last_settings) = {
             let mut map = lock(&self.queues);
@@ -806,7 +819,7 @@ impl Inner {
                     None => true,
                     Some(t) => rule.now_ms >= t.saturating_add(TICK_MS) || rule.now_ms < t,
                 };
-            if !due || local.ticking {
+            if !due || (join && local.ticking) {
                 return Ok(false);
             }
             local.ticking = true;
@@ -1152,7 +1165,7 @@ impl Inner {
             Some(t) => now >= t.saturating_add(2 * TICK_MS) || now < t,
             None => true,
         };
-        if stale && self.maybe_tick(queue, &rule).await? {
+        if stale && self.maybe_tick(queue, &rule, true).await? {
             // An empty room still admits a new arrival at once.
             lock(&self.queues)
                 .entry(queue.to_owned())
@@ -1174,7 +1187,7 @@ impl Inner {
         )?;
         if int(claim.first().ok_or_else(bad_answer)?)? == 1 {
             let mut record = Record::parse(claim.get(1..).ok_or_else(bad_answer)?)?;
-            if self.maybe_tick(queue, &rule).await? {
+            if self.maybe_tick(queue, &rule, true).await? {
                 if let Some(r) = self.get(&key).await? {
                     record = r;
                 }
@@ -1225,7 +1238,7 @@ impl Inner {
                 .snap
                 .joined(place);
         }
-        if self.maybe_tick(queue, &rule).await? {
+        if self.maybe_tick(queue, &rule, true).await? {
             if let Some(r) = self.get(&key).await? {
                 return Ok(Joined::New(self.place_of(queue, &r)));
             }
@@ -1248,7 +1261,7 @@ impl Inner {
         beat: BeatRecord,
         rule: AdmissionRule,
     ) -> Result<Option<Place>, StoreError> {
-        self.maybe_tick(queue, &rule).await?;
+        self.maybe_tick(queue, &rule, false).await?;
         let key = self.person_key(queue, &beat.binding);
         let reply = items(
             self.conn
@@ -1611,7 +1624,7 @@ impl RoomState for RedisRoomState {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let (inner, queue, rule) = (self.inner.clone(), queue.to_owned(), *rule);
         async move {
-            inner.maybe_tick(&queue, &rule).await?;
+            inner.maybe_tick(&queue, &rule, false).await?;
             let recovering = lock(&inner.queues)
                 .get(&queue)
                 .is_some_and(|l| l.recovering(rule.now_ms));
