@@ -181,7 +181,7 @@ async fn single_use<F: Fixture>(f: F) {
     // holder cannot burn a chain for its rightful owner.
     let id2 = TicketId::random();
     assert!(matches!(
-        s.advance(&advance(&*s, id2, 0, now)).await,
+        s.advance(&advance(s, id2, 0, now)).await,
         Ok(Advance::Next { sequence: 1, .. })
     ));
     assert_eq!(s.check(&check(s, id2, 1, now + 1)).await, FRESH);
