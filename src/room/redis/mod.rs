@@ -95,12 +95,14 @@ const LEASE_MS: u64 = 2_000;
 /// How long a person's record outlives its deadline.
 const SLACK_MS: i64 = 60_000;
 
-/// After a tick of this instance failed (the store did not answer), how
-/// long its ticks only read and drop nobody, and a deadline that passed is
-/// not judged: an amnesty declared through another instance during the
-/// outage reaches the store within a second of its return (the instance
-/// that holds it writes it then), and must be read before anyone is
-/// dropped.
+/// After a tick of this instance failed (the store did not answer), its
+/// ticks only read and drop nobody, and a deadline that passed is not
+/// judged, until a tick succeeds again and for this long after it: an
+/// amnesty declared through another instance during the outage reaches
+/// the store within a second of its return (the instance that holds it
+/// writes it then), and must be read before anyone is dropped. Counted
+/// from the store's return, not from the failure: an outage longer than
+/// this must not use the hold up while the store is still down.
 const RECOVERY_MS: i64 = 3_000;
 
 const PRELUDE: &str = include_str!("lua/queue_prelude.lua");
@@ -278,6 +280,8 @@ struct Local {
     engine: bool,
     /// When a tick of this instance last failed (see [`RECOVERY_MS`]).
     failed_at_ms: Option<i64>,
+    /// When a tick first succeeded after a failure (see [`RECOVERY_MS`]).
+    recovered_at_ms: Option<i64>,
 }
 
 impl Local {
@@ -291,11 +295,18 @@ impl Local {
         }
     }
 
-    /// The time to judge liveness by at `now_ms`: earlier while the shared
-    /// amnesty lasts (see [`Amnesty::liveness_now`]).
+    /// Whether this instance's ticks only read and drop nobody: a tick
+    /// failed and none has succeeded since, or the first success was less
+    /// than [`RECOVERY_MS`] ago.
     fn recovering(&self, now_ms: i64) -> bool {
-        self.failed_at_ms
-            .is_some_and(|f| now_ms < f.saturating_add(RECOVERY_MS) && now_ms >= f)
+        // Failing: no tick has succeeded since the last one failed.
+        let failing = self
+            .failed_at_ms
+            .is_some_and(|f| self.last_tick_ms.map_or(true, |ok| ok < f));
+        failing
+            || self
+                .recovered_at_ms
+                .is_some_and(|r| now_ms < r.saturating_add(RECOVERY_MS) && now_ms >= r)
     }
 
     fn live_ms(&self, now_ms: i64) -> i64 {
@@ -870,6 +881,12 @@ impl Inner {
         }
         let mut map = lock(&self.queues);
         let local = map.entry(queue.to_owned()).or_default();
+        let was_failing = local
+            .failed_at_ms
+            .is_some_and(|f| local.last_tick_ms.map_or(true, |ok| ok < f));
+        if was_failing {
+            local.recovered_at_ms = Some(rule.now_ms);
+        }
         local.last_tick_ms = Some(rule.now_ms);
         local.nudge = false;
         Ok(true)
@@ -1352,6 +1369,15 @@ impl Inner {
 
     async fn sweep(&self, queue: &str, now_ms: i64) -> Result<u64, StoreError> {
         self.note_now(queue, now_ms);
+        // Just back from a store outage (or still in it): an amnesty
+        // declared through another instance meanwhile may not have been
+        // read yet, and a sweep now would drop the people it forgives.
+        if lock(&self.queues)
+            .get(queue)
+            .is_some_and(|l| l.recovering(now_ms))
+        {
+            return Ok(0);
+        }
         let live_at = self.live_ms(queue, now_ms);
         let mut total = 0u64;
         for (which, status, with_place) in [("6", "a", false), ("5", "p", false), ("4", "w", true)]
