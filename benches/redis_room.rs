@@ -195,6 +195,46 @@ async fn usec(conn: &mut MultiplexedConnection, commands: &[&str]) -> (f64, u64)
     total
 }
 
+/// Bytes Redis holds for its data set (`INFO memory`, `used_memory`).
+async fn used_memory(conn: &mut MultiplexedConnection) -> f64 {
+    let info: String = cmd(conn, redis::cmd("INFO").arg("memory")).await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
+/// Gives each of people `0..n` of queue `q` a chain record in the replay
+/// store, as the first ticket's advance makes it (256 at a time).
+async fn chains(b: &Bench, q: u64, n: u64) {
+    let now_ms = wall_ms();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 256).min(n);
+        join_all((i..end).map(|k| {
+            let (_, ticket_id) = person(q, k);
+            let store = &b.store;
+            async move {
+                store
+                    .advance(&AdvanceRequest {
+                        ticket_id,
+                        sequence: 0,
+                        kind: TicketKind::Waiting,
+                        live_until_ms: now_ms + 3_600_000,
+                        expires_at_ms: b.t0 + EXPIRES_MS,
+                        now_ms,
+                        grace_ms: 5_000,
+                        epoch: store.epoch_of(&ticket_id),
+                    })
+                    .await
+                    .expect("advance")
+            }
+        }))
+        .await;
+        i = end;
+    }
+}
+
 async fn slowlog_reset(conn: &mut MultiplexedConnection) {
     let () = cmd(
         conn,
@@ -378,9 +418,20 @@ async fn depths(b: &mut Bench, depths: &[u64]) {
         let q = n as u64;
         let queue = format!("bench-{n}");
         slowlog_reset(&mut b.conn).await;
+        let before = used_memory(&mut b.conn).await;
         let fill = b.fill(&queue, q, depth, b.t0, i64::MIN).await;
         let (slow, slow_kinds) = slowlog(&mut b.conn).await;
-        let (mut near_seq, mut far_seq) = (0, 0);
+        let room_bytes = used_memory(&mut b.conn).await - before;
+        chains(b, q, depth).await;
+        let chain_bytes = used_memory(&mut b.conn).await - before - room_bytes;
+        println!(
+            "  {depth:>9}  Redis memory per waiting person (INFO memory used_memory): room {:.0} B + chain record {:.0} B = {:.0} B",
+            room_bytes / depth as f64,
+            chain_bytes / depth as f64,
+            (room_bytes + chain_bytes) / depth as f64
+        );
+        // Every chain is at sequence 1 after `chains`.
+        let (mut near_seq, mut far_seq) = (1, 1);
         // Warm: the scripts are loaded, the chains' records exist.
         heartbeat_parts(b, &queue, q, 1, 2, &mut near_seq).await;
         heartbeat_parts(b, &queue, q, depth - 1, depth, &mut far_seq).await;
