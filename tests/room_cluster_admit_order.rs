@@ -11,7 +11,9 @@
 //! out of order on the Cluster, place 2 admitted before place 1). Once
 //! with a timeout longer than the pause (the tick waits for place 1, then
 //! admits in order), once with a shorter one (place 1's admission times
-//! out: nobody behind it is admitted by that tick).
+//! out: nobody behind it is admitted by that tick). In the first, a
+//! heartbeat of someone behind place 1 during the tick answers at once:
+//! its own tick only reads, it does not repeat the running one's work.
 //!
 //! The tick's liveness checks are scripts too (a check deletes a dead
 //! record), so they wait on a paused node as well. To pause the front
@@ -26,11 +28,12 @@
 
 mod cluster_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use queuegate::room::{
-    AdmissionRule, ChainFacts, IssuedRecord, JoinRecord, Joined, RedisRoomState, RoomState,
+    AdmissionRule, BeatRecord, ChainFacts, IssuedRecord, JoinRecord, Joined, RedisRoomState,
+    RoomState,
 };
 use queuegate::ticket::{Binding, QueueId};
 use queuegate::StoreError;
@@ -205,6 +208,8 @@ struct Queue {
     front_node: u16,
     /// The primary that holds neither place 1 nor the queue's slot.
     other: u16,
+    /// The watched people's heartbeats, by place - 1.
+    beats: Vec<BeatRecord>,
 }
 
 /// Fills a queue whose first person is on another primary than the
@@ -230,6 +235,7 @@ async fn queue(timeout: Duration) -> Queue {
         }
     };
     let paused = rule(T, 0.0);
+    let mut beats = HashMap::new();
     for i in 0..PEOPLE {
         let binding = if i == 0 {
             first
@@ -245,12 +251,14 @@ async fn queue(timeout: Duration) -> Queue {
             panic!("a new place");
         };
         assert_eq!(place.position, i as u64 + 1);
+        let ticket_id = TicketId::random();
         let issued = IssuedRecord {
             binding,
-            chain: facts(TicketId::random()),
+            chain: facts(ticket_id),
             live_until_ms: T + 600_000,
         };
         state.record(&queue, &issued).await.unwrap();
+        beats.insert(person_key(&binding), BeatRecord { binding, ticket_id });
     }
     // Sweeps all the places: the next tick sweeps none.
     state.tick_now(&queue, &paused).await.unwrap();
@@ -295,6 +303,7 @@ async fn queue(timeout: Duration) -> Queue {
         owners[1..=ADMITS].iter().any(|p| *p != front_node),
         "someone admitted next is on another primary than place 1: {owners:?}"
     );
+    let beats = watched.iter().map(|k| beats[k]).collect();
     Queue {
         state,
         queue,
@@ -303,6 +312,7 @@ async fn queue(timeout: Duration) -> Queue {
         owners,
         front_node,
         other,
+        beats,
     }
 }
 
@@ -363,6 +373,29 @@ async fn a_paused_front_primary_holds_every_admission_behind_it() {
     assert!(
         !tick.is_finished(),
         "the tick still waits on the paused front primary"
+    );
+    // Someone behind place 1, not on its primary (a heartbeat's read
+    // waits there behind the tick's admission on the same connection),
+    // heart-beats meanwhile, a tick due for it: that tick only reads (the
+    // snapshot and the shared settings), it does not repeat the running
+    // tick's checks and admissions over the same front (which would wait
+    // for the paused primary too).
+    let i = (1..WATCHED)
+        .find(|&i| q.owners[i] != q.front_node)
+        .expect("checked in `queue`");
+    let beat = tokio::time::timeout(
+        Duration::from_secs(2),
+        q.state
+            .beat(&q.queue, &q.beats[i], &rule(T + 3_000, PER_SEC)),
+    )
+    .await
+    .expect("a heartbeat during the tick answers at once")
+    .unwrap()
+    .expect("alive");
+    assert!(
+        !beat.admitted && beat.position == i as u64 + 1,
+        "place {}: {beat:?}",
+        i + 1
     );
     drop(front);
     tick.await.unwrap().unwrap();

@@ -272,6 +272,12 @@ struct Local {
     /// asks up to [`BATCH`] people's slots, so a burst of concurrent joins
     /// each ticking cost the square of the burst); see `maybe_tick`.
     ticking: bool,
+    /// One of this instance's ticks is doing the lease holder's work
+    /// (checks and admissions, one after another: see `admit_front`):
+    /// another tick of this instance meanwhile only reads the snapshot
+    /// and the shared settings, instead of repeating that work over the
+    /// same front (each heartbeat that finds a tick due ticks).
+    leading: bool,
     /// The shared settings as last read (by the tick or a write).
     shared: Option<ControlSnapshot>,
     /// Grows whenever `shared` changes (from [`Inner::shared_no`]).
@@ -319,16 +325,18 @@ impl Local {
     }
 }
 
-/// Clears [`Local::ticking`] when the tick ends, fails or is dropped.
-struct Ticking<'a> {
+/// Clears a flag of a queue's [`Local`] ([`Local::ticking`],
+/// [`Local::leading`]) when the tick ends, fails or is dropped.
+struct Clears<'a> {
     queues: &'a Mutex<HashMap<String, Local>>,
     queue: &'a str,
+    flag: fn(&mut Local) -> &mut bool,
 }
 
-impl Drop for Ticking<'_> {
+impl Drop for Clears<'_> {
     fn drop(&mut self) {
         if let Some(local) = lock(self.queues).get_mut(self.queue) {
-            local.ticking = false;
+            *(self.flag)(local) = false;
         }
     }
 }
@@ -804,7 +812,9 @@ impl Inner {
     /// each tick asks up to [`BATCH`] people's slots: the burst's square).
     /// A heartbeat always ticks itself when a tick is due: it judges its
     /// person by the shared settings (an amnesty declared through another
-    /// instance during a store outage), which only a tick reads.
+    /// instance during a store outage), which only a tick reads (one that
+    /// overlaps another tick of this instance reads just those and the
+    /// snapshot: see `tick`).
     async fn maybe_tick(
         &self,
         queue: &str,
@@ -838,9 +848,10 @@ impl Inner {
             local.ticking = true;
             (mode, local.last_settings)
         };
-        let _ticking = Ticking {
+        let _ticking = Clears {
             queues: &self.queues,
             queue,
+            flag: |l| &mut l.ticking,
         };
         if let Some(mode) = mode {
             // Only what this instance changed is written: its other
@@ -928,14 +939,30 @@ impl Inner {
     }
 
     /// One tick: the lease holder's bounded admission work, then every
-    /// instance's snapshot.
+    /// instance's snapshot. Only the snapshot (with the shared settings)
+    /// while the instance recovers from a failed tick, or while another
+    /// tick of this instance does the lease holder's work: that work,
+    /// admissions one after another, lasts about a round trip per
+    /// admission, and every heartbeat finding a tick due meanwhile would
+    /// otherwise repeat it over the same front.
     async fn tick(&self, queue: &str, now_ms: i64) -> Result<(), StoreError> {
-        let recovering = lock(&self.queues)
-            .get(queue)
-            .is_some_and(|l| l.recovering(now_ms));
-        if recovering {
+        let read_only = {
+            let mut map = lock(&self.queues);
+            let local = map.entry(queue.to_owned()).or_default();
+            let read_only = local.recovering(now_ms) || local.leading;
+            if !read_only {
+                local.leading = true;
+            }
+            read_only
+        };
+        if read_only {
             return self.refresh(queue, now_ms).await;
         }
+        let _leading = Clears {
+            queues: &self.queues,
+            queue,
+            flag: |l| &mut l.leading,
+        };
         let begin = items(
             self.queue_eval(
                 &self.scripts.tick_begin,
