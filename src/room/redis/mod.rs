@@ -43,8 +43,10 @@
 //!   deadline passed, pre-queue entries to place (the opening, in draw
 //!   order, a batch per tick) and waiting places after the sweep's cursor,
 //!   asks each person's slot whether the chain lives, then admits up to the
-//!   bucket's tokens from the front, skipping at most [`BATCH`] dead places
-//!   per tick for free.
+//!   bucket's tokens from the front, one person after another in place
+//!   order (each admission answered before the next is sent, the batch
+//!   ended by the first that fails), skipping at most [`BATCH`] dead
+//!   places per tick for free.
 //!
 //! So no script ever loops over the queue, and the queue's slot sees a
 //! bounded number of commands per tick whatever the queue's depth.
@@ -270,6 +272,12 @@ struct Local {
     /// asks up to [`BATCH`] people's slots, so a burst of concurrent joins
     /// each ticking cost the square of the burst); see `maybe_tick`.
     ticking: bool,
+    /// One of this instance's ticks is doing the lease holder's work
+    /// (checks and admissions, one after another: see `admit_front`):
+    /// another tick of this instance meanwhile only reads the snapshot
+    /// and the shared settings, instead of repeating that work over the
+    /// same front (each heartbeat that finds a tick due ticks).
+    leading: bool,
     /// The shared settings as last read (by the tick or a write).
     shared: Option<ControlSnapshot>,
     /// Grows whenever `shared` changes (from [`Inner::shared_no`]).
@@ -317,16 +325,18 @@ impl Local {
     }
 }
 
-/// Clears [`Local::ticking`] when the tick ends, fails or is dropped.
-struct Ticking<'a> {
+/// Clears a flag of a queue's [`Local`] ([`Local::ticking`],
+/// [`Local::leading`]) when the tick ends, fails or is dropped.
+struct Clears<'a> {
     queues: &'a Mutex<HashMap<String, Local>>,
     queue: &'a str,
+    flag: fn(&mut Local) -> &mut bool,
 }
 
-impl Drop for Ticking<'_> {
+impl Drop for Clears<'_> {
     fn drop(&mut self) {
         if let Some(local) = lock(self.queues).get_mut(self.queue) {
-            local.ticking = false;
+            *(self.flag)(local) = false;
         }
     }
 }
@@ -802,7 +812,9 @@ impl Inner {
     /// each tick asks up to [`BATCH`] people's slots: the burst's square).
     /// A heartbeat always ticks itself when a tick is due: it judges its
     /// person by the shared settings (an amnesty declared through another
-    /// instance during a store outage), which only a tick reads.
+    /// instance during a store outage), which only a tick reads (one that
+    /// overlaps another tick of this instance reads just those and the
+    /// snapshot: see `tick`).
     async fn maybe_tick(
         &self,
         queue: &str,
@@ -836,9 +848,10 @@ impl Inner {
             local.ticking = true;
             (mode, local.last_settings)
         };
-        let _ticking = Ticking {
+        let _ticking = Clears {
             queues: &self.queues,
             queue,
+            flag: |l| &mut l.ticking,
         };
         if let Some(mode) = mode {
             // Only what this instance changed is written: its other
@@ -926,14 +939,30 @@ impl Inner {
     }
 
     /// One tick: the lease holder's bounded admission work, then every
-    /// instance's snapshot.
+    /// instance's snapshot. Only the snapshot (with the shared settings)
+    /// while the instance recovers from a failed tick, or while another
+    /// tick of this instance does the lease holder's work: that work,
+    /// admissions one after another, lasts about a round trip per
+    /// admission, and every heartbeat finding a tick due meanwhile would
+    /// otherwise repeat it over the same front.
     async fn tick(&self, queue: &str, now_ms: i64) -> Result<(), StoreError> {
-        let recovering = lock(&self.queues)
-            .get(queue)
-            .is_some_and(|l| l.recovering(now_ms));
-        if recovering {
+        let read_only = {
+            let mut map = lock(&self.queues);
+            let local = map.entry(queue.to_owned()).or_default();
+            let read_only = local.recovering(now_ms) || local.leading;
+            if !read_only {
+                local.leading = true;
+            }
+            read_only
+        };
+        if read_only {
             return self.refresh(queue, now_ms).await;
         }
+        let _leading = Clears {
+            queues: &self.queues,
+            queue,
+            flag: |l| &mut l.leading,
+        };
         let begin = items(
             self.queue_eval(
                 &self.scripts.tick_begin,
@@ -1028,10 +1057,18 @@ impl Inner {
         Ok(())
     }
 
-    /// Admits up to `n` live people from `front` in place order: a chunk
-    /// of places is checked at once on the people's slots (the dead are
-    /// skipped for free), then the live ones are admitted, never more than
-    /// `n` (each admission re-checks on the person's slot).
+    /// Admits up to `n` live people from `front` in place order, so that
+    /// nobody is admitted while a live person with a smaller place still
+    /// waits. A chunk of places is checked at once on the people's slots
+    /// (a check admits nobody; the dead are skipped for free), then the
+    /// live ones are admitted one after another, each admission answered
+    /// (and re-checked on the person's slot) before the next is sent: on a
+    /// Cluster the people's slots are on different primaries, and
+    /// admissions sent together could land out of order. The first error
+    /// or unknown outcome ends the batch, so nobody behind a place whose
+    /// admission failed is admitted before it; that place stays for the
+    /// next tick. People found admitted already (by an overlapping tick)
+    /// count toward `n`, as they did when admissions went out together.
     async fn admit_front(
         &self,
         queue: &str,
@@ -1040,67 +1077,38 @@ impl Inner {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         const CHUNK: usize = 128;
-        let mut admitted = 0;
+        let mut taken = 0;
         let mut outcome: Vec<String> = vec![String::new()];
-        for chunk in front.chunks(CHUNK) {
-            if admitted >= n {
+        'chunks: for chunk in front.chunks(CHUNK) {
+            if taken >= n {
                 break;
             }
             let checks = self.check_all(queue, "w", chunk, true, now_ms).await?;
-            let mut stop = false;
-            let mut live = Vec::new();
-            for (entry, (code, _)) in chunk.iter().zip(checks) {
+            for ((b, place), (code, _)) in chunk.iter().zip(checks) {
+                if taken >= n {
+                    break 'chunks;
+                }
                 match code {
-                    0 => outcome.extend([entry.0.clone(), entry.1.clone(), "0".into(), "0".into()]),
-                    1 => live.push(entry),
-                    // A join being set up at this place: keep the order.
-                    _ => {
-                        stop = true;
-                        break;
-                    }
-                }
-                if admitted + live.len() >= n {
-                    stop = true;
-                    break;
-                }
-            }
-            let calls = live.iter().map(|(b, place)| async move {
-                let Some(binding) = parse_binding(b) else {
-                    return Ok((0, 0));
-                };
-                let reply = items(
-                    self.person_eval(
-                        &self.scripts.admit,
-                        &self.person_key(queue, &binding),
-                        &[place.clone(), now_ms.to_string()],
-                    )
-                    .await?,
-                )?;
-                let code = int(reply.first().ok_or_else(bad_answer)?)?;
-                let live = reply.get(1).map(int).transpose()?.unwrap_or(0);
-                Ok::<_, StoreError>((code, live))
-            });
-            let results: Vec<Result<(i64, i64), StoreError>> = join_all(calls).await;
-            for ((b, place), r) in live.iter().zip(results) {
-                match r {
-                    Ok((code @ 0..=2, live)) => {
-                        if code == 1 {
-                            admitted += 1;
+                    0 => outcome.extend([b.clone(), place.clone(), "0".into(), "0".into()]),
+                    1 => match self.admit_one(queue, b, place, now_ms).await {
+                        Ok((code @ 0..=2, live)) => {
+                            if code != 0 {
+                                taken += 1;
+                            }
+                            outcome.extend([
+                                b.clone(),
+                                place.clone(),
+                                code.to_string(),
+                                live.to_string(),
+                            ]);
                         }
-                        outcome.extend([
-                            b.clone(),
-                            place.clone(),
-                            code.to_string(),
-                            live.to_string(),
-                        ]);
-                    }
-                    // Being set up, or an unknown outcome: the place stays
-                    // for the next tick.
-                    Ok(_) | Err(_) => stop = true,
+                        // Being set up, or an unknown outcome: this place
+                        // and every one behind it wait for the next tick.
+                        Ok(_) | Err(_) => break 'chunks,
+                    },
+                    // A join being set up at this place: keep the order.
+                    _ => break 'chunks,
                 }
-            }
-            if stop {
-                break;
             }
         }
         if outcome.len() > 1 {
@@ -1108,6 +1116,31 @@ impl Inner {
                 .await?;
         }
         Ok(())
+    }
+
+    /// One front place's admission on the person's slot: `(code,
+    /// deadline)` as `lua/person_admit.lua` answers.
+    async fn admit_one(
+        &self,
+        queue: &str,
+        binding: &str,
+        place: &str,
+        now_ms: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        let Some(binding) = parse_binding(binding) else {
+            return Ok((0, 0));
+        };
+        let reply = items(
+            self.person_eval(
+                &self.scripts.admit,
+                &self.person_key(queue, &binding),
+                &[place.to_owned(), now_ms.to_string()],
+            )
+            .await?,
+        )?;
+        let code = int(reply.first().ok_or_else(bad_answer)?)?;
+        let live = reply.get(1).map(int).transpose()?.unwrap_or(0);
+        Ok((code, live))
     }
 
     /// Reads the queue's snapshot into this instance's cache.
