@@ -885,7 +885,19 @@ impl Inner {
                 .or_default()
                 .last_settings = Some(wanted);
         }
-        if let Err(e) = self.tick(queue, rule.now_ms).await {
+        // In a task of its own: the tick admits the front one person after
+        // another, and a request dropped in the middle (its client gone, a
+        // timeout) must not leave people admitted on their slots but not
+        // counted by `tick_admit`. Awaited, so the caller sees its outcome.
+        let tick = {
+            let this = self.clone();
+            let (queue, now_ms) = (queue.to_owned(), rule.now_ms);
+            tokio::spawn(async move { this.tick(&queue, now_ms).await })
+        };
+        let ticked = tick
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the admission tick panicked".into())));
+        if let Err(e) = ticked {
             lock(&self.queues)
                 .entry(queue.to_owned())
                 .or_default()
