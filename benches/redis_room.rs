@@ -122,6 +122,7 @@ impl Bench {
             joined_at_ms: self.t0,
             expires_at_ms: self.t0 + EXPIRES_MS,
             admitted_from_ms: None,
+            epoch: Some(11),
         }
     }
 

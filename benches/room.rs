@@ -86,6 +86,7 @@ fn facts(i: u32) -> ChainFacts {
         joined_at_ms: T,
         expires_at_ms: T + 43_200_000,
         admitted_from_ms: None,
+        epoch: Some(11),
     }
 }
 

@@ -62,6 +62,10 @@ pub type RenewDecision = JoinDecision;
 /// without it needs ([`Issuer::rejoin`]). A room keeps these instead of
 /// the ticket text (a third of the size, and a rejoin can then re-mint
 /// with a new client-clock baseline).
+///
+/// Build it with [`ChainFacts::of`]. (The `epoch` field came with issue
+/// 11: a struct literal written for an earlier version must now set it,
+/// to the ticket's `epoch` or `None`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainFacts {
     /// The chain's id.
@@ -75,6 +79,12 @@ pub struct ChainFacts {
     pub expires_at_ms: i64,
     /// Once an admitted ticket was issued: when admission took effect.
     pub admitted_from_ms: Option<i64>,
+    /// The replay store's epoch the latest ticket was minted under (its
+    /// shard's on a Cluster): the epoch under which the chain's replay
+    /// records were written. A rejoin re-mints the chain only while the
+    /// store still has that epoch; `None` (unknown: facts recorded by a
+    /// build that did not keep it) is refused like a changed epoch.
+    pub epoch: Option<u32>,
 }
 
 impl ChainFacts {
@@ -86,6 +96,7 @@ impl ChainFacts {
             joined_at_ms: claims.joined_at_ms,
             expires_at_ms: claims.expires_at_ms,
             admitted_from_ms: claims.is_admitted().then_some(claims.admitted_from_ms),
+            epoch: Some(claims.epoch),
         }
     }
 }
@@ -178,13 +189,14 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         let bound = keys
             .bind(key_id, queue, binding)
             .expect("the signing key is in the ring");
+        let ticket_id = TicketId::random();
         let claims = self.next_claims(
             Claims {
                 kind: TicketKind::Waiting,
                 key_id,
                 queue,
-                ticket_id: TicketId::random(),
-                epoch: 0,
+                ticket_id,
+                epoch: self.verifier.store().epoch_of(&ticket_id),
                 sequence: 0,
                 position: 0,
                 joined_at_ms: now,
@@ -218,6 +230,16 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     /// so `binding` is the material that chain was joined with. When the
     /// replay store's chain has moved past `chain.sequence` (a renewal not
     /// yet recorded), the answer is `replayed` and nothing is issued.
+    ///
+    /// The chain goes on only under the epoch its latest ticket was minted
+    /// under (`chain.epoch`), exactly as a heartbeat presenting that ticket
+    /// would: if the store lost the chain's records since (a restarted
+    /// memory store, a Redis that came back empty, a fenced Cluster shard),
+    /// or the epoch is unknown (`None`), the answer is `replayed` with
+    /// reason [`StateReset`](ReplayReason::StateReset) and nothing is
+    /// issued. The room facts cannot stand in for the lost records (a
+    /// consumed chain would book again): the person joins again with a new
+    /// chain ([`WaitingRoom`](crate::room::WaitingRoom) does so by itself).
     pub async fn rejoin(
         &self,
         binding: &[u8],
@@ -227,6 +249,20 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     ) -> Result<Minted, Rejection> {
         let now = self.now_ms();
         let offset = self.verifier.check_join_clock(client_time, now)?;
+        let store = self.verifier.store();
+        let state_reset = Rejection::Replayed {
+            reason: ReplayReason::StateReset,
+            ticket_id: chain.ticket_id,
+        };
+        // The store that wrote the chain's records must still be the one
+        // answering: else it would re-create them from the room's facts. A
+        // store with one epoch is compared here, as the verifier compares a
+        // presented ticket; one with an epoch per shard compares in the
+        // advance (this instance may not know the shard's epoch yet).
+        let epoch = match chain.epoch {
+            Some(e) if store.checks_epoch() || e == store.epoch() => e,
+            _ => return Err(state_reset),
+        };
         let admitted = chain.admitted_from_ms.is_some();
         let admitting = !admitted && decision.admit;
         let request = AdvanceRequest {
@@ -247,9 +283,11 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             live_until_ms: now.saturating_add(duration_to_ms(decision.live_for)),
             now_ms: now,
             grace_ms: self.verifier.policy().renewal_grace_ms(),
-            // No ticket is presented: the chain is re-minted from the
-            // room's facts under its shard's current epoch.
-            epoch: self.verifier.store().epoch_of(&chain.ticket_id),
+            // No ticket is presented: the epoch its latest ticket was
+            // minted under stands in for it, so a store with an epoch per
+            // shard refuses the rejoin across a fence as it refuses that
+            // ticket's heartbeat.
+            epoch,
         };
         let (sequence, issued_at) = self.advance(&request).await?;
         let keys = self.verifier.keys();
@@ -267,7 +305,7 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             key_id,
             queue,
             ticket_id: chain.ticket_id,
-            epoch: 0,
+            epoch,
             sequence: chain.sequence,
             position: 0,
             joined_at_ms: chain.joined_at_ms,
@@ -283,8 +321,10 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     }
 
     /// Advances a chain in the replay store: the sequence and issue time to
-    /// sign, `replayed` if the chain moved on, `store_unavailable` if the
-    /// store failed (always fail closed: a chain must never fork).
+    /// sign, `replayed` if the chain moved on (reason `state_reset` if the
+    /// store's epoch for it is no longer the request's: its records were
+    /// lost), `store_unavailable` if the store failed (always fail closed:
+    /// a chain must never fork).
     async fn advance(&self, request: &AdvanceRequest) -> Result<(u32, i64), Rejection> {
         match self.verifier.store().advance(request).await {
             Ok(Advance::Next {
@@ -295,6 +335,20 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
                 sequence,
                 issued_at_ms,
             }) => Ok((sequence, issued_at_ms)),
+            // The store's epoch for the chain is no longer the request's
+            // (it learnt the new one from this answer, or knew it): the
+            // chain's records were lost, not overtaken. (On a Cluster, an
+            // instance that has not learnt a fenced shard's new epoch yet
+            // labels a plain stale sequence of a chain minted after the
+            // fence so too: `Advance::Stale` does not say which it was.)
+            Ok(Advance::Stale)
+                if self.verifier.store().epoch_of(&request.ticket_id) != request.epoch =>
+            {
+                Err(Rejection::Replayed {
+                    reason: ReplayReason::StateReset,
+                    ticket_id: request.ticket_id,
+                })
+            }
             Ok(Advance::Stale) => Err(Rejection::Replayed {
                 reason: ReplayReason::StaleSequence,
                 ticket_id: request.ticket_id,
@@ -422,7 +476,10 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             key_id,
             // Bound under the signing key, which may have rotated.
             binding,
-            epoch: self.verifier.store().epoch_of(&prev.ticket_id),
+            // `prev.epoch`: the epoch the store just advanced the chain
+            // under (checked by the verifier or, per shard, by the store),
+            // not this instance's view of it, which may lag a fence that
+            // another instance already learnt.
             sequence,
             position: decision.position,
             issued_at_ms: issued_at,
@@ -504,6 +561,49 @@ mod tests {
         let third = block_on(issuer.renew(&checked, b"bob", &DECISION)).unwrap();
         assert_eq!(third.claims.binding, keys.bind(1, queue, b"bob").unwrap());
         assert_ne!(third.claims.binding, first.claims.binding);
+    }
+
+    /// Facts without an epoch (recorded by a build that did not keep it)
+    /// are not trusted to re-mint the chain: refused like a changed epoch,
+    /// nothing written. With its epoch the chain goes on, under it.
+    #[test]
+    fn a_rejoin_needs_the_epoch_of_the_facts() {
+        let keys = Arc::new(KeyRing::new(1, &[7; 32]).unwrap());
+        let store = Arc::new(MemoryReplayStore::new());
+        let clock = ManualClock::new(1_700_000_000_000);
+        let issuer = Issuer::new(keys, Policy::new("q"), clock, store.clone()).unwrap();
+        let first = issuer
+            .join(b"alice", ClientTime::Absent, &DECISION)
+            .unwrap();
+        let facts = ChainFacts::of(&first.claims);
+        assert_eq!(facts.epoch, Some(store.epoch()));
+        let unknown = ChainFacts {
+            epoch: None,
+            ..facts
+        };
+        for chain in [
+            unknown,
+            ChainFacts {
+                epoch: Some(store.epoch() ^ 1),
+                ..facts
+            },
+        ] {
+            let refused = block_on(issuer.rejoin(b"alice", ClientTime::Absent, &chain, &DECISION));
+            assert!(
+                matches!(
+                    refused,
+                    Err(Rejection::Replayed {
+                        reason: ReplayReason::StateReset,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        let next =
+            block_on(issuer.rejoin(b"alice", ClientTime::Absent, &facts, &DECISION)).unwrap();
+        assert_eq!(next.claims.sequence, 1, "the refusals wrote nothing");
+        assert_eq!(next.claims.epoch, store.epoch());
     }
 
     /// After a key rotation the successor is bound under the new signing

@@ -48,6 +48,7 @@ async fn join(s: &RedisRoomState, q: &str, i: u8, r: &AdmissionRule) {
         joined_at_ms: T,
         expires_at_ms: T + 3_600_000,
         admitted_from_ms: None,
+        epoch: Some(11),
     };
     let issued = IssuedRecord {
         binding,

@@ -145,6 +145,7 @@ fn facts(id: TicketId, sequence: u32) -> ChainFacts {
         joined_at_ms: 1_800_000_000_000,
         expires_at_ms: 1_800_043_200_000,
         admitted_from_ms: (sequence >= 2).then_some(1_800_000_001_000),
+        epoch: Some(sequence.wrapping_mul(2_654_435_761)),
     }
 }
 

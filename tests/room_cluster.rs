@@ -24,6 +24,7 @@ fn facts(ticket_id: TicketId) -> ChainFacts {
         joined_at_ms: 1_700_000_000_000,
         expires_at_ms: 1_700_003_600_000,
         admitted_from_ms: None,
+        epoch: Some(11),
     }
 }
 

@@ -73,6 +73,7 @@ fn facts(ticket_id: TicketId) -> ChainFacts {
         joined_at_ms: T,
         expires_at_ms: T + 3_600_000,
         admitted_from_ms: None,
+        epoch: Some(11),
     }
 }
 

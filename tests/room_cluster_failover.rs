@@ -90,6 +90,7 @@ async fn heartbeats_fail_closed_through_a_failover_and_recover() {
             joined_at_ms: T,
             expires_at_ms: T + 3_600_000,
             admitted_from_ms: None,
+            epoch: Some(11),
         };
         let issued = IssuedRecord {
             binding,

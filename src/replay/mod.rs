@@ -205,8 +205,9 @@ pub struct AdvanceRequest {
     pub now_ms: i64,
     /// The renewal grace (see [`ReplayCheck::grace_ms`]).
     pub grace_ms: i64,
-    /// The presented ticket's epoch (for a chain re-minted from its facts,
-    /// with no ticket presented: [`ReplayStore::epoch_of`] the chain). A
+    /// The presented ticket's epoch (for a chain re-minted from a room's
+    /// facts, with no ticket presented: the epoch its latest ticket was
+    /// minted under, [`ChainFacts::epoch`](crate::ChainFacts::epoch)). A
     /// store whose epochs are per shard ([`ReplayStore::checks_epoch`])
     /// refuses the advance of a ticket minted before its shard was fenced
     /// ([`Advance::Stale`]), as its check does; the others leave it to the

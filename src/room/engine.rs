@@ -21,7 +21,7 @@ use super::MemoryRoomState;
 use crate::clock::{duration_to_ms, Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 use crate::issuer::{Issuer, JoinDecision, Minted};
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, ReplayReason};
 use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::ticket::{Binding, Claims, TicketId};
 use crate::verify::{ClientTime, ClockSample, Presented};
@@ -546,8 +546,11 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// id). A client that already holds a live chain keeps it, never gets a
     /// second place: it gets the chain's next ticket, re-minted with its
     /// client clock as the new baseline (see [`Issuer::rejoin`]), at its
-    /// current place. The join hook sees no address or headers: see
-    /// [`join_with`](Self::join_with).
+    /// current place. A chain whose replay records the store lost (its
+    /// epoch changed: a restart, a Redis that came back empty, a fenced
+    /// Cluster shard) cannot be re-minted: it ends, and the join starts a
+    /// new chain at the back. The join hook sees no address or headers:
+    /// see [`join_with`](Self::join_with).
     pub async fn join(
         &self,
         binding: &[u8],
@@ -672,6 +675,35 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                     .await
                 {
                     Ok(m) => m,
+                    // The replay store lost the chain's records (a restart,
+                    // a Redis that came back empty, a fenced Cluster shard)
+                    // or its facts carry no epoch: it cannot go on, and its
+                    // place goes with it. This join starts a new chain, as
+                    // a join after `ended` would (at the back).
+                    Err(Rejection::Replayed {
+                        reason: ReplayReason::StateReset,
+                        ..
+                    }) => {
+                        self.state
+                            .leave(&self.queue, &bound)
+                            .await
+                            .map_err(|e| self.store_failed(e))?;
+                        return match self
+                            .state
+                            .join(&self.queue, record, &rule)
+                            .await
+                            .map_err(|e| self.store_failed(e))?
+                        {
+                            Joined::New(place) => {
+                                self.start_chain(binding, client_time, bound, &place, &rule)
+                                    .await
+                            }
+                            Joined::Full => Err(RoomError::Full),
+                            // Another join of this client made a place
+                            // meanwhile: read it again.
+                            Joined::Existing(_) => Err(RoomError::Busy),
+                        };
+                    }
                     // A renewal of this chain is in flight and not yet
                     // recorded: try again in a moment.
                     Err(Rejection::Replayed { .. }) => return Err(RoomError::Busy),
@@ -689,26 +721,40 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                 ))
             }
             Joined::New(place) => {
-                let (decision, retry) = self.decide(&place, &rule);
-                let minted = match self.issuer.join(binding, client_time, &decision) {
-                    Ok(m) => m,
-                    Err(r) => {
-                        let _ = self.state.leave(&self.queue, &bound).await;
-                        return Err(r.into());
-                    }
-                };
-                self.record(bound, &minted).await?;
-                let newly = minted.claims.is_admitted();
-                Ok(self.answer(
-                    minted.ticket,
-                    &minted.claims,
-                    &place,
-                    (decision, retry),
-                    &rule,
-                    newly,
-                ))
+                self.start_chain(binding, client_time, bound, &place, &rule)
+                    .await
             }
         }
+    }
+
+    /// Mints the first ticket of a new chain for the new `place` of
+    /// `bound` and records it (the place is given up if minting fails).
+    async fn start_chain(
+        &self,
+        binding: &[u8],
+        client_time: ClientTime,
+        bound: Binding,
+        place: &Place,
+        rule: &AdmissionRule,
+    ) -> Result<RoomTicket, RoomError> {
+        let (decision, retry) = self.decide(place, rule);
+        let minted = match self.issuer.join(binding, client_time, &decision) {
+            Ok(m) => m,
+            Err(r) => {
+                let _ = self.state.leave(&self.queue, &bound).await;
+                return Err(r.into());
+            }
+        };
+        self.record(bound, &minted).await?;
+        let newly = minted.claims.is_admitted();
+        Ok(self.answer(
+            minted.ticket,
+            &minted.claims,
+            place,
+            (decision, retry),
+            rule,
+            newly,
+        ))
     }
 
     /// Records a ticket just minted for the chain of `bound`.

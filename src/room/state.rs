@@ -13,7 +13,9 @@
 //! ([`KeyRing::room_bind`](crate::KeyRing::room_bind)), which a rotation of
 //! the signing key does not change. A heartbeat names the chain's ticket id
 //! too, and matches only the chain of that id. The state keeps no ticket
-//! text: a repeated join re-mints the chain's ticket from its facts.
+//! text: a repeated join re-mints the chain's ticket from its facts, which
+//! a state must keep whole, the epoch included (without it the re-mint is
+//! refused: see [`ChainFacts::epoch`]).
 
 use std::future::Future;
 

@@ -68,6 +68,7 @@ pub fn facts(i: u8, sequence: u32) -> ChainFacts {
         joined_at_ms: T,
         expires_at_ms: T + 43_200_000,
         admitted_from_ms: (sequence >= 5).then_some(T + 1_000),
+        epoch: Some(sequence.wrapping_mul(2_654_435_761)),
     }
 }
 

@@ -10,8 +10,9 @@
 //! - `<prefix>:rp:{<binding>}:<queue id>`: a hash with the chain's id,
 //!   place, status (`j` joining, `p` pre-queue, `w` waiting, `a`
 //!   admitted), liveness deadline and the latest ticket's chain facts
-//!   (`sequence:joined:expires:admitted-from`); it expires by itself
-//!   a minute after its deadline.
+//!   (`sequence:joined:expires:admitted-from:epoch`; the epoch was
+//!   appended without a layout bump, see `format_facts`); it expires by
+//!   itself a minute after its deadline.
 //!
 //! Per queue, under the queue's hash tag `{<queue id>}` (one slot), few
 //! keys touched by O(1) or O(log n) commands and bounded batches only:
@@ -1568,12 +1569,28 @@ fn parse_controls(items: &[Value]) -> Result<Option<ControlSnapshot>, StoreError
     }))
 }
 
-/// `sequence:joined:expires:admitted-from` (`-`: not admitted).
+/// `sequence:joined:expires:admitted-from:epoch` (`-`: not admitted).
+///
+/// The epoch is the fifth field since issue 11, appended so that the
+/// format stays compatible both ways within layout 2: a build before it
+/// reads the first four fields and ignores the rest (and the record
+/// script only reads the sequence), and facts without it (written by such
+/// a build, or `ChainFacts::epoch` `None`) have four fields and read back
+/// with an unknown epoch, which a rejoin refuses (`Issuer::rejoin`): the
+/// person starts a new chain rather than a chain whose records may be
+/// gone being revived. Every heartbeat through a new build rewrites the
+/// facts with the epoch, so after an upgrade only a rejoin before the
+/// chain's next heartbeat meets such facts.
 fn format_facts(f: &ChainFacts) -> String {
-    match f.admitted_from_ms {
+    let mut text = match f.admitted_from_ms {
         Some(a) => format!("{}:{}:{}:{a}", f.sequence, f.joined_at_ms, f.expires_at_ms),
         None => format!("{}:{}:{}:-", f.sequence, f.joined_at_ms, f.expires_at_ms),
+    };
+    if let Some(e) = f.epoch {
+        text.push(':');
+        text.push_str(&e.to_string());
     }
+    text
 }
 
 fn parse_facts(ticket_id: TicketId, text: &str) -> Option<ChainFacts> {
@@ -1586,12 +1603,20 @@ fn parse_facts(ticket_id: TicketId, text: &str) -> Option<ChainFacts> {
         "-" => None,
         a => Some(a.parse().ok()?),
     };
+    // Absent in facts of a build before issue 11: unknown. (Fields after
+    // it, from a later build, are ignored as this build's are by older
+    // ones.)
+    let epoch = match next() {
+        None => None,
+        Some(e) => Some(e.parse().ok()?),
+    };
     Some(ChainFacts {
         ticket_id,
         sequence,
         joined_at_ms,
         expires_at_ms,
         admitted_from_ms,
+        epoch,
     })
 }
 
@@ -1708,5 +1733,53 @@ impl RoomState for RedisRoomState {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_facts, parse_facts, ChainFacts, TicketId};
+
+    /// The facts' epoch round-trips; facts written before it (four
+    /// fields) read back with an unknown epoch, and a build before it
+    /// reads the first four fields of the new format unchanged.
+    #[test]
+    fn facts_keep_their_epoch_and_old_facts_read_as_unknown() {
+        let id = TicketId([4; 16]);
+        for admitted_from_ms in [None, Some(1_700_000_000_123)] {
+            for epoch in [None, Some(0), Some(7), Some(u32::MAX)] {
+                let f = ChainFacts {
+                    ticket_id: id,
+                    sequence: 9,
+                    joined_at_ms: -3,
+                    expires_at_ms: 1_700_000_600_000,
+                    admitted_from_ms,
+                    epoch,
+                };
+                let text = format_facts(&f);
+                assert_eq!(parse_facts(id, &text), Some(f), "{text}");
+                let old = text.splitn(5, ':').take(4).collect::<Vec<_>>().join(":");
+                assert_eq!(
+                    parse_facts(id, &old),
+                    Some(ChainFacts { epoch: None, ..f }),
+                    "{old}"
+                );
+            }
+        }
+        assert_eq!(
+            format_facts(&parse_facts(id, "2:5:6:-").unwrap()),
+            "2:5:6:-"
+        );
+        assert_eq!(
+            parse_facts(id, "2:5:6:-:42").and_then(|f| f.epoch),
+            Some(42)
+        );
+        // A later build's extra field is ignored, a garbled epoch is not.
+        assert_eq!(
+            parse_facts(id, "2:5:6:-:42:x").and_then(|f| f.epoch),
+            Some(42)
+        );
+        assert_eq!(parse_facts(id, "2:5:6:-:x"), None);
+        assert_eq!(parse_facts(id, "2:5:6:-:-1"), None);
     }
 }

@@ -6,7 +6,7 @@
 -- time liveness is judged at (optional: now; earlier during an amnesty).
 -- Returns {1, tid, place, status, deadline, facts} (live chain) or
 -- {0, old status or ''} (placeholder made). `facts` are the latest
--- ticket's chain facts (`sequence:joined:expires:admitted-from`).
+-- ticket's chain facts (`sequence:joined:expires:admitted-from[:epoch]`).
 local now = tonumber(ARGV[1])
 local r = redis.call('HMGET', KEYS[1], 'tid', 'place', 'st', 'live', 'facts')
 if r[4] and tonumber(r[4]) > tonumber(ARGV[4] or ARGV[1]) then

@@ -2,7 +2,7 @@
 -- (kept unless facts of a later sequence are there already) and its
 -- deadline (never shortened). Ignored if the chain is gone or is another
 -- chain. KEYS[1] person record. ARGV: ticket id, facts
--- (`sequence:joined:expires:admitted-from`), deadline, now, slack ms.
+-- (`sequence:joined:expires:admitted-from[:epoch]`), deadline, now, slack ms.
 local r = redis.call('HMGET', KEYS[1], 'tid', 'live', 'facts')
 if not r[2] then return 0 end
 if r[1] ~= '' and r[1] ~= ARGV[1] then return 0 end

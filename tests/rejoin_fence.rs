@@ -1,0 +1,511 @@
+//! Issue 11: a rejoin re-mints a chain from the room's facts only under the
+//! epoch the chain's replay records were written under. A store that lost
+//! them since (a restarted memory store, a Redis that came back empty, a
+//! fenced Cluster shard) refuses the rejoin as it refuses a heartbeat of
+//! the chain's ticket (`replayed`, `state_reset`), so a chain already
+//! booked cannot be re-minted admitted and book again; the room starts a
+//! new chain for the person instead.
+
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, SettleHold};
+use queuegate::{
+    ChainFacts, ClientTime, Clock, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore,
+    MemoryRoomState, Minted, Policy, Presented, Rejection, ReplayMode, ReplayReason, ReplayStore,
+    Settlement, StoreError, TicketId, Verifier, WaitingRoom,
+};
+
+const QUEUE: &str = "fence-11";
+const T0: i64 = 1_700_000_000_000;
+
+fn keys() -> Arc<KeyRing> {
+    Arc::new(KeyRing::new(1, &[7; 32]).unwrap())
+}
+
+const ADMIT: JoinDecision = JoinDecision {
+    position: 1,
+    live_for: Duration::from_secs(30),
+    estimated_wait: Duration::from_secs(0),
+    admit: true,
+};
+
+fn presented<'a>(ticket: &'a str, who: &'a [u8]) -> Presented<'a> {
+    Presented {
+        ticket: Some(ticket.as_bytes()),
+        binding: Some(who),
+        client_time: ClientTime::Absent,
+    }
+}
+
+/// The booking route: single use, and the handler succeeds (commit).
+async fn book<C: Clock, S: ReplayStore>(
+    booking: &Verifier<C, S>,
+    ticket: &str,
+    who: &[u8],
+) -> Result<(), Rejection> {
+    let verified = booking.verify(&presented(ticket, who)).await?;
+    booking
+        .settle(&verified, Settlement::Commit)
+        .expect("a single-use check takes a hold")
+        .await
+        .expect("the commit is stored");
+    Ok(())
+}
+
+fn booking_route<C: Clock, S: ReplayStore>(clock: C, store: Arc<S>) -> Verifier<C, S> {
+    Verifier::new(
+        keys(),
+        Policy::new(QUEUE)
+            .scope("book")
+            .replay(ReplayMode::SingleUse),
+        clock,
+        store,
+    )
+    .unwrap()
+}
+
+fn is_state_reset(r: &Result<Minted, Rejection>) -> bool {
+    matches!(
+        r,
+        Err(Rejection::Replayed {
+            reason: ReplayReason::StateReset,
+            ..
+        })
+    )
+}
+
+/// A store with an epoch per shard, as the Redis Cluster store has, with
+/// one shard: [`fence`](Self::fence) loses its records and starts a new
+/// epoch (a failover to a replica that lacked them). It compares the
+/// presented ticket's epoch itself (`checks_epoch`), as the Cluster's
+/// scripts do.
+struct FencedStore {
+    records: Mutex<Arc<MemoryReplayStore>>,
+    epoch: AtomicU32,
+}
+
+impl FencedStore {
+    fn new() -> Self {
+        Self {
+            records: Mutex::new(Arc::new(MemoryReplayStore::new())),
+            epoch: AtomicU32::new(1),
+        }
+    }
+
+    fn fence(&self) {
+        *self.records.lock().unwrap() = Arc::new(MemoryReplayStore::new());
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn records(&self) -> Arc<MemoryReplayStore> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl ReplayStore for FencedStore {
+    type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
+    type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
+
+    fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn checks_epoch(&self) -> bool {
+        true
+    }
+
+    fn check(&self, check: &ReplayCheck) -> Self::CheckFuture {
+        if check.epoch != self.epoch() {
+            return ready(Ok(ReplayVerdict::Replayed(ReplayReason::StateReset)));
+        }
+        self.records().check(check)
+    }
+
+    fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
+        if request.epoch != self.epoch() {
+            return ready(Ok(Advance::Stale));
+        }
+        self.records().advance(request)
+    }
+
+    fn settle(&self, settle: &SettleHold) -> Self::SettleFuture {
+        self.records().settle(settle)
+    }
+}
+
+/// A store with an epoch per shard: after the chain's shard is fenced, the
+/// chain's heartbeat is refused, and so is a rejoin from the facts of its
+/// latest ticket, which a room recorded before the fence; a chain joined
+/// after the fence goes on.
+#[tokio::test]
+async fn a_fenced_chain_cannot_be_rejoined_and_book_again() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(FencedStore::new());
+    let issuer = Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), store.clone()).unwrap();
+    let booking = booking_route(clock.clone(), store.clone());
+
+    let first = issuer.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+    assert!(first.claims.is_admitted());
+    book(&booking, &first.ticket, b"ana").await.unwrap();
+    // No fence: a rejoin re-mints the chain, whose booking is refused (the
+    // consumption record is there).
+    clock.advance(Duration::from_secs(1));
+    let again = issuer
+        .rejoin(
+            b"ana",
+            ClientTime::Absent,
+            &ChainFacts::of(&first.claims),
+            &ADMIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.claims.ticket_id, first.claims.ticket_id);
+    assert!(matches!(
+        book(&booking, &again.ticket, b"ana").await,
+        Err(Rejection::Replayed {
+            reason: ReplayReason::ConsumedBySameClient,
+            ..
+        })
+    ));
+
+    // The chain's shard fails over to a replica that lacks its records.
+    store.fence();
+    clock.advance(Duration::from_secs(1));
+    let facts = ChainFacts::of(&again.claims);
+    let rejoined = issuer
+        .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
+        .await;
+    if let Ok(m) = &rejoined {
+        panic!(
+            "the consumed chain was re-minted across the fence, and booking it answers {:?}",
+            book(&booking, &m.ticket, b"ana").await
+        );
+    }
+    assert!(is_state_reset(&rejoined), "{rejoined:?}");
+    // As its heartbeat is (same code and reason).
+    let checked = issuer.check(&presented(&again.ticket, b"ana")).unwrap();
+    let beat = issuer.renew(&checked, b"ana", &ADMIT).await;
+    assert!(is_state_reset(&beat), "{beat:?}");
+    // Nothing was re-created: still refused.
+    let retried = issuer
+        .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
+        .await;
+    assert!(is_state_reset(&retried), "{retried:?}");
+
+    // A chain joined after the fence rejoins and books once.
+    let fresh = issuer.join(b"bo", ClientTime::Absent, &ADMIT).unwrap();
+    let fresh = issuer
+        .rejoin(
+            b"bo",
+            ClientTime::Absent,
+            &ChainFacts::of(&fresh.claims),
+            &ADMIT,
+        )
+        .await
+        .unwrap();
+    book(&booking, &fresh.ticket, b"bo").await.unwrap();
+}
+
+/// A room whose state outlived its replay store (a memory replay store
+/// restarted under a room kept elsewhere): the person's join on the
+/// restarted instance does not re-mint the booked chain from the room's
+/// facts; it starts a new chain.
+#[tokio::test]
+async fn a_restarted_memory_store_does_not_revive_a_booked_chain() {
+    let clock = ManualClock::new(T0);
+    let state = Arc::new(MemoryRoomState::new());
+    let instance = |store: &Arc<MemoryReplayStore>| {
+        let issuer = Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), store.clone()).unwrap();
+        WaitingRoom::builder(issuer, state.clone())
+            .admit_per_sec(50.0)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let before = Arc::new(MemoryReplayStore::new());
+    let room = instance(&before);
+    let first = room.join(b"ana", ClientTime::Absent).await.unwrap();
+    assert!(first.admitted);
+    book(
+        &booking_route(clock.clone(), before.clone()),
+        &first.ticket,
+        b"ana",
+    )
+    .await
+    .unwrap();
+
+    // The replay store restarts (a new epoch, no records); the room's
+    // state, with the chain's facts, is still there.
+    let after = Arc::new(MemoryReplayStore::new());
+    assert_ne!(after.epoch(), before.epoch());
+    let room = instance(&after);
+    let booking = booking_route(clock.clone(), after.clone());
+    clock.advance(Duration::from_secs(1));
+    let first_claims = queuegate::ticket::decode(first.ticket.as_bytes())
+        .unwrap()
+        .claims()
+        .unwrap();
+    let direct = room
+        .issuer()
+        .rejoin(
+            b"ana",
+            ClientTime::Absent,
+            &ChainFacts::of(&first_claims),
+            &ADMIT,
+        )
+        .await;
+    if let Ok(m) = &direct {
+        panic!(
+            "the booked chain was re-minted from the room's facts, and booking it answers {:?}",
+            book(&booking, &m.ticket, b"ana").await
+        );
+    }
+    assert!(is_state_reset(&direct), "{direct:?}");
+
+    let second = room.join(b"ana", ClientTime::Absent).await.unwrap();
+    if second.ticket_id == first.ticket_id {
+        panic!(
+            "the booked chain was re-minted (admitted: {}), and booking it answers {:?}",
+            second.admitted,
+            book(&booking, &second.ticket, b"ana").await
+        );
+    }
+    // The old ticket stays refused too.
+    assert!(matches!(
+        book(&booking, &first.ticket, b"ana").await,
+        Err(Rejection::Replayed {
+            reason: ReplayReason::StateReset,
+            ..
+        })
+    ));
+    // The new chain is the person's only place: joining again keeps it.
+    let third = room.join(b"ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(third.ticket_id, second.ticket_id);
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use queuegate::replay::RedisReplayStore;
+    use queuegate::room::RedisRoomState;
+    use queuegate::SystemClock;
+
+    const URL: &str = "redis://127.0.0.1:6379/";
+
+    /// A single Redis whose replay data is lost (its epoch key and
+    /// records, as after a restart without persistence) while the room's
+    /// records, with the chain's facts, survive (kept under another
+    /// prefix): the booked chain is not re-minted from the facts, whatever
+    /// the number of attempts, and cannot book again; the person's join
+    /// starts a new chain.
+    #[tokio::test]
+    #[ignore = "needs Redis"]
+    async fn a_lost_redis_does_not_revive_a_booked_chain() {
+        let tag = TicketId::random();
+        let replay = RedisReplayStore::builder(URL)
+            .prefix(&format!("qg-fence11-replay-{tag}"))
+            .connect()
+            .await
+            .expect("this test needs Redis on 127.0.0.1:6379");
+        let state = RedisRoomState::builder(URL)
+            .prefix(&format!("qg-fence11-room-{tag}"))
+            .connect()
+            .await
+            .expect("this test needs Redis on 127.0.0.1:6379");
+        let store = Arc::new(replay.clone());
+        let issuer = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, store.clone()).unwrap();
+        let room = WaitingRoom::builder(issuer, state.clone())
+            .admit_per_sec(50.0)
+            .unwrap()
+            .build()
+            .unwrap();
+        let booking = booking_route(SystemClock, store.clone());
+
+        let first = room.join(b"ana", ClientTime::Absent).await.unwrap();
+        assert!(first.admitted);
+        book(&booking, &first.ticket, b"ana").await.unwrap();
+        let before = replay.epoch();
+
+        // Redis loses the replay data.
+        replay.clear().await.unwrap();
+
+        let first_claims = queuegate::ticket::decode(first.ticket.as_bytes())
+            .unwrap()
+            .claims()
+            .unwrap();
+        let facts = ChainFacts::of(&first_claims);
+        // The first attempt finds the epoch key gone (the store learns the
+        // new epoch); a retry knows it. Both refused, nothing re-created.
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(
+                room.issuer()
+                    .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
+                    .await,
+            );
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            if let Ok(m) = r {
+                panic!(
+                    "attempt {attempt}: the booked chain was re-minted, and booking it answers {:?}",
+                    book(&booking, &m.ticket, b"ana").await
+                );
+            }
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            assert!(is_state_reset(r), "attempt {attempt}: {r:?}");
+        }
+        assert_ne!(replay.epoch(), before, "the store learnt the new epoch");
+
+        // Through the room (which reads the facts it recorded): a new chain.
+        let second = room.join(b"ana", ClientTime::Absent).await.unwrap();
+        if second.ticket_id == first.ticket_id {
+            panic!(
+                "the booked chain was re-minted from the room's facts, and booking it answers {:?}",
+                book(&booking, &second.ticket, b"ana").await
+            );
+        }
+        assert!(matches!(
+            book(&booking, &first.ticket, b"ana").await,
+            Err(Rejection::Replayed {
+                reason: ReplayReason::StateReset,
+                ..
+            })
+        ));
+        let third = room.join(b"ana", ClientTime::Absent).await.unwrap();
+        assert_eq!(third.ticket_id, second.ticket_id, "one place per person");
+
+        state.clear(QUEUE).await.unwrap();
+        replay.clear().await.unwrap();
+    }
+
+    const SEEDS: [&str; 3] = [
+        "redis://127.0.0.1:7000",
+        "redis://127.0.0.1:7001",
+        "redis://127.0.0.1:7002",
+    ];
+
+    /// The keys of a chain's records on the Cluster (its chain record,
+    /// ending in `:c`, and its holds or consumptions), found by its ticket
+    /// id on any node.
+    async fn cluster_chain_keys(id: TicketId) -> Vec<String> {
+        let mut found = Vec::new();
+        for port in 7000..=7005u16 {
+            let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+                continue;
+            };
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("*}}:{id}:*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        // Replicas list them too.
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    /// On a Redis Cluster: the booked chain's shard is fenced (its primary
+    /// is no longer the owner and lacks the chain's records, as after a
+    /// failover to a replica that had not received them); a rejoin from the
+    /// facts of its latest ticket is refused, again once the instance knows
+    /// the shard's new epoch, and the chain cannot book again.
+    #[tokio::test]
+    #[ignore = "needs Redis Cluster"]
+    async fn a_fenced_cluster_shard_does_not_revive_a_booked_chain() {
+        let replay = RedisReplayStore::cluster_builder(&SEEDS)
+            .prefix(&format!("qg-fence11-cluster-{}", TicketId::random()))
+            .connect()
+            .await
+            .expect("this test needs the Redis Cluster of `.ci/redis-cluster start`");
+        let store = Arc::new(replay.clone());
+        let issuer = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, store.clone()).unwrap();
+        let booking = booking_route(SystemClock, store.clone());
+        let first = issuer.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+        // A heartbeat writes the chain's record (a join writes none).
+        let checked = issuer.check(&presented(&first.ticket, b"ana")).unwrap();
+        let latest = issuer.renew(&checked, b"ana", &ADMIT).await.unwrap();
+        book(&booking, &latest.ticket, b"ana").await.unwrap();
+        let before = replay.epoch_of(&first.claims.ticket_id);
+
+        // The shard fails over to a replica that lacks the chain's records
+        // (deleted on purpose) and that is not the shard's owner: the next
+        // script there fences it.
+        let keys = cluster_chain_keys(first.claims.ticket_id).await;
+        let record = keys.iter().find(|k| k.ends_with(":c")).expect("a record");
+        assert!(
+            keys.len() >= 2,
+            "the chain record and its consumption: {keys:?}"
+        );
+        let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+        let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+        let mut c = cluster.get_async_connection().await.unwrap();
+        for key in &keys {
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let () = redis::cmd("SET")
+            .arg(&owner)
+            .arg("another-node")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+
+        let facts = ChainFacts::of(&latest.claims);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(
+                issuer
+                    .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
+                    .await,
+            );
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            if let Ok(m) = r {
+                panic!(
+                    "attempt {attempt}: the booked chain was re-minted across the fence, and booking it answers {:?}",
+                    book(&booking, &m.ticket, b"ana").await
+                );
+            }
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            assert!(is_state_reset(r), "attempt {attempt}: {r:?}");
+        }
+        assert_ne!(
+            replay.epoch_of(&first.claims.ticket_id),
+            before,
+            "the store learnt the shard's new epoch"
+        );
+        assert!(matches!(
+            book(&booking, &latest.ticket, b"ana").await,
+            Err(Rejection::Replayed {
+                reason: ReplayReason::StateReset,
+                ..
+            })
+        ));
+        replay.clear().await.unwrap();
+    }
+}
