@@ -231,15 +231,18 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     /// replay store's chain has moved past `chain.sequence` (a renewal not
     /// yet recorded), the answer is `replayed` and nothing is issued.
     ///
-    /// The chain goes on only under the epoch its latest ticket was minted
-    /// under (`chain.epoch`), exactly as a heartbeat presenting that ticket
-    /// would: if the store lost the chain's records since (a restarted
-    /// memory store, a Redis that came back empty, a fenced Cluster shard),
-    /// or the epoch is unknown (`None`), the answer is `replayed` with
-    /// reason [`StateReset`](ReplayReason::StateReset) and nothing is
-    /// issued. The room facts cannot stand in for the lost records (a
-    /// consumed chain would book again): the person joins again with a new
-    /// chain ([`WaitingRoom`](crate::room::WaitingRoom) does so by itself).
+    /// An **admitted** chain goes on only under the epoch its latest ticket
+    /// was minted under (`chain.epoch`), exactly as a heartbeat presenting
+    /// that ticket would: if the store lost the chain's records since (a
+    /// restarted memory store, a Redis that came back empty, a fenced
+    /// Cluster shard), or the epoch is unknown (`None`), the answer is
+    /// `replayed` with reason [`StateReset`](ReplayReason::StateReset) and
+    /// nothing is issued. The room facts cannot stand in for the lost
+    /// records (a consumed chain would book again): the person joins again
+    /// with a new chain ([`WaitingRoom`](crate::room::WaitingRoom) does so
+    /// by itself). A **waiting** chain has nothing to book, and every copy
+    /// of its earlier tickets carries the old epoch: it is re-minted under
+    /// the store's current epoch and keeps its place.
     pub async fn rejoin(
         &self,
         binding: &[u8],
@@ -259,11 +262,22 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         // store with one epoch is compared here, as the verifier compares a
         // presented ticket; one with an epoch per shard compares in the
         // advance (this instance may not know the shard's epoch yet).
-        let epoch = match chain.epoch {
-            Some(e) if store.checks_epoch() || e == store.epoch() => e,
-            _ => return Err(state_reset),
-        };
+        //
+        // Only an admitted chain needs it. A waiting chain has nothing a
+        // lost record could let through again (single use needs an
+        // admitted ticket, and every copy of its old tickets carries the
+        // old epoch, refused): it is re-minted under the store's current
+        // epoch, so a failover or a store restart costs nobody in line
+        // their place.
         let admitted = chain.admitted_from_ms.is_some();
+        let epoch = if admitted {
+            match chain.epoch {
+                Some(e) if store.checks_epoch() || e == store.epoch() => e,
+                _ => return Err(state_reset),
+            }
+        } else {
+            store.epoch_of(&chain.ticket_id)
+        };
         let admitting = !admitted && decision.admit;
         let request = AdvanceRequest {
             ticket_id: chain.ticket_id,
@@ -289,7 +303,23 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             // ticket's heartbeat.
             epoch,
         };
-        let (sequence, issued_at) = self.advance(&request).await?;
+        let (advanced, epoch) = match self.advance(&request).await {
+            // A waiting chain on a shard fenced since this instance last
+            // heard of it: the refusal taught it the new epoch; once more
+            // under that.
+            Err(Rejection::Replayed {
+                reason: ReplayReason::StateReset,
+                ..
+            }) if !admitted && store.epoch_of(&chain.ticket_id) != request.epoch => {
+                let again = AdvanceRequest {
+                    epoch: store.epoch_of(&chain.ticket_id),
+                    ..request
+                };
+                (self.advance(&again).await, again.epoch)
+            }
+            other => (other, epoch),
+        };
+        let (sequence, issued_at) = advanced?;
         let keys = self.verifier.keys();
         let key_id = keys.signing_key_id();
         let queue = self.verifier.policy().queue_id();
@@ -563,9 +593,12 @@ mod tests {
         assert_ne!(third.claims.binding, first.claims.binding);
     }
 
-    /// Facts without an epoch (recorded by a build that did not keep it)
-    /// are not trusted to re-mint the chain: refused like a changed epoch,
-    /// nothing written. With its epoch the chain goes on, under it.
+    /// An admitted chain's facts without an epoch (recorded by a build that
+    /// did not keep it) or with another one are not trusted to re-mint the
+    /// chain: refused like a changed epoch, nothing written (a lost
+    /// consumption record would let it book again). A waiting chain has
+    /// nothing to book: it goes on under the store's epoch, keeping its
+    /// place.
     #[test]
     fn a_rejoin_needs_the_epoch_of_the_facts() {
         let keys = Arc::new(KeyRing::new(1, &[7; 32]).unwrap());
@@ -577,15 +610,18 @@ mod tests {
             .unwrap();
         let facts = ChainFacts::of(&first.claims);
         assert_eq!(facts.epoch, Some(store.epoch()));
-        let unknown = ChainFacts {
-            epoch: None,
+        let admitted = ChainFacts {
+            admitted_from_ms: Some(first.claims.issued_at_ms),
             ..facts
         };
         for chain in [
-            unknown,
+            ChainFacts {
+                epoch: None,
+                ..admitted
+            },
             ChainFacts {
                 epoch: Some(store.epoch() ^ 1),
-                ..facts
+                ..admitted
             },
         ] {
             let refused = block_on(issuer.rejoin(b"alice", ClientTime::Absent, &chain, &DECISION));
@@ -600,10 +636,15 @@ mod tests {
                 "{refused:?}"
             );
         }
+        let waiting = ChainFacts {
+            epoch: Some(store.epoch() ^ 1),
+            ..facts
+        };
         let next =
-            block_on(issuer.rejoin(b"alice", ClientTime::Absent, &facts, &DECISION)).unwrap();
+            block_on(issuer.rejoin(b"alice", ClientTime::Absent, &waiting, &DECISION)).unwrap();
         assert_eq!(next.claims.sequence, 1, "the refusals wrote nothing");
         assert_eq!(next.claims.epoch, store.epoch());
+        assert_eq!(next.claims.ticket_id, first.claims.ticket_id);
     }
 
     /// After a key rotation the successor is bound under the new signing

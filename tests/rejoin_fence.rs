@@ -1,5 +1,7 @@
-//! Issue 11: a rejoin re-mints a chain from the room's facts only under the
-//! epoch the chain's replay records were written under. A store that lost
+//! Issue 11: a rejoin re-mints an admitted chain from the room's facts only
+//! under the epoch the chain's replay records were written under (a
+//! waiting chain, which has nothing to book, goes on under the new one and
+//! keeps its place). A store that lost
 //! them since (a restarted memory store, a Redis that came back empty, a
 //! fenced Cluster shard) refuses the rejoin as it refuses a heartbeat of
 //! the chain's ticket (`replayed`, `state_reset`), so a chain already
@@ -208,6 +210,57 @@ async fn a_fenced_chain_cannot_be_rejoined_and_book_again() {
         .await
         .unwrap();
     book(&booking, &fresh.ticket, b"bo").await.unwrap();
+}
+
+const WAIT: JoinDecision = JoinDecision {
+    position: 7,
+    live_for: Duration::from_secs(30),
+    estimated_wait: Duration::from_secs(60),
+    admit: false,
+};
+
+/// A waiting chain has nothing to book: across a fence its rejoin goes on
+/// under the shard's new epoch and keeps the chain (the room keeps its
+/// place), while its tickets from before the fence stay refused. The
+/// instance had not learnt the new epoch: the first advance teaches it.
+#[tokio::test]
+async fn a_waiting_chain_keeps_its_place_across_a_fence() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(FencedStore::new());
+    let issuer = Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), store.clone()).unwrap();
+    let first = issuer.join(b"cy", ClientTime::Absent, &WAIT).unwrap();
+    assert!(!first.claims.is_admitted());
+    let checked = issuer.check(&presented(&first.ticket, b"cy")).unwrap();
+    let second = issuer.renew(&checked, b"cy", &WAIT).await.unwrap();
+
+    store.fence();
+    clock.advance(Duration::from_secs(1));
+    let checked = issuer.check(&presented(&second.ticket, b"cy")).unwrap();
+    let beat = issuer.renew(&checked, b"cy", &WAIT).await;
+    assert!(is_state_reset(&beat), "{beat:?}");
+    let rejoined = issuer
+        .rejoin(
+            b"cy",
+            ClientTime::Absent,
+            &ChainFacts::of(&second.claims),
+            &WAIT,
+        )
+        .await
+        .expect("a waiting chain is re-minted across the fence");
+    assert_eq!(rejoined.claims.ticket_id, first.claims.ticket_id);
+    assert_eq!(rejoined.claims.position, WAIT.position);
+    assert_eq!(rejoined.claims.epoch, store.epoch());
+    assert_ne!(rejoined.claims.epoch, second.claims.epoch);
+    // Its tickets from before the fence stay refused; the new one goes on.
+    for old in [&first.ticket, &second.ticket] {
+        let renewed = match issuer.check(&presented(old, b"cy")) {
+            Ok(checked) => issuer.renew(&checked, b"cy", &WAIT).await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(!renewed, "a ticket from before the fence was renewed");
+    }
+    let checked = issuer.check(&presented(&rejoined.ticket, b"cy")).unwrap();
+    issuer.renew(&checked, b"cy", &WAIT).await.unwrap();
 }
 
 /// A room whose state outlived its replay store (a memory replay store

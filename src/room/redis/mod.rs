@@ -886,19 +886,7 @@ impl Inner {
                 .or_default()
                 .last_settings = Some(wanted);
         }
-        // In a task of its own: the tick admits the front one person after
-        // another, and a request dropped in the middle (its client gone, a
-        // timeout) must not leave people admitted on their slots but not
-        // counted by `tick_admit`. Awaited, so the caller sees its outcome.
-        let tick = {
-            let this = self.clone();
-            let (queue, now_ms) = (queue.to_owned(), rule.now_ms);
-            tokio::spawn(async move { this.tick(&queue, now_ms).await })
-        };
-        let ticked = tick
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Backend("the admission tick panicked".into())));
-        if let Err(e) = ticked {
+        if let Err(e) = self.tick(queue, rule.now_ms).await {
             lock(&self.queues)
                 .entry(queue.to_owned())
                 .or_default()
@@ -1096,7 +1084,11 @@ impl Inner {
             if taken >= n {
                 break;
             }
-            let checks = self.check_all(queue, "w", chunk, true, now_ms).await?;
+            // "wa": a person the admit below already admitted, in a tick
+            // cut short before `tick_admit` recorded it (the request that
+            // ran it was dropped), is still live at this place: its admit
+            // answers "admitted already" and it is recorded as admitted.
+            let checks = self.check_all(queue, "wa", chunk, true, now_ms).await?;
             for ((b, place), (code, _)) in chunk.iter().zip(checks) {
                 if taken >= n {
                     break 'chunks;
