@@ -681,8 +681,10 @@ pub struct App {
     pub replay: Arc<Replay>,
     /// The counters.
     pub metrics: Metrics,
-    /// Bookings by chain, so a retried booking gets the same answer.
-    pub reservations: Mutex<HashMap<TicketId, Reservation>>,
+    /// Bookings by chain, so a retried booking gets the same answer (7
+    /// bytes each: the id's random bytes and the slot's index; a
+    /// `Reservation` with its two `String`s is made when answering).
+    pub reservations: Mutex<HashMap<TicketId, bookings::Stored>>,
     /// Seats taken per slot (each has [`SLOT_SEATS`]).
     pub seats_taken: Mutex<HashMap<String, usize>>,
     /// With `--redis` or `--redis-cluster`: the bookings and seat counts
@@ -1008,10 +1010,15 @@ async fn peer_addr(mut req: Request, next: Next) -> Response<Body> {
 
 /// `bytes` random bytes in lower-case hex, in one allocation.
 fn random_hex(bytes: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 32];
     let b = &mut b[..bytes.min(32)];
     getrandom::getrandom(b).expect("the operating system's random source failed");
+    hex(b)
+}
+
+/// `bytes` in lower-case hex, in one allocation.
+fn hex(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * b.len());
     for &x in b.iter() {
         out.push(char::from(HEX[usize::from(x >> 4)]));

@@ -27,7 +27,26 @@ use std::time::Duration;
 
 use queuegate::TicketId;
 
-use super::{lock, random_hex, App, Reservation, SLOT_SEATS};
+use super::{hex, lock, random_hex, App, Reservation, SLOT_IDS, SLOT_SEATS};
+
+/// An in-memory booking as the map keeps it: the reservation id's 6
+/// random bytes and the slot's index in [`SLOT_IDS`] (7 bytes, no heap;
+/// two `String`s took about 150 bytes a booking, which the crowd's memory
+/// figure counted against the people still waiting).
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    id: [u8; 6],
+    slot: u8,
+}
+
+impl Stored {
+    fn reservation(self) -> Reservation {
+        Reservation {
+            id: format!("R-{}", hex(&self.id)),
+            slot: SLOT_IDS[usize::from(self.slot)].to_owned(),
+        }
+    }
+}
 
 /// What a booking did.
 #[derive(Debug, Clone)]
@@ -47,20 +66,26 @@ pub async fn book(app: &App, ticket: &TicketId, slot: &str) -> Result<Booked, St
     }
     let mut map = lock(&app.reservations);
     if let Some(booked) = map.get(ticket) {
-        return Ok(Booked::Existing(booked.clone()));
+        return Ok(Booked::Existing(booked.reservation()));
     }
+    let index = SLOT_IDS
+        .iter()
+        .position(|id| *id == slot)
+        .ok_or_else(|| format!("no slot {slot}"))?;
     let mut seats = lock(&app.seats_taken);
     let taken = seats.entry(slot.to_owned()).or_insert(0);
     if *taken >= SLOT_SEATS {
         return Ok(Booked::SlotTaken);
     }
     *taken += 1;
-    let booked = Reservation {
-        id: format!("R-{}", random_hex(6)),
-        slot: slot.to_owned(),
+    let mut id = [0u8; 6];
+    getrandom::getrandom(&mut id).expect("the operating system's random source failed");
+    let booked = Stored {
+        id,
+        slot: u8::try_from(index).expect("12 slots"),
     };
-    map.insert(*ticket, booked.clone());
-    Ok(Booked::New(booked))
+    map.insert(*ticket, booked);
+    Ok(Booked::New(booked.reservation()))
 }
 
 /// The booking the chain `ticket` made, if any.
@@ -68,7 +93,7 @@ pub async fn find(app: &App, ticket: &TicketId) -> Result<Option<Reservation>, S
     if let Some(shared) = &app.shared_bookings {
         return shared.find(ticket).await;
     }
-    Ok(lock(&app.reservations).get(ticket).cloned())
+    Ok(lock(&app.reservations).get(ticket).map(|b| b.reservation()))
 }
 
 /// Bookings made (on Redis: seats taken over every slot, by every

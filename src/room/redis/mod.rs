@@ -1062,10 +1062,13 @@ impl Inner {
     /// nobody is admitted while a live person with a smaller place still
     /// waits. A chunk of places is checked at once on the people's slots
     /// (a check admits nobody; the dead are skipped for free), then the
-    /// live ones are admitted one after another, each admission answered
-    /// (and re-checked on the person's slot) before the next is sent: on a
-    /// Cluster the people's slots are on different primaries, and
-    /// admissions sent together could land out of order. The first error
+    /// live ones are admitted in place order: on one Redis pipelined on its
+    /// one connection (Redis runs them in the order sent); on a Cluster one
+    /// after another, each admission answered (and re-checked on the
+    /// person's slot) before the next is sent, since the people's slots
+    /// are on different primaries and admissions sent together could land
+    /// out of order. Each chunk's outcome is recorded before the next
+    /// chunk is checked. The first error
     /// or unknown outcome ends the batch, so nobody behind a place whose
     /// admission failed is admitted before it; that place stays for the
     /// next tick. People found admitted already (by an overlapping tick)
@@ -1078,47 +1081,88 @@ impl Inner {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         const CHUNK: usize = 128;
+        // On one Redis the admissions of a chunk go out together: they are
+        // pipelined on one connection, so Redis runs them in place order.
+        // On a Cluster they are on different primaries: one after another.
+        let pipelined = !matches!(self.conn, Conn::Cluster(_));
         let mut taken = 0;
-        let mut outcome: Vec<String> = vec![String::new()];
         'chunks: for chunk in front.chunks(CHUNK) {
             if taken >= n {
                 break;
             }
-            // "wa": a person the admit below already admitted, in a tick
-            // cut short before `tick_admit` recorded it (the request that
-            // ran it was dropped), is still live at this place: its admit
-            // answers "admitted already" and it is recorded as admitted.
+            // What this chunk decided, recorded before the next chunk, so
+            // that a tick cut short (the request that ran it dropped) loses
+            // at most one chunk's record. "wa": a person an earlier tick
+            // admitted without recording it is still live at its place:
+            // its admit answers "admitted already" and it is recorded.
+            let mut outcome: Vec<String> = vec![String::new()];
             let checks = self.check_all(queue, "wa", chunk, true, now_ms).await?;
+            let mut live = Vec::new();
+            let mut stop = false;
             for ((b, place), (code, _)) in chunk.iter().zip(checks) {
-                if taken >= n {
-                    break 'chunks;
-                }
                 match code {
                     0 => outcome.extend([b.clone(), place.clone(), "0".into(), "0".into()]),
-                    1 => match self.admit_one(queue, b, place, now_ms).await {
-                        Ok((code @ 0..=2, live)) => {
-                            if code != 0 {
-                                taken += 1;
-                            }
-                            outcome.extend([
-                                b.clone(),
-                                place.clone(),
-                                code.to_string(),
-                                live.to_string(),
-                            ]);
-                        }
-                        // Being set up, or an unknown outcome: this place
-                        // and every one behind it wait for the next tick.
-                        Ok(_) | Err(_) => break 'chunks,
-                    },
+                    1 if taken + live.len() < n => live.push((b, place)),
+                    // The tick's share is taken: the rest waits, in order.
+                    1 => {
+                        stop = true;
+                        break;
+                    }
                     // A join being set up at this place: keep the order.
-                    _ => break 'chunks,
+                    _ => {
+                        stop = true;
+                        break;
+                    }
                 }
             }
-        }
-        if outcome.len() > 1 {
-            self.queue_eval(&self.scripts.tick_admit, queue, now_ms, &outcome)
-                .await?;
+            let answers: Vec<Result<(i64, i64), StoreError>> = if pipelined {
+                join_all(
+                    live.iter()
+                        .map(|(b, place)| self.admit_one(queue, b, place, now_ms)),
+                )
+                .await
+            } else {
+                let mut answers = Vec::with_capacity(live.len());
+                for (b, place) in &live {
+                    let answer = self.admit_one(queue, b, place, now_ms).await;
+                    let failed = !matches!(answer, Ok((0..=2, _)));
+                    answers.push(answer);
+                    if failed {
+                        break;
+                    }
+                }
+                answers
+            };
+            for ((b, place), answer) in live.iter().zip(answers) {
+                match answer {
+                    Ok((code @ 0..=2, deadline)) => {
+                        if code != 0 {
+                            taken += 1;
+                        }
+                        outcome.extend([
+                            (*b).clone(),
+                            (*place).clone(),
+                            code.to_string(),
+                            deadline.to_string(),
+                        ]);
+                    }
+                    // Being set up, or an unknown outcome: this place and
+                    // every one behind it wait for the next tick (on one
+                    // Redis, one behind it admitted meanwhile is found
+                    // admitted by that tick's check and recorded then).
+                    Ok(_) | Err(_) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            if outcome.len() > 1 {
+                self.queue_eval(&self.scripts.tick_admit, queue, now_ms, &outcome)
+                    .await?;
+            }
+            if stop {
+                break 'chunks;
+            }
         }
         Ok(())
     }
