@@ -10,9 +10,14 @@
 //!   of each record's hash (4 bytes per record). A due bucket is drained a few
 //!   entries at a time; each entry finds "the expired record with this hash"
 //!   in a short probe and deletes it. So expiry costs O(expired) work, never
-//!   a scan. An entry whose record was extended, or already removed, finds
-//!   nothing to delete: deleting only records that *are* expired makes stale
-//!   or colliding entries harmless.
+//!   a scan. A record whose retention is extended keeps its one entry where
+//!   it is: when that bucket comes due, the entry finds the record still
+//!   live and moves to the record's current bucket (at a heartbeat every
+//!   couple of minutes and a retention of five, that is one move per
+//!   record where a new entry per extension kept two or three). An entry
+//!   whose record was already removed finds nothing and is dropped:
+//!   deleting only records that *are* expired makes stale or colliding
+//!   entries harmless.
 
 use std::collections::BTreeMap;
 
@@ -171,14 +176,10 @@ impl<S: Slot> Table<S> {
         &self.slots[pos]
     }
 
-    /// Replaces the record at `pos` (same key), registering a later
-    /// retention with the wheel.
+    /// Replaces the record at `pos` (same key). A later retention needs
+    /// no new wheel entry: the record's entry, in an earlier bucket, moves
+    /// to the record's bucket when it comes due (see [`drain`](Self::drain)).
     pub(super) fn update(&mut self, pos: usize, slot: S) {
-        let old = bucket_of(self.slots[pos].keep_code());
-        let new = bucket_of(slot.keep_code());
-        if new > old {
-            self.wheel.entry(new).or_default().push(hi32(slot.hash()));
-        }
         self.slots[pos] = slot;
     }
 
@@ -282,6 +283,11 @@ impl<S: Slot> Table<S> {
             budget -= 1;
             if let Some(pos) = self.find_expired(hi, times, now_ms) {
                 on_remove(&self.remove(pos));
+            } else if let Some(pos) = self.find(hi, |s| !times.expired(s.keep_code(), now_ms)) {
+                // Extended since: the entry follows the record (to a bucket
+                // that is not due, so this drain does not meet it again).
+                let bucket = bucket_of(self.slots[pos].keep_code());
+                self.enqueue(bucket, hi);
             }
         }
     }
@@ -389,6 +395,48 @@ mod tests {
         for k in 501..=1_000u64 {
             assert!(find(&t, k).is_some());
         }
+    }
+
+    /// An extended record keeps one wheel entry, which follows it when its
+    /// old bucket comes due; the record is dropped once its new retention
+    /// ends, and not before.
+    #[test]
+    fn an_extended_record_keeps_one_entry_that_follows_it() {
+        let times = Times { base_ms: 0 };
+        let mut t = Table::new();
+        let entries = |t: &Table<T>| t.wheel.values().map(Vec::len).sum::<usize>();
+        for k in 1..=100u64 {
+            t.insert(T {
+                key: k,
+                keep: times.keep_code(10_000),
+            });
+        }
+        // Every record extended five times, to 50 s at last.
+        for until in [20_000, 30_000, 40_000, 50_000, 60_000] {
+            for k in 1..=100u64 {
+                let pos = t.find(hi32(mix(k, 0)), |s| s.key == k).unwrap();
+                t.update(
+                    pos,
+                    T {
+                        key: k,
+                        keep: times.keep_code(until),
+                    },
+                );
+            }
+        }
+        assert_eq!(entries(&t), 100, "no entry per extension");
+        // Past the first retention: nothing dropped, every entry moved on.
+        let mut removed = 0;
+        while t.drain(times, 30_000, 7, |_| removed += 1) {}
+        assert_eq!((removed, t.len(), entries(&t)), (0, 100, 100));
+        assert!(t
+            .wheel
+            .keys()
+            .all(|&b| b == bucket_of(times.keep_code(60_000))));
+        while t.drain(times, 60_000, 7, |_| removed += 1) {}
+        assert_eq!(removed, 0, "kept until 60 s inclusive");
+        t.purge(times, 60_001, |_| removed += 1);
+        assert_eq!((removed, t.len()), (100, 0));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The in-process room state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::{ready, Future};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::chains::{Chain, Chains, Status};
 use super::counts::PositionCounts;
+use super::line::{Due, Line};
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
 use crate::amnesty::Amnesty;
@@ -35,13 +36,13 @@ struct Queue {
     /// opening); leaving moves the last one into the gap.
     pre: Vec<u32>,
     /// Waiting places by position: their chain's slot.
-    waiting: BTreeMap<u64, u32>,
+    waiting: Line,
     /// The waiting positions again, for counting the people ahead.
     counts: PositionCounts,
     /// Pre-queue and waiting chains by (deadline, slot).
-    deadlines: BTreeSet<(i64, u32)>,
+    deadlines: BTreeSet<Due>,
     /// Admitted chains by (deadline, slot).
-    admitted: BTreeSet<(i64, u32)>,
+    admitted: BTreeSet<Due>,
     chains: Chains,
 }
 
@@ -72,7 +73,7 @@ impl Queue {
         let c = self.chains.remove(slot);
         match c.status {
             Status::Pre => {
-                self.deadlines.remove(&(c.live_until_ms, slot));
+                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
                 let i = c.slot as usize;
                 if i < self.pre.len() {
                     self.pre.swap_remove(i);
@@ -82,12 +83,12 @@ impl Queue {
                 }
             }
             Status::Waiting => {
-                self.deadlines.remove(&(c.live_until_ms, slot));
-                self.waiting.remove(&c.slot);
+                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
+                self.waiting.remove(c.slot);
                 self.counts.remove(c.slot);
             }
             Status::Admitted => {
-                self.admitted.remove(&(c.live_until_ms, slot));
+                self.admitted.remove(&Due::new(c.live_until_ms, slot));
             }
         }
     }
@@ -105,9 +106,10 @@ impl Queue {
                 } else {
                     &self.deadlines
                 };
-                let Some(&(deadline, slot)) = index.first() else {
+                let Some(&due) = index.first() else {
                     break;
                 };
+                let (deadline, slot) = (due.deadline_ms(), due.slot());
                 if deadline > now_ms {
                     break;
                 }
@@ -125,8 +127,8 @@ impl Queue {
 
     /// Lets the position counts give back the positions the front passed.
     fn forget_passed_positions(&mut self) {
-        let front = match self.waiting.first_key_value() {
-            Some((&p, _)) => p,
+        let front = match self.waiting.first() {
+            Some((p, _)) => p,
             None => self.last_position.saturating_add(1),
         };
         self.counts.drop_before(front);
@@ -146,7 +148,7 @@ impl Queue {
             if c.live_until_ms <= live_ms {
                 // Only after a mass drop-out not yet fully dropped. Out of
                 // `pre` already: only its deadline entry is left.
-                self.deadlines.remove(&(c.live_until_ms, slot));
+                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
                 self.chains.remove(slot);
                 continue;
             }
@@ -185,7 +187,7 @@ impl Queue {
             {
                 break;
             }
-            let Some((&position, &slot)) = self.waiting.first_key_value() else {
+            let Some((position, slot)) = self.waiting.first() else {
                 break;
             };
             let live_until_ms = self.chains.get(slot).live_until_ms;
@@ -200,9 +202,9 @@ impl Queue {
             }
             self.waiting.pop_first();
             self.counts.remove(position);
-            self.deadlines.remove(&(live_until_ms, slot));
+            self.deadlines.remove(&Due::new(live_until_ms, slot));
             self.chains.get_mut(slot).status = Status::Admitted;
-            self.admitted.insert((live_until_ms, slot));
+            self.admitted.insert(Due::new(live_until_ms, slot));
             self.admitted_total += 1;
             self.bucket.take();
         }
@@ -257,10 +259,13 @@ impl Queue {
 /// not yet dropped in O(their number).
 ///
 /// Memory per person in line is one 88-byte chain record (the facts of its
-/// latest ticket, no ticket text), 8 to 16 bytes of index, and a place in
-/// the position and deadline trees: about 170 bytes resident at a million
-/// people when the record was 80 bytes, before the facts' epoch (the
-/// `room` bench prints the figure; 400 when it kept tickets).
+/// latest ticket with their epoch, no ticket text), 8 to 16 bytes of
+/// index, 4 bytes of place by position (8 with the ring's spare capacity; a
+/// vacant 4 bytes per person who left behind the front, until the front
+/// passes), and a 12-byte key in the deadline tree (about 25 bytes with the
+/// tree's nodes): the `room` bench prints the resident figure at a million
+/// people, and the `room_memory` bench that of the whole room (replay store
+/// included) under heartbeats.
 #[derive(Debug, Default)]
 pub struct MemoryRoomState {
     queues: Mutex<HashMap<String, Queue>>,
@@ -339,7 +344,7 @@ impl RoomState for MemoryRoomState {
                 }
                 _ => q.pre.push(slot),
             }
-            q.deadlines.insert((join.live_until_ms, slot));
+            q.deadlines.insert(Due::new(join.live_until_ms, slot));
             // The newcomer may be admitted at once if the queue is short.
             q.admit(rule, now);
             Joined::New(q.place(slot))
@@ -393,8 +398,8 @@ impl RoomState for MemoryRoomState {
                     Status::Admitted => &mut q.admitted,
                     Status::Pre | Status::Waiting => &mut q.deadlines,
                 };
-                index.remove(&(old, slot));
-                index.insert((new, slot));
+                index.remove(&Due::new(old, slot));
+                index.insert(Due::new(new, slot));
             }
         });
         ready(Ok(()))
@@ -444,7 +449,8 @@ impl RoomState for MemoryRoomState {
         ready(Ok(self.with_queue(queue, |q| RoomStats {
             waiting: q.waiting_count(),
             // The dead ones not yet dropped are at the front of the index.
-            admitted_alive: (q.admitted.len() - q.admitted.range(..=(now_ms, u32::MAX)).count())
+            admitted_alive: (q.admitted.len()
+                - q.admitted.range(..=Due::new(now_ms, u32::MAX)).count())
                 as u64,
             admitted_total: q.admitted_total,
             entries: q.chains.len() as u64,
@@ -488,18 +494,18 @@ mod tests {
                 Status::Pre => {
                     pre += 1;
                     assert_eq!(q.pre[c.slot as usize], slot);
-                    assert!(q.deadlines.contains(&(c.live_until_ms, slot)));
+                    assert!(q.deadlines.contains(&Due::new(c.live_until_ms, slot)));
                 }
                 Status::Waiting => {
                     waiting += 1;
-                    assert_eq!(q.waiting.get(&c.slot), Some(&slot));
-                    assert!(q.deadlines.contains(&(c.live_until_ms, slot)));
-                    let walked = q.waiting.range(..c.slot).count() as u64;
+                    assert_eq!(q.waiting.get(c.slot), Some(slot));
+                    assert!(q.deadlines.contains(&Due::new(c.live_until_ms, slot)));
+                    let walked = q.waiting.count_before(c.slot) as u64;
                     assert_eq!(q.place(slot).ahead, walked);
                 }
                 Status::Admitted => {
                     admitted += 1;
-                    assert!(q.admitted.contains(&(c.live_until_ms, slot)));
+                    assert!(q.admitted.contains(&Due::new(c.live_until_ms, slot)));
                 }
             }
         }

@@ -53,6 +53,7 @@ mod door;
 mod engine;
 mod hook;
 pub mod http;
+mod line;
 mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
