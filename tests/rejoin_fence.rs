@@ -349,6 +349,35 @@ mod redis_store {
 
     const URL: &str = "redis://127.0.0.1:6379/";
 
+    /// Rejoins `ana` from `facts` three times in a row (the first may teach
+    /// the store the new epoch): none may re-mint the booked chain (if one
+    /// did, what booking it answers is shown), each is `state_reset`.
+    async fn three_rejoins_refused<C: Clock, S: ReplayStore, C2: Clock, S2: ReplayStore>(
+        issuer: &Issuer<C, S>,
+        facts: &ChainFacts,
+        booking: &Verifier<C2, S2>,
+    ) {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(
+                issuer
+                    .rejoin(b"ana", ClientTime::Absent, facts, &ADMIT)
+                    .await,
+            );
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            if let Ok(m) = r {
+                panic!(
+                    "attempt {attempt}: the booked chain was re-minted across the fence, and booking it answers {:?}",
+                    book(booking, &m.ticket, b"ana").await
+                );
+            }
+        }
+        for (attempt, r) in answers.iter().enumerate() {
+            assert!(is_state_reset(r), "attempt {attempt}: {r:?}");
+        }
+    }
+
     /// A single Redis whose replay data is lost (its epoch key and
     /// records, as after a restart without persistence) while the room's
     /// records, with the chain's facts, survive (kept under another
@@ -393,25 +422,7 @@ mod redis_store {
         let facts = ChainFacts::of(&first_claims);
         // The first attempt finds the epoch key gone (the store learns the
         // new epoch); a retry knows it. Both refused, nothing re-created.
-        let mut answers = Vec::new();
-        for _ in 0..3 {
-            answers.push(
-                room.issuer()
-                    .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
-                    .await,
-            );
-        }
-        for (attempt, r) in answers.iter().enumerate() {
-            if let Ok(m) = r {
-                panic!(
-                    "attempt {attempt}: the booked chain was re-minted, and booking it answers {:?}",
-                    book(&booking, &m.ticket, b"ana").await
-                );
-            }
-        }
-        for (attempt, r) in answers.iter().enumerate() {
-            assert!(is_state_reset(r), "attempt {attempt}: {r:?}");
-        }
+        three_rejoins_refused(room.issuer(), &facts, &booking).await;
         assert_ne!(replay.epoch(), before, "the store learnt the new epoch");
 
         // Through the room (which reads the facts it recorded): a new chain.
@@ -528,25 +539,7 @@ mod redis_store {
             .unwrap();
 
         let facts = ChainFacts::of(&latest.claims);
-        let mut answers = Vec::new();
-        for _ in 0..3 {
-            answers.push(
-                issuer
-                    .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
-                    .await,
-            );
-        }
-        for (attempt, r) in answers.iter().enumerate() {
-            if let Ok(m) = r {
-                panic!(
-                    "attempt {attempt}: the booked chain was re-minted across the fence, and booking it answers {:?}",
-                    book(&booking, &m.ticket, b"ana").await
-                );
-            }
-        }
-        for (attempt, r) in answers.iter().enumerate() {
-            assert!(is_state_reset(r), "attempt {attempt}: {r:?}");
-        }
+        three_rejoins_refused(&issuer, &facts, &booking).await;
         assert_ne!(
             replay.epoch_of(&first.claims.ticket_id),
             before,

@@ -546,10 +546,12 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
     /// id). A client that already holds a live chain keeps it, never gets a
     /// second place: it gets the chain's next ticket, re-minted with its
     /// client clock as the new baseline (see [`Issuer::rejoin`]), at its
-    /// current place. A chain whose replay records the store lost (its
-    /// epoch changed: a restart, a Redis that came back empty, a fenced
-    /// Cluster shard) cannot be re-minted: it ends, and the join starts a
-    /// new chain at the back. The join hook sees no address or headers:
+    /// current place (also after the replay store lost the chain's records:
+    /// a waiting chain is re-minted under the store's new epoch). An
+    /// admitted chain whose records the store lost (a restart, a Redis that
+    /// came back empty, a fenced Cluster shard) cannot be re-minted, since
+    /// it may have booked: it ends, and the join starts a new chain at the
+    /// back. The join hook sees no address or headers:
     /// see [`join_with`](Self::join_with).
     pub async fn join(
         &self,
@@ -675,10 +677,11 @@ impl<C: Clock, S: ReplayStore, R: RoomState, H: JoinHook> WaitingRoom<C, S, R, H
                     .await
                 {
                     Ok(m) => m,
-                    // The replay store lost the chain's records (a restart,
-                    // a Redis that came back empty, a fenced Cluster shard)
-                    // or its facts carry no epoch: it cannot go on, and its
-                    // place goes with it. This join starts a new chain, as
+                    // The replay store lost the records of this admitted
+                    // chain (a restart, a Redis that came back empty, a
+                    // fenced Cluster shard) or its facts carry no epoch: it
+                    // may have booked, so it cannot go on, and its place
+                    // goes with it. This join starts a new chain, as
                     // a join after `ended` would (at the back).
                     Err(Rejection::Replayed {
                         reason: ReplayReason::StateReset,

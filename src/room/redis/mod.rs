@@ -44,8 +44,9 @@
 //!   deadline passed, pre-queue entries to place (the opening, in draw
 //!   order, a batch per tick) and waiting places after the sweep's cursor,
 //!   asks each person's slot whether the chain lives, then admits up to the
-//!   bucket's tokens from the front, one person after another in place
-//!   order (each admission answered before the next is sent, the batch
+//!   bucket's tokens from the front in place order (on one Redis
+//!   pipelined on its one connection; on a Cluster one person after
+//!   another, each admission answered before the next is sent; the batch
 //!   ended by the first that fails), skipping at most [`BATCH`] dead
 //!   places per tick for free.
 //!
@@ -274,7 +275,8 @@ struct Local {
     /// each ticking cost the square of the burst); see `maybe_tick`.
     ticking: bool,
     /// One of this instance's ticks is doing the lease holder's work
-    /// (checks and admissions, one after another: see `admit_front`):
+    /// (checks and admissions, on a Cluster one after another: see
+    /// `admit_front`):
     /// another tick of this instance meanwhile only reads the snapshot
     /// and the shared settings, instead of repeating that work over the
     /// same front (each heartbeat that finds a tick due ticks).
@@ -1612,9 +1614,10 @@ fn parse_controls(items: &[Value]) -> Result<Option<ControlSnapshot>, StoreError
 /// reads the first four fields and ignores the rest (and the record
 /// script only reads the sequence), and facts without it (written by such
 /// a build, or `ChainFacts::epoch` `None`) have four fields and read back
-/// with an unknown epoch, which a rejoin refuses (`Issuer::rejoin`): the
-/// person starts a new chain rather than a chain whose records may be
-/// gone being revived. Every heartbeat through a new build rewrites the
+/// with an unknown epoch, with which a rejoin of an admitted chain is
+/// refused (`Issuer::rejoin`): the person starts a new chain rather than a
+/// chain whose records may be gone being revived (a waiting chain is
+/// re-minted under the store's epoch and keeps its place). Every heartbeat through a new build rewrites the
 /// facts with the epoch, so after an upgrade only a rejoin before the
 /// chain's next heartbeat meets such facts.
 fn format_facts(f: &ChainFacts) -> String {
