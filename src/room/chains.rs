@@ -2,11 +2,13 @@
 //! found by room binding through a small open-addressing index.
 //!
 //! Memory per person is what a queue of millions is made of, so nothing
-//! here is boxed: a chain is one 88-byte slot of a `Vec` (reused through a
+//! here is boxed: a chain is one 72-byte slot of a `Vec` (reused through a
 //! free list), and the index holds 8 bytes per slot of its table (a 32-bit
 //! fingerprint of the binding and the chain's slot), at most 3/4 full. A
 //! `HashMap<Binding, Chain>` costs twice as much at a million people: its
 //! table doubles to 2²¹ entries of 96 bytes there.
+
+use std::collections::HashMap;
 
 use super::state::ChainFacts;
 use crate::ticket::{Binding, TicketId};
@@ -20,74 +22,165 @@ pub(super) enum Status {
     Admitted,
 }
 
-/// One person's chain. The facts of its latest ticket are kept flat (no
-/// `Option` padding): `has_facts` says whether any ticket was recorded.
+/// The largest position (or pre-queue index) a chain can hold: the top
+/// byte of its 64-bit place word holds the status and flags. 2⁵⁶ places
+/// are 2,000 years of a million joins a second.
+pub(super) const MAX_PLACE: u64 = (1 << 56) - 1;
+
+const STATUS_MASK: u8 = 0b11;
+const PRE: u8 = 0;
+const WAITING: u8 = 1;
+const ADMITTED: u8 = 2;
+/// A ticket's facts are recorded.
+const HAS_FACTS: u8 = 1 << 2;
+/// The recorded facts carry an epoch.
+const HAS_EPOCH: u8 = 1 << 3;
+/// The recorded facts carry an admission time.
+const HAS_ADMITTED: u8 = 1 << 4;
+/// The facts did not fit the record's 32-bit offsets: they are kept whole
+/// in [`Chains`]' spill map.
+const SPILLED: u8 = 1 << 5;
+
+/// One person's chain: 72 bytes, nothing boxed. The facts of its latest
+/// ticket are kept flat: the expiry and the admission time as 32-bit
+/// millisecond offsets from the join time (49 days), which every ticket
+/// the issuer mints fits; facts that do not fit are kept whole in the
+/// chains' spill map (flag `SPILLED`), so any facts round-trip exactly.
 #[derive(Clone, Copy)]
 pub(super) struct Chain {
     pub(super) binding: Binding,
     ticket_id: TicketId,
     joined_at_ms: i64,
-    expires_at_ms: i64,
-    /// `i64::MIN`: no admitted ticket issued yet.
-    admitted_from_ms: i64,
     pub(super) live_until_ms: i64,
-    /// Waiting or admitted: the position. In the pre-queue: the index in
-    /// the queue's pre-queue list.
-    pub(super) slot: u64,
+    /// The low 56 bits: waiting or admitted, the position; in the
+    /// pre-queue, the index in the queue's pre-queue list. The top byte:
+    /// the status and flags.
+    place: u64,
     sequence: u32,
-    /// The epoch of the facts (meaningful when `has_epoch`).
+    /// The epoch of the facts (meaningful with `HAS_EPOCH`).
     epoch: u32,
-    pub(super) status: Status,
-    has_facts: bool,
-    /// False when the recorded facts carried no epoch (`None`).
-    has_epoch: bool,
+    /// `expires_at_ms - joined_at_ms`.
+    expires_after_ms: u32,
+    /// `admitted_from_ms - joined_at_ms` (meaningful with `HAS_ADMITTED`).
+    admitted_after_ms: u32,
 }
 
 impl Chain {
     /// A chain whose first ticket is not recorded yet.
     pub(super) fn new(binding: Binding, status: Status, slot: u64, live_until_ms: i64) -> Self {
-        Self {
+        let mut c = Self {
             binding,
             ticket_id: TicketId([0; 16]),
             joined_at_ms: 0,
-            expires_at_ms: 0,
-            admitted_from_ms: i64::MIN,
             live_until_ms,
-            slot,
+            place: 0,
             sequence: 0,
             epoch: 0,
-            status,
-            has_facts: false,
-            has_epoch: false,
+            expires_after_ms: 0,
+            admitted_after_ms: 0,
+        };
+        c.set_slot(slot);
+        c.set_status(status);
+        c
+    }
+
+    fn flags(&self) -> u8 {
+        (self.place >> 56) as u8
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.place = (self.place & MAX_PLACE) | (u64::from(flags) << 56);
+    }
+
+    /// Waiting or admitted: the position. In the pre-queue: the index in
+    /// the queue's pre-queue list.
+    pub(super) fn slot(&self) -> u64 {
+        self.place & MAX_PLACE
+    }
+
+    /// Sets [`slot`](Self::slot); at most [`MAX_PLACE`].
+    pub(super) fn set_slot(&mut self, slot: u64) {
+        debug_assert!(slot <= MAX_PLACE, "places stop at MAX_PLACE");
+        self.place = (self.place & !MAX_PLACE) | (slot & MAX_PLACE);
+    }
+
+    pub(super) fn status(&self) -> Status {
+        match self.flags() & STATUS_MASK {
+            PRE => Status::Pre,
+            WAITING => Status::Waiting,
+            _ => Status::Admitted,
         }
     }
 
-    /// The facts of its latest ticket, once one is recorded.
-    pub(super) fn facts(&self) -> Option<ChainFacts> {
-        self.has_facts.then_some(ChainFacts {
-            ticket_id: self.ticket_id,
-            sequence: self.sequence,
-            joined_at_ms: self.joined_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            admitted_from_ms: (self.admitted_from_ms != i64::MIN).then_some(self.admitted_from_ms),
-            epoch: self.has_epoch.then_some(self.epoch),
-        })
+    pub(super) fn set_status(&mut self, status: Status) {
+        let code = match status {
+            Status::Pre => PRE,
+            Status::Waiting => WAITING,
+            Status::Admitted => ADMITTED,
+        };
+        self.set_flags((self.flags() & !STATUS_MASK) | code);
+    }
+
+    /// Whether the facts are kept in the spill map.
+    fn spilled(&self) -> bool {
+        self.flags() & SPILLED != 0
     }
 
     /// Its ticket id, once a ticket is recorded.
     pub(super) fn ticket_id(&self) -> Option<TicketId> {
-        self.has_facts.then_some(self.ticket_id)
+        (self.flags() & HAS_FACTS != 0).then_some(self.ticket_id)
     }
 
-    pub(super) fn set_facts(&mut self, f: &ChainFacts) {
+    /// The facts from the record itself (not for a spilled one).
+    fn flat_facts(&self) -> Option<ChainFacts> {
+        let flags = self.flags();
+        (flags & HAS_FACTS != 0).then(|| ChainFacts {
+            ticket_id: self.ticket_id,
+            sequence: self.sequence,
+            joined_at_ms: self.joined_at_ms,
+            expires_at_ms: self.joined_at_ms + i64::from(self.expires_after_ms),
+            admitted_from_ms: (flags & HAS_ADMITTED != 0)
+                .then(|| self.joined_at_ms + i64::from(self.admitted_after_ms)),
+            epoch: (flags & HAS_EPOCH != 0).then_some(self.epoch),
+        })
+    }
+
+    /// Records `f` in the record; false (and the record unchanged but for
+    /// the id, sequence, epoch and join time) when its times do not fit the
+    /// 32-bit offsets, so that the caller keeps them whole.
+    fn set_flat_facts(&mut self, f: &ChainFacts) -> bool {
+        let after = |t: i64| {
+            t.checked_sub(f.joined_at_ms)
+                .and_then(|d| u32::try_from(d).ok())
+        };
         self.ticket_id = f.ticket_id;
         self.sequence = f.sequence;
         self.joined_at_ms = f.joined_at_ms;
-        self.expires_at_ms = f.expires_at_ms;
-        self.admitted_from_ms = f.admitted_from_ms.unwrap_or(i64::MIN);
         self.epoch = f.epoch.unwrap_or(0);
-        self.has_epoch = f.epoch.is_some();
-        self.has_facts = true;
+        let mut flags = (self.flags() & STATUS_MASK) | HAS_FACTS;
+        if f.epoch.is_some() {
+            flags |= HAS_EPOCH;
+        }
+        let expires = after(f.expires_at_ms);
+        let admitted = f.admitted_from_ms.map(after);
+        let fits = match (expires, admitted) {
+            (Some(e), None) => {
+                self.expires_after_ms = e;
+                true
+            }
+            (Some(e), Some(Some(a))) => {
+                self.expires_after_ms = e;
+                self.admitted_after_ms = a;
+                flags |= HAS_ADMITTED;
+                true
+            }
+            _ => {
+                flags |= SPILLED;
+                false
+            }
+        };
+        self.set_flags(flags);
+        fits
     }
 }
 
@@ -110,6 +203,9 @@ pub(super) struct Chains {
     /// there are no tombstones.
     table: Vec<u64>,
     len: usize,
+    /// The whole facts of the chains (by slot) whose times do not fit
+    /// their record's 32-bit offsets: none for tickets the issuer mints.
+    spill: HashMap<u32, ChainFacts>,
 }
 
 /// The 64 bits of a binding the index hashes: bindings are HMAC outputs
@@ -169,6 +265,25 @@ impl Chains {
         &mut self.slab[slot as usize]
     }
 
+    /// The facts of the latest ticket of the chain in `slot`, once one is
+    /// recorded.
+    pub(super) fn facts(&self, slot: u32) -> Option<ChainFacts> {
+        let c = &self.slab[slot as usize];
+        if c.spilled() {
+            return self.spill.get(&slot).copied();
+        }
+        c.flat_facts()
+    }
+
+    /// Records the facts of the latest ticket of the chain in `slot`.
+    pub(super) fn set_facts(&mut self, slot: u32, f: &ChainFacts) {
+        if self.slab[slot as usize].set_flat_facts(f) {
+            self.spill.remove(&slot);
+        } else {
+            self.spill.insert(slot, *f);
+        }
+    }
+
     /// Every chain with its slot (tests).
     #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Chain)> {
@@ -223,6 +338,9 @@ impl Chains {
     /// Removes the chain in `slot` (from the index too) and frees the slot.
     pub(super) fn remove(&mut self, slot: u32) -> Chain {
         let chain = self.slab[slot as usize];
+        if chain.spilled() {
+            self.spill.remove(&slot);
+        }
         let b = chain.binding;
         let mut i = self.find(&b).expect("a held chain is indexed");
         // Backward-shift deletion: pull later entries of the run into the
@@ -270,10 +388,11 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn chains_are_88_bytes() {
-        // 80 before the facts' epoch (issue 11): its 4 bytes and flag do
-        // not fit in the 2 bytes of padding there were.
-        assert_eq!(std::mem::size_of::<Chain>(), 88);
+    fn chains_are_72_bytes() {
+        // 88 with three 64-bit times and three flag bytes; the status and
+        // flags now ride in the place word's top byte and two of the times
+        // are 32-bit offsets from the join time.
+        assert_eq!(std::mem::size_of::<Chain>(), 72);
     }
 
     /// Inserts and removals in random order agree with a `HashMap`, with
@@ -322,21 +441,54 @@ mod tests {
 
     #[test]
     fn facts_round_trip() {
-        let mut c = Chain::new(Binding([1; 16]), Status::Pre, 0, 9);
-        assert_eq!(c.facts(), None);
-        for admitted_from_ms in [None, Some(-5), Some(1_700_000_000_000)] {
+        let mut chains = Chains::default();
+        let slot = chains.insert(Chain::new(Binding([1; 16]), Status::Pre, 0, 9));
+        assert_eq!(chains.facts(slot), None);
+        // In range of the 32-bit offsets, and past them either way (kept
+        // whole in the spill map, which a fitting record empties again).
+        let times = [
+            (11, 12, None),
+            (11, 12, Some(11)),
+            (
+                1_700_000_000_000,
+                1_700_000_300_000,
+                Some(1_700_000_100_000),
+            ),
+            (0, i64::from(u32::MAX), Some(i64::from(u32::MAX))),
+            (0, i64::from(u32::MAX) + 1, None),
+            (0, 5, Some(i64::from(u32::MAX) + 1)),
+            (11, 10, None),
+            (11, 12, Some(-5)),
+            (i64::MIN, i64::MAX, Some(0)),
+        ];
+        for (joined_at_ms, expires_at_ms, admitted_from_ms) in times {
             for epoch in [None, Some(0), Some(u32::MAX)] {
-                let f = ChainFacts {
-                    ticket_id: TicketId([3; 16]),
-                    sequence: 7,
-                    joined_at_ms: 11,
-                    expires_at_ms: 12,
-                    admitted_from_ms,
-                    epoch,
-                };
-                c.set_facts(&f);
-                assert_eq!(c.facts(), Some(f));
+                for status in [Status::Pre, Status::Waiting, Status::Admitted] {
+                    let f = ChainFacts {
+                        ticket_id: TicketId([3; 16]),
+                        sequence: 7,
+                        joined_at_ms,
+                        expires_at_ms,
+                        admitted_from_ms,
+                        epoch,
+                    };
+                    chains.get_mut(slot).set_status(status);
+                    chains.get_mut(slot).set_slot(MAX_PLACE - 1);
+                    chains.set_facts(slot, &f);
+                    assert_eq!(chains.facts(slot), Some(f));
+                    let c = chains.get(slot);
+                    assert_eq!((c.status(), c.slot()), (status, MAX_PLACE - 1));
+                    assert_eq!(c.ticket_id(), Some(TicketId([3; 16])));
+                    let fits = u32::try_from(expires_at_ms.wrapping_sub(joined_at_ms)).is_ok()
+                        && expires_at_ms >= joined_at_ms
+                        && admitted_from_ms.is_none_or(|a| {
+                            a >= joined_at_ms && a - joined_at_ms <= i64::from(u32::MAX)
+                        });
+                    assert_eq!(chains.spill.len(), usize::from(!fits), "{f:?}");
+                }
             }
         }
+        chains.remove(slot);
+        assert!(chains.spill.is_empty(), "a removed chain leaves no spill");
     }
 }

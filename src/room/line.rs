@@ -62,6 +62,16 @@ impl Line {
         (slot != VACANT).then_some(slot)
     }
 
+    /// The taken place whose position has these low 32 bits: its position
+    /// and chain slot. (The line spans fewer than 2³² positions, so the low
+    /// bits name one position in it; a position the front passed is
+    /// vacant or out of the line.)
+    pub(super) fn resolve(&self, low: u32) -> Option<(u64, u32)> {
+        let k = low.wrapping_sub(self.base as u32) as usize;
+        let slot = *self.slots.get(k)?;
+        (slot != VACANT).then_some((self.base + k as u64, slot))
+    }
+
     /// Frees `position`; returns the slot that held it.
     pub(super) fn remove(&mut self, position: u64) -> Option<u32> {
         let k = self.index(position)?;

@@ -5,11 +5,12 @@ use std::fmt;
 use std::future::{ready, Future};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::chains::{Chain, Chains, Status};
+use super::chains::{Chain, Chains, Status, MAX_PLACE};
 use super::counts::PositionCounts;
 use super::line::{Due, Line};
 use super::schedule::{shuffle, AdmissionRule, TokenBucket};
 use super::state::{BeatRecord, IssuedRecord, JoinRecord, Joined, Place, RoomState, RoomStats};
+use super::wheel::{bucket_of, Wheel};
 use crate::amnesty::Amnesty;
 use crate::error::StoreError;
 use crate::ticket::Binding;
@@ -39,8 +40,11 @@ struct Queue {
     waiting: Line,
     /// The waiting positions again, for counting the people ahead.
     counts: PositionCounts,
-    /// Pre-queue and waiting chains by (deadline, slot).
-    deadlines: BTreeSet<Due>,
+    /// Pre-queue chains by (deadline, slot).
+    pre_deadlines: BTreeSet<Due>,
+    /// Waiting chains' positions by deadline: one entry each, at or
+    /// before its deadline's bucket (see [`Wheel`]).
+    deadlines: Wheel,
     /// Admitted chains by (deadline, slot).
     admitted: BTreeSet<Due>,
     chains: Chains,
@@ -71,21 +75,24 @@ impl Queue {
     /// Drops the chain in `slot` from every index: O(log n).
     fn remove(&mut self, slot: u32) {
         let c = self.chains.remove(slot);
-        match c.status {
+        match c.status() {
             Status::Pre => {
-                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
-                let i = c.slot as usize;
+                self.pre_deadlines.remove(&Due::new(c.live_until_ms, slot));
+                let i = c.slot() as usize;
                 if i < self.pre.len() {
                     self.pre.swap_remove(i);
                     if let Some(&moved) = self.pre.get(i) {
-                        self.chains.get_mut(moved).slot = c.slot;
+                        self.chains.get_mut(moved).set_slot(c.slot());
                     }
                 }
             }
             Status::Waiting => {
-                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
-                self.waiting.remove(c.slot);
-                self.counts.remove(c.slot);
+                // Its wheel entry finds the position vacant and goes.
+                self.waiting.remove(c.slot());
+                self.counts.remove(c.slot());
+                if self.waiting.len() == 0 {
+                    self.deadlines.clear();
+                }
             }
             Status::Admitted => {
                 self.admitted.remove(&Due::new(c.live_until_ms, slot));
@@ -94,17 +101,18 @@ impl Queue {
     }
 
     /// Drops the chains whose deadline is `now_ms` or earlier, at most
-    /// `limit` of them (O(log n) each, earliest deadline first); returns
+    /// `limit` of them (admitted and pre-queue ones earliest deadline
+    /// first, O(log n) each; waiting ones by 64 ms bucket of deadline, O(1)
+    /// each), looking at no more than `limit * 8` wheel entries; returns
     /// how many, and whether none is left.
     fn expire(&mut self, now_ms: i64, limit: usize) -> (u64, bool) {
         let mut dropped = 0;
-        let mut done = true;
         for admitted in [true, false] {
             loop {
                 let index = if admitted {
                     &self.admitted
                 } else {
-                    &self.deadlines
+                    &self.pre_deadlines
                 };
                 let Some(&due) = index.first() else {
                     break;
@@ -114,15 +122,61 @@ impl Queue {
                     break;
                 }
                 if dropped as usize >= limit {
-                    done = false;
-                    break;
+                    self.forget_passed_positions();
+                    return (dropped, false);
                 }
                 self.remove(slot);
                 dropped += 1;
             }
         }
+        let done = self.expire_waiting(now_ms, limit, &mut dropped);
         self.forget_passed_positions();
         (dropped, done)
+    }
+
+    /// The waiting part of [`expire`](Self::expire): visits the wheel's
+    /// due buckets in order. An entry whose place is vacant goes; one
+    /// whose person is dead drops the person; one whose person lives moves
+    /// to the bucket of the person's deadline, or stays if that is this
+    /// bucket (the bucket of now).
+    fn expire_waiting(&mut self, now_ms: i64, limit: usize, dropped: &mut u64) -> bool {
+        let mut budget = limit.saturating_mul(8);
+        while let Some((bucket, mut entries)) = self.deadlines.take_due(now_ms) {
+            // Entries `..kept` stay; `visited..` are not visited yet.
+            let mut kept = 0;
+            let mut visited = 0;
+            while visited < entries.len() {
+                if *dropped as usize >= limit || budget == 0 {
+                    entries.drain(kept..visited);
+                    self.deadlines.put_back(bucket, entries);
+                    return false;
+                }
+                budget -= 1;
+                let entry = entries[visited];
+                visited += 1;
+                let Some((position, slot)) = self.waiting.resolve(entry) else {
+                    continue;
+                };
+                let deadline = self.chains.get(slot).live_until_ms;
+                if deadline <= now_ms {
+                    self.remove(slot);
+                    *dropped += 1;
+                } else if bucket_of(deadline) > bucket {
+                    self.deadlines.insert(deadline, position);
+                } else {
+                    entries[kept] = entry;
+                    kept += 1;
+                }
+            }
+            if kept > 0 {
+                // Deadlines ahead in this bucket: it is the bucket of now,
+                // the last one due.
+                entries.truncate(kept);
+                self.deadlines.put_back(bucket, entries);
+                break;
+            }
+        }
+        true
     }
 
     /// Lets the position counts give back the positions the front passed.
@@ -145,18 +199,22 @@ impl Queue {
         shuffle(&mut pre, rule.shuffle_seed);
         for slot in pre {
             let c = self.chains.get_mut(slot);
-            if c.live_until_ms <= live_ms {
-                // Only after a mass drop-out not yet fully dropped. Out of
-                // `pre` already: only its deadline entry is left.
-                self.deadlines.remove(&Due::new(c.live_until_ms, slot));
+            // Dead: only after a mass drop-out not yet fully dropped. Out
+            // of places (2⁵⁶ of them; the opening hands out the first):
+            // never, but no place is ever handed out twice.
+            if c.live_until_ms <= live_ms || self.last_position >= MAX_PLACE {
+                // Out of `pre` already: only its deadline entry is left.
+                self.pre_deadlines.remove(&Due::new(c.live_until_ms, slot));
                 self.chains.remove(slot);
                 continue;
             }
-            // 64 bits of positions: never exhausted by one opening.
-            self.last_position = self.last_position.saturating_add(1);
+            self.last_position += 1;
             let position = self.last_position;
-            c.slot = position;
-            c.status = Status::Waiting;
+            c.set_slot(position);
+            c.set_status(Status::Waiting);
+            let deadline = c.live_until_ms;
+            self.pre_deadlines.remove(&Due::new(deadline, slot));
+            self.deadlines.insert(deadline, position);
             self.waiting.insert(position, slot);
             self.counts.insert(position);
         }
@@ -200,10 +258,13 @@ impl Queue {
                 }
                 continue;
             }
+            // Its wheel entry finds the position vacant and goes.
             self.waiting.pop_first();
             self.counts.remove(position);
-            self.deadlines.remove(&Due::new(live_until_ms, slot));
-            self.chains.get_mut(slot).status = Status::Admitted;
+            if self.waiting.len() == 0 {
+                self.deadlines.clear();
+            }
+            self.chains.get_mut(slot).set_status(Status::Admitted);
             self.admitted.insert(Due::new(live_until_ms, slot));
             self.admitted_total += 1;
             self.bucket.take();
@@ -217,16 +278,16 @@ impl Queue {
     /// overcount).
     fn place(&self, slot: u32) -> Place {
         let c = self.chains.get(slot);
-        let (position, ahead) = match c.status {
+        let (position, ahead) = match c.status() {
             Status::Pre => (0, 0),
-            Status::Waiting => (c.slot, self.counts.count_before(c.slot)),
-            Status::Admitted => (c.slot, 0),
+            Status::Waiting => (c.slot(), self.counts.count_before(c.slot())),
+            Status::Admitted => (c.slot(), 0),
         };
         Place {
-            chain: c.facts(),
+            chain: self.chains.facts(slot),
             position,
             ahead,
-            admitted: c.status == Status::Admitted,
+            admitted: c.status() == Status::Admitted,
             live_until_ms: c.live_until_ms,
         }
     }
@@ -324,11 +385,12 @@ impl RoomState for MemoryRoomState {
                 return Joined::Full;
             }
             let (status, place) = if q.opened {
-                // 64 bits never run out; were they to, no place is ever
-                // handed out twice.
-                let Some(position) = q.last_position.checked_add(1) else {
+                // 2⁵⁶ places never run out; were they to, no place is
+                // ever handed out twice.
+                let position = q.last_position + 1;
+                if position > MAX_PLACE {
                     return Joined::Full;
-                };
+                }
                 q.last_position = position;
                 (Status::Waiting, position)
             } else {
@@ -341,10 +403,13 @@ impl RoomState for MemoryRoomState {
                 Status::Waiting => {
                     q.waiting.insert(place, slot);
                     q.counts.insert(place);
+                    q.deadlines.insert(join.live_until_ms, place);
                 }
-                _ => q.pre.push(slot),
+                _ => {
+                    q.pre.push(slot);
+                    q.pre_deadlines.insert(Due::new(join.live_until_ms, slot));
+                }
             }
-            q.deadlines.insert(Due::new(join.live_until_ms, slot));
             // The newcomer may be admitted at once if the queue is short.
             q.admit(rule, now);
             Joined::New(q.place(slot))
@@ -382,21 +447,24 @@ impl RoomState for MemoryRoomState {
             let Some(slot) = q.chains.slot(&issued.binding) else {
                 return;
             };
-            let c = q.chains.get_mut(slot);
-            match c.facts() {
+            match q.chains.facts(slot) {
                 Some(f) if f.ticket_id != issued.chain.ticket_id => return,
                 // A later ticket's facts are kept (a late record of an
                 // earlier one still extends the deadline).
                 Some(f) if f.sequence > issued.chain.sequence => {}
-                _ => c.set_facts(&issued.chain),
+                _ => q.chains.set_facts(slot, &issued.chain),
             }
+            let c = q.chains.get_mut(slot);
             let old = c.live_until_ms;
             let new = old.max(issued.live_until_ms);
             c.live_until_ms = new;
             if new != old {
-                let index = match c.status {
+                // A waiting chain's wheel entry stays where it is (at or
+                // before its deadline's bucket, since deadlines only grow).
+                let index = match c.status() {
                     Status::Admitted => &mut q.admitted,
-                    Status::Pre | Status::Waiting => &mut q.deadlines,
+                    Status::Pre => &mut q.pre_deadlines,
+                    Status::Waiting => return,
                 };
                 index.remove(&Due::new(old, slot));
                 index.insert(Due::new(new, slot));
@@ -488,19 +556,29 @@ mod tests {
         let mut pre = 0;
         let mut waiting = 0;
         let mut admitted = 0;
+        // The wheel's live entries: buckets by position.
+        let mut wheel: HashMap<u64, Vec<i64>> = HashMap::new();
+        for (bucket, e) in q.deadlines.iter() {
+            if let Some((position, _)) = q.waiting.resolve(e) {
+                wheel.entry(position).or_default().push(bucket);
+            }
+        }
         for (slot, c) in q.chains.iter() {
             assert_eq!(q.chains.slot(&c.binding), Some(slot), "indexed");
-            match c.status {
+            match c.status() {
                 Status::Pre => {
                     pre += 1;
-                    assert_eq!(q.pre[c.slot as usize], slot);
-                    assert!(q.deadlines.contains(&Due::new(c.live_until_ms, slot)));
+                    assert_eq!(q.pre[c.slot() as usize], slot);
+                    assert!(q.pre_deadlines.contains(&Due::new(c.live_until_ms, slot)));
                 }
                 Status::Waiting => {
                     waiting += 1;
-                    assert_eq!(q.waiting.get(c.slot), Some(slot));
-                    assert!(q.deadlines.contains(&Due::new(c.live_until_ms, slot)));
-                    let walked = q.waiting.count_before(c.slot) as u64;
+                    assert_eq!(q.waiting.get(c.slot()), Some(slot));
+                    // Exactly one wheel entry, at or before its deadline.
+                    let entries = &wheel[&c.slot()];
+                    assert_eq!(entries.len(), 1, "one wheel entry per waiting chain");
+                    assert!(entries[0] <= bucket_of(c.live_until_ms));
+                    let walked = q.waiting.count_before(c.slot()) as u64;
                     assert_eq!(q.place(slot).ahead, walked);
                 }
                 Status::Admitted => {
@@ -513,7 +591,7 @@ mod tests {
             (pre, waiting, admitted),
             (q.pre.len(), q.waiting.len(), q.admitted.len())
         );
-        assert_eq!(q.deadlines.len(), pre + waiting);
+        assert_eq!(q.pre_deadlines.len(), pre);
         assert_eq!(q.chains.len(), pre + waiting + admitted);
     }
 
@@ -660,8 +738,8 @@ mod tests {
         assert_eq!(positions, [(top, 0), (top + 1, 1), (top + 2, 2)]);
         state.with_queue("q", |q| check(q, None));
         assert_eq!(ready(state.stats("q", 0)).unwrap().waiting, 3);
-        // At the top of 64 bits a join is refused, never given a used place.
-        state.with_queue("q", |q| q.last_position = u64::MAX);
+        // At the last place a join is refused, never given a used place.
+        state.with_queue("q", |q| q.last_position = MAX_PLACE);
         let join = JoinRecord {
             binding: Binding([9; 16]),
             live_until_ms: 10,

@@ -59,6 +59,7 @@ mod memory;
 pub(crate) mod redis;
 pub mod schedule;
 mod state;
+mod wheel;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{
