@@ -674,6 +674,46 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The TCP connections `pid` holds open (its file descriptors that are
+/// sockets; the listening socket is one of them).
+fn open_sockets(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let n = dir
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    Some(n as u64)
+}
+
+/// Opens the connections the crowd will use before the warm memory
+/// reading: `per_pool` pings at once on every pool to every instance (the
+/// permits of a pool bound what it has in flight, so this is as many
+/// connections as the crowd keeps busy at most). A connection's buffers
+/// and task (about 17 KB each on the demo, some 2,000 of them) do not grow
+/// with the crowd; opened here, they are in the warm figure, not counted
+/// against the people waiting.
+async fn open_connections(
+    http: &Arc<Vec<Http>>,
+    bases: &[String],
+    per_pool: usize,
+    timeout: Duration,
+) {
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..http.len() {
+        for base in bases {
+            for _ in 0..per_pool {
+                let (http, base) = (http.clone(), base.clone());
+                calls.spawn(async move {
+                    let _ = send(&http[i], &base, Route::Ping, &Call::default(), timeout).await;
+                });
+            }
+        }
+    }
+    while calls.join_next().await.is_some() {}
+}
+
 /// CPU time of `pid` in microseconds: the sum of its threads' run time in
 /// `/proc/PID/task/*/schedstat` (nanoseconds, so short phases are measured
 /// finely), or user + system from `/proc/PID/stat` (clock ticks, 10 ms) if
@@ -926,6 +966,16 @@ struct RouteStats {
     errors: u64,
 }
 
+/// The demo's memory before the crowd.
+struct Warm {
+    /// After the phases and the connections were opened.
+    rss: Option<u64>,
+    /// After the phases, before the connections were opened.
+    rss_before_conns: Option<u64>,
+    /// Its open sockets at `rss`.
+    conns: Option<u64>,
+}
+
 /// What the sampler task reads every second from the demo.
 #[derive(Clone, Default, Debug)]
 struct Sample {
@@ -935,6 +985,8 @@ struct Sample {
     replay_records: Option<u64>,
     replay_heap_bytes: Option<u64>,
     rss: Option<u64>,
+    /// The demo's open sockets.
+    conns: Option<u64>,
 }
 
 // --------------------------------------------------------------- driver --
@@ -2143,7 +2195,14 @@ async fn run(a: Args) -> Result<bool, String> {
             phases.push(p);
         }
     }
-    let rss_warm = total(&pids, rss_bytes);
+    let rss_before_conns = total(&pids, rss_bytes);
+    let per_pool = (a.max_conns as usize / http.len()).max(1);
+    open_connections(&http, &bases, per_pool, timeout).await;
+    let warm = Warm {
+        rss: total(&pids, rss_bytes),
+        rss_before_conns,
+        conns: total(&pids, open_sockets),
+    };
     let stats_warm = read_stats(&http[0], &bases[0]).await;
 
     // The sampler: the demo's own counts and its memory, once a second.
@@ -2166,6 +2225,7 @@ async fn run(a: Args) -> Result<bool, String> {
                     replay_records: st.replay_records,
                     replay_heap_bytes: st.replay_heap_bytes,
                     rss: total(&pids, rss_bytes),
+                    conns: total(&pids, open_sockets),
                 };
                 samples.lock().unwrap().push(s);
             }
@@ -2237,7 +2297,7 @@ async fn run(a: Args) -> Result<bool, String> {
     }
     drop(demo);
 
-    let report = report(&a, &d, crowd_secs, &samples, rss_warm, &stats_warm, &phases);
+    let report = report(&a, &d, crowd_secs, &samples, &warm, &stats_warm, &phases);
     println!("{}", report.0);
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.1).unwrap())
@@ -2292,7 +2352,7 @@ fn report(
     d: &Driver,
     crowd_secs: f64,
     samples: &[Sample],
-    rss_warm: Option<u64>,
+    warm: &Warm,
     stats_warm: &Stats,
     phases: &[Phase],
 ) -> (String, Value, bool) {
@@ -2351,23 +2411,37 @@ fn report(
         .filter(|s| s.waiting.is_some() && s.rss.is_some())
         .max_by_key(|s| s.waiting.unwrap_or(0));
     let mut memory = json!(null);
-    match (peak, rss_warm) {
-        (Some(s), Some(warm)) if s.waiting.unwrap_or(0) > 0 => {
+    match (peak, warm.rss) {
+        (Some(s), Some(rss_warm)) if s.waiting.unwrap_or(0) > 0 => {
             let n = s.waiting.unwrap_or(0);
             let rss = s.rss.unwrap_or(0);
-            let per = (rss as f64 - warm as f64) / n as f64;
+            let per = (rss as f64 - rss_warm as f64) / n as f64;
+            // The same against the reading before the connections were
+            // opened: their buffers counted against the people waiting.
+            let with_conns = warm
+                .rss_before_conns
+                .map(|before| (rss as f64 - before as f64) / n as f64);
             let replay = match (s.replay_heap_bytes, stats_warm.replay_heap_bytes) {
                 (Some(now), Some(then)) => Some((now as f64 - then as f64) / n as f64),
                 _ => None,
             };
             let _ = writeln!(
                 t,
-                "  resident memory: warm {:.1} MiB at 0 waiting; {:.1} MiB at {n} waiting ({:.0} s in) \
-                 → {per:.0} bytes per waiting person",
-                warm as f64 / 1048576.0,
+                "  resident memory: warm {:.1} MiB at 0 waiting ({} sockets open); {:.1} MiB at {n} waiting \
+                 ({:.0} s in, {} sockets open) → {per:.0} bytes per waiting person",
+                rss_warm as f64 / 1048576.0,
+                warm.conns.map_or("?".into(), |c| c.to_string()),
                 rss as f64 / 1048576.0,
-                s.at_s
+                s.at_s,
+                s.conns.map_or("?".into(), |c| c.to_string()),
             );
+            if let Some(w) = with_conns {
+                let _ = writeln!(
+                    t,
+                    "    ({w:.0} B against the warm reading before the connections were opened, {:.1} MiB)",
+                    warm.rss_before_conns.unwrap_or(0) as f64 / 1048576.0
+                );
+            }
             if let Some(r) = replay {
                 let _ = writeln!(
                     t,
@@ -2377,7 +2451,10 @@ fn report(
                 );
             }
             memory = json!({
-                "rss_warm_bytes": warm, "rss_bytes": rss, "waiting": n, "at_s": s.at_s,
+                "rss_warm_bytes": rss_warm, "rss_bytes": rss, "waiting": n, "at_s": s.at_s,
+                "sockets_warm": warm.conns, "sockets_at_sample": s.conns,
+                "rss_warm_before_connections_bytes": warm.rss_before_conns,
+                "bytes_per_waiting_with_connections": with_conns,
                 "bytes_per_waiting": per, "replay_store_bytes_per_waiting": replay,
                 "replay_records": s.replay_records,
                 "room_and_rest_bytes_per_waiting": replay.map(|r| per - r),

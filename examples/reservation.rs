@@ -1008,7 +1008,9 @@ async fn peer_addr(mut req: Request, next: Next) -> Response<Body> {
     next.run(req).await
 }
 
-/// `bytes` random bytes in lower-case hex, in one allocation.
+/// `bytes` random bytes in lower-case hex, in one allocation (the shared
+/// store's reservation ids).
+#[cfg(feature = "redis")]
 fn random_hex(bytes: usize) -> String {
     let mut b = [0u8; 32];
     let b = &mut b[..bytes.min(32)];

@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use queuegate::TicketId;
 
-use super::{hex, lock, random_hex, App, Reservation, SLOT_IDS, SLOT_SEATS};
+#[cfg(feature = "redis")]
+use super::random_hex;
+use super::{hex, lock, App, Reservation, SLOT_IDS, SLOT_SEATS};
 
 /// An in-memory booking as the map keeps it: the reservation id's 6
 /// random bytes and the slot's index in [`SLOT_IDS`] (7 bytes, no heap;
