@@ -1,5 +1,5 @@
 //! The waiting places of the in-memory state by position, and the keys of
-//! its deadline indexes: both laid out for memory per person, which is what
+//! its deadline B-trees: both laid out for memory per person, which is what
 //! a queue of a million is made of.
 //!
 //! Positions are handed out in increasing order and only ever leave, so
@@ -116,8 +116,9 @@ impl Line {
 /// A key of the deadline indexes: a deadline (ms) and a chain slot,
 /// ordered by deadline, then slot. Kept as three 32-bit words (12 bytes,
 /// 4-aligned) rather than an `(i64, u32)` (16 bytes with its padding): a
-/// B-tree leaf of 11 keys is then 144 bytes instead of 192, and every
-/// waiting person has one, moved at each heartbeat.
+/// B-tree leaf of 11 keys is then 144 bytes instead of 192. (The waiting
+/// people's deadlines are in a wheel, `super::wheel`; these keys index the
+/// pre-queue and the admitted.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Due {
     /// The deadline with its sign bit flipped (so unsigned order is the

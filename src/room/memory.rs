@@ -23,10 +23,12 @@ const EXPIRE_BATCH: usize = 1024;
 /// One queue. Chains live in [`Chains`] and are named by their slot there.
 /// Invariants between operations: every chain is in exactly one of `pre`
 /// (at index `chain.slot`), `waiting` (at position `chain.slot`, and
-/// counted in `counts`) or `admitted`; every pre-queue and waiting chain is
-/// in `deadlines` and every admitted one in `admitted`, each under its
-/// current deadline. So each operation finds what it needs in O(log n),
-/// and the dead are found from the front of the deadline indexes.
+/// counted in `counts`) or `admitted`; every pre-queue chain is in
+/// `pre_deadlines` and every admitted one in `admitted`, each under its
+/// current deadline, and every waiting one has exactly one entry in the
+/// `deadlines` wheel, at or before its deadline's bucket. So each
+/// operation finds what it needs in O(log n), and the dead are found from
+/// the front of the deadline indexes and the wheel's due buckets.
 #[derive(Default)]
 struct Queue {
     last_position: u64,
@@ -309,7 +311,7 @@ impl Queue {
 /// Every operation costs O(log n) in the queue's size n, whatever the
 /// position: the people ahead are counted with a Fenwick tree over the
 /// positions, and the chains whose deadline passed are found from the front
-/// of deadline indexes. The dead are dropped by the next operations of
+/// of deadline indexes (a timer wheel for the waiting). The dead are dropped by the next operations of
 /// their queue (join, heartbeat; O(log n) each), at most 1,024 per call so
 /// no call holds the lock for long, which keeps "people ahead" exact (only
 /// live people counted) except right after more than that many dropped out
@@ -319,14 +321,15 @@ impl Queue {
 /// the lock in between. [`RoomState::stats`] counts dead admitted chains
 /// not yet dropped in O(their number).
 ///
-/// Memory per person in line is one 88-byte chain record (the facts of its
+/// Memory per person in line is one 72-byte chain record (the facts of its
 /// latest ticket with their epoch, no ticket text), 8 to 16 bytes of
 /// index, 4 bytes of place by position (8 with the ring's spare capacity; a
 /// vacant 4 bytes per person who left behind the front, until the front
-/// passes), and a 12-byte key in the deadline tree (about 25 bytes with the
-/// tree's nodes): the `room` bench prints the resident figure at a million
-/// people, and the `room_memory` bench that of the whole room (replay store
-/// included) under heartbeats.
+/// passes), and a 4-byte entry in the deadline wheel (about 6 with the
+/// buckets' spare capacity; a person in the pre-queue has a 12-byte key in
+/// a B-tree instead, about 30 bytes with its nodes): the `room` bench
+/// prints the resident figure at a million people, and the `room_memory`
+/// bench that of the whole room (replay store included) under heartbeats.
 #[derive(Debug, Default)]
 pub struct MemoryRoomState {
     queues: Mutex<HashMap<String, Queue>>,
