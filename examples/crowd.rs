@@ -687,34 +687,6 @@ fn open_sockets(pid: u32) -> Option<u64> {
     Some(n as u64)
 }
 
-/// Opens connections before the warm memory reading: `per_pool` pings at
-/// once on every pool to every instance. A connection's buffers and task
-/// (about 12-17 KB each on the demo, some 2,000 of them at a million
-/// people) do not grow with the crowd; opened here, they are in the warm
-/// figure rather than counted against the people waiting. A burst reuses a
-/// connection that came back before a new one was dialed, so it opens
-/// fewer than it sends: the report gives the sockets open at the warm
-/// reading and at the sample it divides.
-async fn open_connections(
-    http: &Arc<Vec<Http>>,
-    bases: &[String],
-    per_pool: usize,
-    timeout: Duration,
-) {
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..http.len() {
-        for base in bases {
-            for _ in 0..per_pool {
-                let (http, base) = (http.clone(), base.clone());
-                calls.spawn(async move {
-                    let _ = send(&http[i], &base, Route::Ping, &Call::default(), timeout).await;
-                });
-            }
-        }
-    }
-    while calls.join_next().await.is_some() {}
-}
-
 /// CPU time of `pid` in microseconds: the sum of its threads' run time in
 /// `/proc/PID/task/*/schedstat` (nanoseconds, so short phases are measured
 /// finely), or user + system from `/proc/PID/stat` (clock ticks, 10 ms) if
@@ -967,13 +939,10 @@ struct RouteStats {
     errors: u64,
 }
 
-/// The demo's memory before the crowd.
+/// The demo's memory before the crowd (after the idle and ping phases).
 struct Warm {
-    /// After the phases and the connections were opened.
     rss: Option<u64>,
-    /// After the phases, before the connections were opened.
-    rss_before_conns: Option<u64>,
-    /// Its open sockets at `rss`.
+    /// Its open sockets then.
     conns: Option<u64>,
 }
 
@@ -2196,20 +2165,8 @@ async fn run(a: Args) -> Result<bool, String> {
             phases.push(p);
         }
     }
-    let rss_before_conns = total(&pids, rss_bytes);
-    let per_pool = (a.max_conns as usize / http.len()).max(1);
-    // Burst again (at most 5 times) until the demos hold as many as the
-    // pools may keep busy.
-    let target = (per_pool * http.len() * bases.len()) as u64;
-    for _ in 0..5 {
-        open_connections(&http, &bases, per_pool, timeout).await;
-        if total(&pids, open_sockets).is_none_or(|n| n >= target) {
-            break;
-        }
-    }
     let warm = Warm {
         rss: total(&pids, rss_bytes),
-        rss_before_conns,
         conns: total(&pids, open_sockets),
     };
     let stats_warm = read_stats(&http[0], &bases[0]).await;
@@ -2425,11 +2382,6 @@ fn report(
             let n = s.waiting.unwrap_or(0);
             let rss = s.rss.unwrap_or(0);
             let per = (rss as f64 - rss_warm as f64) / n as f64;
-            // The same against the reading before the connections were
-            // opened: their buffers counted against the people waiting.
-            let with_conns = warm
-                .rss_before_conns
-                .map(|before| (rss as f64 - before as f64) / n as f64);
             let replay = match (s.replay_heap_bytes, stats_warm.replay_heap_bytes) {
                 (Some(now), Some(then)) => Some((now as f64 - then as f64) / n as f64),
                 _ => None,
@@ -2444,13 +2396,6 @@ fn report(
                 s.at_s,
                 s.conns.map_or("?".into(), |c| c.to_string()),
             );
-            if let Some(w) = with_conns {
-                let _ = writeln!(
-                    t,
-                    "    ({w:.0} B against the warm reading before the connections were opened, {:.1} MiB)",
-                    warm.rss_before_conns.unwrap_or(0) as f64 / 1048576.0
-                );
-            }
             if let Some(r) = replay {
                 let _ = writeln!(
                     t,
@@ -2462,8 +2407,6 @@ fn report(
             memory = json!({
                 "rss_warm_bytes": rss_warm, "rss_bytes": rss, "waiting": n, "at_s": s.at_s,
                 "sockets_warm": warm.conns, "sockets_at_sample": s.conns,
-                "rss_warm_before_connections_bytes": warm.rss_before_conns,
-                "bytes_per_waiting_with_connections": with_conns,
                 "bytes_per_waiting": per, "replay_store_bytes_per_waiting": replay,
                 "replay_records": s.replay_records,
                 "room_and_rest_bytes_per_waiting": replay.map(|r| per - r),
