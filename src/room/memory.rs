@@ -315,8 +315,10 @@ impl Queue {
 /// their queue (join, heartbeat; O(log n) each), at most 1,024 per call so
 /// no call holds the lock for long, which keeps "people ahead" exact (only
 /// live people counted) except right after more than that many dropped out
-/// at once: until the following calls have dropped them all, the dead not
-/// yet dropped are still counted (an overcount, never an undercount).
+/// at once, or more than 8,192 deadline-wheel entries came due at once
+/// (after the queue sat idle: a call looks at no more than that): until
+/// the following calls have caught up, the dead not yet dropped are still
+/// counted (an overcount, never an undercount).
 /// [`RoomState::sweep`] drops them all, in batches of 1,024 that let go of
 /// the lock in between. [`RoomState::stats`] counts dead admitted chains
 /// not yet dropped in O(their number).
