@@ -41,12 +41,10 @@ pub(super) struct Wheel {
 impl Wheel {
     /// Files `position` under the bucket of `deadline_ms`.
     pub(super) fn insert(&mut self, deadline_ms: i64, position: u64) {
-        self.put(bucket_of(deadline_ms), position as u32);
-    }
-
-    /// Files an entry under `bucket`.
-    pub(super) fn put(&mut self, bucket: i64, entry: u32) {
-        self.buckets.entry(bucket).or_default().push(entry);
+        self.buckets
+            .entry(bucket_of(deadline_ms))
+            .or_default()
+            .push(position as u32);
     }
 
     /// Takes out the earliest bucket that started at or before `now_ms`.
