@@ -48,9 +48,13 @@
 //!   pipelined on its one connection; on a Cluster one person after
 //!   another, each admission answered before the next is sent; the batch
 //!   ended by the first that fails), skipping at most [`BATCH`] dead
-//!   places per tick for free.
+//!   places per tick for free. What the people's slots said goes back to
+//!   the queue's slot in parts of at most [`APPLY_CHUNK`] entries, one
+//!   short script each; only the last part refills the bucket and picks
+//!   the front.
 //!
-//! So no script ever loops over the queue, and the queue's slot sees a
+//! So no script ever loops over the queue, no script on the queue's slot
+//! acts on more than [`APPLY_CHUNK`] entries, and the queue's slot sees a
 //! bounded number of commands per tick whatever the queue's depth.
 
 mod cache;
@@ -88,6 +92,13 @@ pub const LAYOUT: &str = "2";
 /// pre-queue entries to place, waiting places to sweep), the most places
 /// it admits and the most dead front places it skips.
 pub const BATCH: usize = 1000;
+
+/// The most list entries (of the up to 3 × [`BATCH`] a tick looked at) one
+/// call of the tick's apply script acts on: a tick sends its entries in
+/// parts, so no script on the queue's slot runs long (an opening's part
+/// places at most this many people) while a tick still does a whole
+/// batch of work.
+pub const APPLY_CHUNK: usize = 250;
 
 /// How often (by the operations' clock) an instance refreshes its snapshot
 /// and, holding the lease, runs the admission tick.
@@ -994,44 +1005,81 @@ impl Inner {
                 self.check_all(queue, "w", &sweep, true, live_at),
             );
             let (e, p, s) = (e?, p?, s?);
-            let mut args = vec![
-                self.id.clone(),
-                BATCH.to_string(),
-                BATCH.to_string(),
-                BATCH.to_string(),
-            ];
-            args.push(expired.len().to_string());
-            for ((b, score), (code, live)) in expired.iter().zip(&e) {
-                // A deadline an amnesty forgives stays listed (after now:
-                // looked at again once the amnesty has ended).
-                let live = if *code == 1 {
-                    (*live).max(now_ms + 1)
-                } else {
-                    0
-                };
-                args.extend([b.clone(), score.clone(), live.to_string()]);
-            }
-            args.push(pre.len().to_string());
-            for ((b, score), (code, _)) in pre.iter().zip(&p) {
-                args.extend([b.clone(), score.clone(), code.to_string()]);
-            }
-            args.push(sweep.len().to_string());
-            for ((b, score), (code, _)) in sweep.iter().zip(&s) {
-                // A join being set up counts as alive.
-                let alive = if *code == 0 { "0" } else { "1" };
-                args.extend([b.clone(), score.clone(), alive.to_owned()]);
-            }
-            let apply = items(
-                self.queue_eval(&self.scripts.tick_apply, queue, now_ms, &args)
-                    .await?,
-            )?;
-            if int(apply.first().ok_or_else(bad_answer)?)? == 1 {
-                let [_, placed, n, front] = apply.as_slice() else {
-                    return Err(bad_answer());
-                };
-                self.place_drawn(queue, &pairs(placed)?).await?;
-                let n = usize::try_from(int(n)?).unwrap_or(0);
-                self.admit_front(queue, n, &pairs(front)?, live_at).await?;
+            let expired: Vec<[String; 3]> = expired
+                .iter()
+                .zip(&e)
+                .map(|((b, score), (code, live))| {
+                    // A deadline an amnesty forgives stays listed (after
+                    // now: looked at again once the amnesty has ended).
+                    let live = if *code == 1 {
+                        (*live).max(now_ms + 1)
+                    } else {
+                        0
+                    };
+                    [b.clone(), score.clone(), live.to_string()]
+                })
+                .collect();
+            // The opening places in draw order: nothing from the first
+            // join still being set up on (it waits for the next tick).
+            let pre: Vec<[String; 3]> = pre
+                .iter()
+                .zip(&p)
+                .take_while(|(_, (code, _))| *code != 2)
+                .map(|((b, draw), (code, _))| [b.clone(), draw.clone(), code.to_string()])
+                .collect();
+            // A join being set up counts as alive.
+            let swept: Vec<[String; 3]> = sweep
+                .iter()
+                .zip(&s)
+                .map(|((b, place), (code, _))| {
+                    let alive = if *code == 0 { "0" } else { "1" };
+                    [b.clone(), place.clone(), alive.to_owned()]
+                })
+                .collect();
+            // A full batch: the next tick sweeps on after its last place;
+            // a short one: the sweep starts again from the front.
+            let cursor = match sweep.last() {
+                Some((_, place)) if sweep.len() >= BATCH => place.clone(),
+                _ => "0".to_owned(),
+            };
+            let mut left = [&expired[..], &pre[..], &swept[..]];
+            loop {
+                let mut room = APPLY_CHUNK;
+                let mut args = vec![
+                    self.id.clone(),
+                    BATCH.to_string(),
+                    BATCH.to_string(),
+                    String::new(),
+                ];
+                for section in &mut left {
+                    let (part, rest) = section.split_at(section.len().min(room));
+                    room -= part.len();
+                    args.push(part.len().to_string());
+                    args.extend(part.iter().flatten().cloned());
+                    *section = rest;
+                }
+                let finish = left.iter().all(|s| s.is_empty());
+                if finish {
+                    args[3].clone_from(&cursor);
+                }
+                let apply = items(
+                    self.queue_eval(&self.scripts.tick_apply, queue, now_ms, &args)
+                        .await?,
+                )?;
+                if int(apply.first().ok_or_else(bad_answer)?)? != 1 {
+                    // The lease was lost: another instance ticks now.
+                    break;
+                }
+                let placed = pairs(apply.get(1).ok_or_else(bad_answer)?)?;
+                self.place_drawn(queue, &placed).await?;
+                if finish {
+                    let [_, _, n, front] = apply.as_slice() else {
+                        return Err(bad_answer());
+                    };
+                    let n = usize::try_from(int(n)?).unwrap_or(0);
+                    self.admit_front(queue, n, &pairs(front)?, live_at).await?;
+                    break;
+                }
             }
         }
         self.refresh(queue, now_ms).await

@@ -1,14 +1,19 @@
 -- The admission tick, step 2 of 3: applies what the people's slots said,
 -- places a batch of the pre-queue in draw order (the opening, cut into
 -- bounded batches), refills the admission bucket and picks the front
--- places to admit. ARGV: [3] instance id, [4] most admissions per tick,
--- [5] dead places skippable per tick, [6] batch size, then three sections,
--- each a count followed by that many triples:
+-- places to admit. The instance sends the tick's entries in parts of at
+-- most `APPLY_CHUNK` (so no call of this script is long); only the last
+-- part finishes the tick. ARGV: [3] instance id, [4] most admissions per
+-- tick, [5] dead places skippable per tick, [6] empty for a part that
+-- does not finish the tick, else the sweep cursor to keep (0: start
+-- again), then three sections, each a count followed by that many
+-- triples:
 --   expired admitted: binding, score, deadline now (0: dead)
---   pre-queue: binding, draw, 1 alive / 0 dead / 2 being set up
+--   pre-queue: binding, draw, 1 alive / 0 dead (the instance sends
+--     nothing from the first join still being set up on: draw order)
 --   sweep: binding, place, 1 alive / 0 dead
--- Returns {0} (lease lost) or {1, placed (binding, place ...), admissions
--- allowed, front places (binding, place ...)}.
+-- Returns {0} (lease lost), {1, placed (binding, place ...)} for a part,
+-- or {1, placed, admissions allowed, front places (binding, place ...)}.
 if not leader() then return {0} end
 local at = 7
 local function nxt()
@@ -24,38 +29,27 @@ for _ = 1, tonumber(nxt()) do
   end
 end
 local placed = {}
-local stopped = false
-local n_pre = tonumber(nxt())
-for _ = 1, n_pre do
+for _ = 1, tonumber(nxt()) do
   local b, s, code = nxt(), tonumber(nxt()), nxt()
-  if code == '2' then stopped = true end
-  if not stopped then
-    if unlist(KEYS[5], b, s) and code == '1' then
-      local place = redis.call('HINCRBY', KEYS[2], 'next', 1)
-      redis.call('ZADD', KEYS[4], place, b)
-      count(place, 1)
-      placed[#placed + 1] = b
-      placed[#placed + 1] = place
-    end
+  if unlist(KEYS[5], b, s) and code == '1' then
+    local place = redis.call('HINCRBY', KEYS[2], 'next', 1)
+    redis.call('ZADD', KEYS[4], place, b)
+    count(place, 1)
+    placed[#placed + 1] = b
+    placed[#placed + 1] = place
   end
 end
+for _ = 1, tonumber(nxt()) do
+  local b, place, code = nxt(), tonumber(nxt()), nxt()
+  if code == '0' then unwait(b, place) end
+end
+if ARGV[6] == '' then return {1, placed} end
 local opens = tonumber(redis.call('HGET', KEYS[3], 'opens_at') or ARGV[2])
 if redis.call('HGET', KEYS[2], 'opened') ~= '1' and now >= opens
     and redis.call('ZCARD', KEYS[5]) == 0 then
   redis.call('HSET', KEYS[2], 'opened', '1')
 end
-local n_sweep = tonumber(nxt())
-local last = nil
-for _ = 1, n_sweep do
-  local b, place, code = nxt(), tonumber(nxt()), nxt()
-  if code == '0' then unwait(b, place) end
-  last = place
-end
-if n_sweep < tonumber(ARGV[6]) or not last then
-  redis.call('HSET', KEYS[2], 'sweep_at', '0')
-else
-  redis.call('HSET', KEYS[2], 'sweep_at', string.format('%d', last))
-end
+redis.call('HSET', KEYS[2], 'sweep_at', string.format('%d', tonumber(ARGV[6])))
 -- TokenBucket::refill, from the shared settings.
 local s = redis.call('HMGET', KEYS[3], 'per_sec', 'burst', 'max_admitted', 'paused')
 local per_sec, burst = tonumber(s[1] or '0'), tonumber(s[2] or '1')
