@@ -283,9 +283,10 @@ async fn a_lost_epoch_still_stops_the_short_path() {
         .query_async(&mut c)
         .await
         .unwrap();
+    // `Reset`, not `Stale`: the store says the records were lost.
     assert_eq!(
         s.advance(&advance(id, 1, t + 1_000, 300_000)).await,
-        Ok(Advance::Stale)
+        Ok(Advance::Reset)
     );
     assert_ne!(s.epoch(), before, "the store learnt the new epoch");
     s.clear().await.unwrap();
@@ -369,12 +370,12 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
         epoch: before,
         ..advance(id, 1, t + 1_000, 300_000)
     };
-    assert_eq!(s.advance(&old).await, Ok(Advance::Stale), "fenced");
+    assert_eq!(s.advance(&old).await, Ok(Advance::Reset), "fenced");
     let after = s.epoch_of(&id);
     assert_ne!(after, before, "the store learnt the shard's new epoch");
     // The same old ticket again: still refused, though the instance now
     // knows the new epoch and the record is still there.
-    assert_eq!(s.advance(&old).await, Ok(Advance::Stale));
+    assert_eq!(s.advance(&old).await, Ok(Advance::Reset));
     // A chain minted after the fence goes on.
     let fresh = TicketId::random();
     let new = AdvanceRequest {

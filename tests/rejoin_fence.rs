@@ -129,7 +129,7 @@ impl ReplayStore for FencedStore {
 
     fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
         if request.epoch != self.epoch() {
-            return ready(Ok(Advance::Stale));
+            return ready(Ok(Advance::Reset));
         }
         self.records().advance(request)
     }
