@@ -287,11 +287,15 @@ pub trait ReplayStore: Send + Sync + 'static {
         self.epoch()
     }
 
-    /// Whether [`check`](Self::check) compares the ticket's epoch
-    /// ([`ReplayCheck::epoch`]) itself, against the epoch of the chain's
-    /// shard, so the verifier must not compare it with
-    /// [`epoch`](Self::epoch). False unless the store keeps an epoch per
-    /// shard.
+    /// Whether [`check`](Self::check) and [`advance`](Self::advance)
+    /// compare the ticket's epoch ([`ReplayCheck::epoch`],
+    /// [`AdvanceRequest::epoch`]) themselves, against the epoch of the
+    /// chain's shard, so the verifier must not compare it with
+    /// [`epoch`](Self::epoch). Such a store answers an advance whose epoch
+    /// it refuses with [`Advance::Reset`], and the issuer reads its
+    /// [`Advance::Stale`] as a stale sequence, whatever this instance
+    /// knows of the shard's epoch. False unless the store keeps an epoch
+    /// per shard.
     fn checks_epoch(&self) -> bool {
         false
     }
