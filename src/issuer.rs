@@ -351,12 +351,13 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
     }
 
     /// Advances a chain in the replay store: the sequence and issue time to
-    /// sign, `replayed` if the chain moved on (reason `state_reset` if the
-    /// store's epoch for it is no longer the request's: its records were
-    /// lost), `store_unavailable` if the store failed (always fail closed:
-    /// a chain must never fork).
+    /// sign, `replayed` if the chain moved on (reason `stale_sequence`) or
+    /// the presented epoch is no longer the store's (reason `state_reset`:
+    /// its records were lost or its shard fenced), `store_unavailable` if
+    /// the store failed (always fail closed: a chain must never fork).
     async fn advance(&self, request: &AdvanceRequest) -> Result<(u32, i64), Rejection> {
-        match self.verifier.store().advance(request).await {
+        let store = self.verifier.store();
+        let reason = match store.advance(request).await {
             Ok(Advance::Next {
                 sequence,
                 issued_at_ms,
@@ -364,27 +365,28 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
             | Ok(Advance::Retry {
                 sequence,
                 issued_at_ms,
-            }) => Ok((sequence, issued_at_ms)),
-            // The store's epoch for the chain is no longer the request's
-            // (it learnt the new one from this answer, or knew it): the
-            // chain's records were lost, not overtaken. (On a Cluster, an
-            // instance that has not learnt a fenced shard's new epoch yet
-            // labels a plain stale sequence of a chain minted after the
-            // fence so too: `Advance::Stale` does not say which it was.)
-            Ok(Advance::Stale)
-                if self.verifier.store().epoch_of(&request.ticket_id) != request.epoch =>
-            {
-                Err(Rejection::Replayed {
-                    reason: ReplayReason::StateReset,
-                    ticket_id: request.ticket_id,
-                })
+            }) => return Ok((sequence, issued_at_ms)),
+            Ok(Advance::Reset) => ReplayReason::StateReset,
+            // A store that compares the presented epoch itself answered
+            // `Reset` if it refused it: this chain moved on. Its word is
+            // taken over this instance's view of the shard's epoch, which
+            // lags a fence another instance learnt of (a rejoin of a chain
+            // minted after the fence that lost a race with its renewal
+            // would be labelled `state_reset`, and the room would end it).
+            Ok(Advance::Stale) if store.checks_epoch() => ReplayReason::StaleSequence,
+            // A store that does not may say `Stale` for a chain whose
+            // records it lost: its epoch for the chain is no longer the
+            // request's (it learnt the new one from this answer, or knew it).
+            Ok(Advance::Stale) if store.epoch_of(&request.ticket_id) != request.epoch => {
+                ReplayReason::StateReset
             }
-            Ok(Advance::Stale) => Err(Rejection::Replayed {
-                reason: ReplayReason::StaleSequence,
-                ticket_id: request.ticket_id,
-            }),
-            Err(_) => Err(self.verifier.policy().store_unavailable()),
-        }
+            Ok(Advance::Stale) => ReplayReason::StaleSequence,
+            Err(_) => return Err(self.verifier.policy().store_unavailable()),
+        };
+        Err(Rejection::Replayed {
+            reason,
+            ticket_id: request.ticket_id,
+        })
     }
 
     /// Checks a ticket presented to a heartbeat: every verifier rule except

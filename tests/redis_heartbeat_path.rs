@@ -283,9 +283,10 @@ async fn a_lost_epoch_still_stops_the_short_path() {
         .query_async(&mut c)
         .await
         .unwrap();
+    // `Reset`, not `Stale`: the store says the records were lost.
     assert_eq!(
         s.advance(&advance(id, 1, t + 1_000, 300_000)).await,
-        Ok(Advance::Stale)
+        Ok(Advance::Reset)
     );
     assert_ne!(s.epoch(), before, "the store learnt the new epoch");
     s.clear().await.unwrap();
@@ -369,12 +370,12 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
         epoch: before,
         ..advance(id, 1, t + 1_000, 300_000)
     };
-    assert_eq!(s.advance(&old).await, Ok(Advance::Stale), "fenced");
+    assert_eq!(s.advance(&old).await, Ok(Advance::Reset), "fenced");
     let after = s.epoch_of(&id);
     assert_ne!(after, before, "the store learnt the shard's new epoch");
     // The same old ticket again: still refused, though the instance now
     // knows the new epoch and the record is still there.
-    assert_eq!(s.advance(&old).await, Ok(Advance::Stale));
+    assert_eq!(s.advance(&old).await, Ok(Advance::Reset));
     // A chain minted after the fence goes on.
     let fresh = TicketId::random();
     let new = AdvanceRequest {
@@ -383,4 +384,81 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
     };
     assert!(matches!(s.advance(&new).await, Ok(Advance::Next { .. })));
     s.clear().await.unwrap();
+}
+
+/// On a Cluster, a stale sequence of a chain minted after a fence is
+/// `Stale`, not `Reset`, also when asked through an instance that has not
+/// learnt the shard's new epoch (its view lags; the presented epoch is the
+/// shard's): the store, not that view, says which it was.
+#[tokio::test]
+#[ignore = "needs Redis Cluster"]
+async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
+    let prefix = unique("lag");
+    let connect = || async {
+        RedisReplayStore::cluster_builder(&SEEDS)
+            .prefix(&prefix)
+            .connect()
+            .await
+            .expect("this test needs the Redis Cluster of `.ci/redis-cluster start`")
+    };
+    let (learnt, lagging) = (connect().await, connect().await);
+    let id = TicketId::random();
+    let before = learnt.epoch_of(&id);
+    assert_eq!(lagging.epoch_of(&id), before);
+    let t = wall_ms();
+    assert!(matches!(
+        learnt
+            .advance(&AdvanceRequest {
+                epoch: before,
+                ..advance(id, 0, t, 300_000)
+            })
+            .await,
+        Ok(Advance::Next { sequence: 1, .. })
+    ));
+    // The shard is fenced; `learnt` learns it from the refusal of a
+    // ticket minted before.
+    let record = cluster_record_key(id).await;
+    let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+    let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+    let mut c = cluster.get_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(&owner)
+        .arg("another-node")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let old = AdvanceRequest {
+        epoch: before,
+        ..advance(id, 1, t + 1_000, 300_000)
+    };
+    assert_eq!(learnt.advance(&old).await, Ok(Advance::Reset));
+    let after = learnt.epoch_of(&id);
+    assert_ne!(after, before);
+    assert_eq!(lagging.epoch_of(&id), before, "nothing taught it yet");
+    // A chain on the same shard (the shard is the id's first byte) minted
+    // after the fence by `learnt`, renewed twice.
+    let mut fresh = TicketId::random();
+    fresh.0[0] = id.0[0];
+    assert_eq!(learnt.epoch_of(&fresh), after, "the same shard");
+    let minted = |sequence, at| AdvanceRequest {
+        epoch: after,
+        ..advance(fresh, sequence, at, 300_000)
+    };
+    for n in 0..2u32 {
+        assert!(matches!(
+            learnt.advance(&minted(n, t + 2_000 + i64::from(n))).await,
+            Ok(Advance::Next { .. })
+        ));
+    }
+    // Sequence 0 through the lagging instance, past the grace: stale, in
+    // the shard's current epoch, and nothing was learnt from it.
+    assert_eq!(
+        lagging.advance(&minted(0, t + 9_000)).await,
+        Ok(Advance::Stale)
+    );
+    assert_eq!(lagging.epoch_of(&fresh), before, "still lagging");
+    // The fenced chain's old ticket through it: `Reset`, and now it knows.
+    assert_eq!(lagging.advance(&old).await, Ok(Advance::Reset));
+    assert_eq!(lagging.epoch_of(&id), after);
+    learnt.clear().await.unwrap();
 }

@@ -7,6 +7,12 @@
 //! the chain's ticket (`replayed`, `state_reset`), so a chain already
 //! booked cannot be re-minted admitted and book again; the room starts a
 //! new chain for the person instead.
+//!
+//! Only a store's refusal of the epoch is `state_reset`: an instance whose
+//! view of a fenced shard's epoch lags (another instance learnt the new
+//! one) labels a chain minted after the fence that lost a race with its
+//! own renewal `stale_sequence`, as the store answered (`Advance::Stale`,
+//! not `Advance::Reset`), and the room keeps that chain.
 
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,8 +22,8 @@ use std::time::Duration;
 use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, SettleHold};
 use queuegate::{
     ChainFacts, ClientTime, Clock, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore,
-    MemoryRoomState, Minted, Policy, Presented, Rejection, ReplayMode, ReplayReason, ReplayStore,
-    Settlement, StoreError, TicketId, Verifier, WaitingRoom,
+    MemoryRoomState, Minted, Policy, Presented, Rejection, RenewDecision, ReplayMode, ReplayReason,
+    ReplayStore, RoomError, Settlement, StoreError, TicketId, Verifier, WaitingRoom,
 };
 
 const QUEUE: &str = "fence-11";
@@ -129,6 +135,208 @@ impl ReplayStore for FencedStore {
 
     fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
         if request.epoch != self.epoch() {
+            return ready(Ok(Advance::Reset));
+        }
+        self.records().advance(request)
+    }
+
+    fn settle(&self, settle: &SettleHold) -> Self::SettleFuture {
+        self.records().settle(settle)
+    }
+}
+
+/// One instance's handle on a [`FencedStore`] shared by several, as each
+/// instance of a Redis Cluster store keeps its own view of a shard's epoch:
+/// it mints under the epoch it knows, and learns a new one only from a
+/// refusal of an older one (the Cluster script's `{4, epoch}`), so after a
+/// fence its view lags until such a refusal reaches it.
+struct InstanceView {
+    shard: Arc<FencedStore>,
+    known: AtomicU32,
+}
+
+impl InstanceView {
+    fn new(shard: &Arc<FencedStore>) -> Self {
+        Self {
+            shard: shard.clone(),
+            known: AtomicU32::new(shard.epoch()),
+        }
+    }
+
+    /// Learns the shard's epoch if `presented` is not it (the store just
+    /// refused that epoch).
+    fn learn_if_refused(&self, presented: u32) {
+        if presented != self.shard.epoch() {
+            self.known.store(self.shard.epoch(), Ordering::SeqCst);
+        }
+    }
+}
+
+impl ReplayStore for InstanceView {
+    type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
+    type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
+
+    fn epoch(&self) -> u32 {
+        self.known.load(Ordering::SeqCst)
+    }
+
+    fn checks_epoch(&self) -> bool {
+        true
+    }
+
+    fn check(&self, check: &ReplayCheck) -> Self::CheckFuture {
+        self.learn_if_refused(check.epoch);
+        self.shard.check(check)
+    }
+
+    fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
+        self.learn_if_refused(request.epoch);
+        self.shard.advance(request)
+    }
+
+    fn settle(&self, settle: &SettleHold) -> Self::SettleFuture {
+        self.shard.settle(settle)
+    }
+}
+
+fn is_stale_sequence(r: &Result<Minted, Rejection>) -> bool {
+    matches!(
+        r,
+        Err(Rejection::Replayed {
+            reason: ReplayReason::StaleSequence,
+            ..
+        })
+    )
+}
+
+/// An instance that has not learnt a fenced shard's new epoch (another
+/// instance has) asks to advance a chain minted after the fence from a
+/// ticket its renewal has overtaken: the store, which compares the
+/// presented epoch itself, says the chain moved on (`Advance::Stale`), and
+/// the issuer takes its word over its own lagging view: `stale_sequence`,
+/// not `state_reset`. A ticket minted before the fence is still
+/// `state_reset` through either instance.
+#[tokio::test]
+async fn a_lagging_instance_labels_a_lost_race_stale_not_reset() {
+    let clock = ManualClock::new(T0);
+    let shard = Arc::new(FencedStore::new());
+    let (lagging, learnt) = (
+        Arc::new(InstanceView::new(&shard)),
+        Arc::new(InstanceView::new(&shard)),
+    );
+    let issuer = |view: &Arc<InstanceView>| {
+        Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), view.clone()).unwrap()
+    };
+    let (slow, fast) = (issuer(&lagging), issuer(&learnt));
+    let before = fast.join(b"cy", ClientTime::Absent, &ADMIT).unwrap();
+    let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+    let before = fast.renew(&checked, b"cy", &ADMIT).await.unwrap();
+
+    shard.fence();
+    clock.advance(Duration::from_secs(1));
+    // `fast` learns the new epoch from the refusal of cy's heartbeat.
+    let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+    assert!(is_state_reset(&fast.renew(&checked, b"cy", &ADMIT).await));
+    assert_eq!(learnt.epoch(), shard.epoch());
+    assert_ne!(lagging.epoch(), shard.epoch());
+
+    // Ana's chain, minted after the fence, and renewed: the renewal's
+    // successor is used (a protected route saw it).
+    let first = fast.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+    assert_eq!(first.claims.epoch, shard.epoch());
+    let checked = fast.check(&presented(&first.ticket, b"ana")).unwrap();
+    let second = fast.renew(&checked, b"ana", &ADMIT).await.unwrap();
+    let route = Verifier::new(keys(), Policy::new(QUEUE), clock.clone(), learnt.clone()).unwrap();
+    route
+        .verify(&presented(&second.ticket, b"ana"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+
+    // Through the lagging instance: the first ticket's heartbeat, and a
+    // rejoin from the facts of the first ticket (the room had not recorded
+    // the renewal yet), lost the race: stale, not reset.
+    let checked = slow.check(&presented(&first.ticket, b"ana")).unwrap();
+    let beat = slow.renew(&checked, b"ana", &ADMIT).await;
+    assert!(is_stale_sequence(&beat), "{beat:?}");
+    let facts = ChainFacts::of(&first.claims);
+    let rejoined = slow
+        .rejoin(b"ana", ClientTime::Absent, &facts, &ADMIT)
+        .await;
+    assert!(is_stale_sequence(&rejoined), "{rejoined:?}");
+    assert_ne!(
+        lagging.epoch(),
+        shard.epoch(),
+        "nothing refused, nothing learnt"
+    );
+    // The chain goes on from its latest ticket, through either instance.
+    let checked = slow.check(&presented(&second.ticket, b"ana")).unwrap();
+    let third = slow.renew(&checked, b"ana", &ADMIT).await.unwrap();
+    assert_eq!(third.claims.ticket_id, first.claims.ticket_id);
+    assert_eq!(third.claims.epoch, shard.epoch());
+
+    // The fenced chain is still `state_reset` through the lagging instance
+    // (which learns the new epoch from it) and through the other.
+    let facts = ChainFacts::of(&before.claims);
+    for issuer in [&slow, &fast] {
+        let rejoined = issuer
+            .rejoin(b"cy", ClientTime::Absent, &facts, &ADMIT)
+            .await;
+        assert!(is_state_reset(&rejoined), "{rejoined:?}");
+        let checked = issuer.check(&presented(&before.ticket, b"cy")).unwrap();
+        let beat = issuer.renew(&checked, b"cy", &ADMIT).await;
+        assert!(is_state_reset(&beat), "{beat:?}");
+    }
+    assert_eq!(lagging.epoch(), shard.epoch(), "learnt from the refusal");
+}
+
+/// A store with one epoch that does not compare the presented epoch itself
+/// (`checks_epoch` false) and, finding its backend's state lost, answers
+/// `Stale` and learns the backend's new epoch (as the single-Redis store
+/// did before `Advance::Reset`): the issuer still labels that
+/// `state_reset`, from its view of the epoch, which the answer just moved.
+struct OneEpochStore {
+    records: Mutex<Arc<MemoryReplayStore>>,
+    backend_epoch: AtomicU32,
+    known: AtomicU32,
+}
+
+impl OneEpochStore {
+    fn new() -> Self {
+        Self {
+            records: Mutex::new(Arc::new(MemoryReplayStore::new())),
+            backend_epoch: AtomicU32::new(1),
+            known: AtomicU32::new(1),
+        }
+    }
+
+    fn lose_state(&self) {
+        *self.records.lock().unwrap() = Arc::new(MemoryReplayStore::new());
+        self.backend_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn records(&self) -> Arc<MemoryReplayStore> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl ReplayStore for OneEpochStore {
+    type CheckFuture = Ready<Result<ReplayVerdict, StoreError>>;
+    type AdvanceFuture = Ready<Result<Advance, StoreError>>;
+    type SettleFuture = Ready<Result<(), StoreError>>;
+
+    fn epoch(&self) -> u32 {
+        self.known.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, check: &ReplayCheck) -> Self::CheckFuture {
+        self.records().check(check)
+    }
+
+    fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture {
+        let backend = self.backend_epoch.load(Ordering::SeqCst);
+        if self.known.swap(backend, Ordering::SeqCst) != backend {
             return ready(Ok(Advance::Stale));
         }
         self.records().advance(request)
@@ -137,6 +345,126 @@ impl ReplayStore for FencedStore {
     fn settle(&self, settle: &SettleHold) -> Self::SettleFuture {
         self.records().settle(settle)
     }
+}
+
+/// The issuer's fallback for a store that does not compare epochs: a
+/// `Stale` answer after which the store's epoch is no longer the request's
+/// is `state_reset`; a plain one is `stale_sequence`.
+#[tokio::test]
+async fn a_store_without_epoch_checks_keeps_the_issuers_label() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(OneEpochStore::new());
+    let issuer = Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), store.clone()).unwrap();
+    let first = issuer.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+    let checked = issuer.check(&presented(&first.ticket, b"ana")).unwrap();
+    let second = issuer.renew(&checked, b"ana", &ADMIT).await.unwrap();
+    clock.advance(Duration::from_secs(6));
+    let checked = issuer.check(&presented(&first.ticket, b"ana")).unwrap();
+    let stale = issuer.renew(&checked, b"ana", &ADMIT).await;
+    assert!(is_stale_sequence(&stale), "{stale:?}");
+    // The backend loses its state between the check and the advance.
+    let checked = issuer.check(&presented(&second.ticket, b"ana")).unwrap();
+    store.lose_state();
+    let lost = issuer.renew(&checked, b"ana", &ADMIT).await;
+    assert!(is_state_reset(&lost), "{lost:?}");
+}
+
+/// The same race through the room: an admitted person whose join reaches
+/// an instance that lags the fence, with the room's facts one renewal
+/// behind the store, is told to try again (`busy`), and keeps the chain
+/// and the turn; it is not ended and moved to the back. A person whose
+/// chain the fence did cut is still given a new chain.
+#[tokio::test]
+async fn a_lagging_instance_does_not_end_an_admitted_chain_that_lost_a_race() {
+    let clock = ManualClock::new(T0);
+    let shard = Arc::new(FencedStore::new());
+    let state = Arc::new(MemoryRoomState::new());
+    let (lagging, learnt) = (
+        Arc::new(InstanceView::new(&shard)),
+        Arc::new(InstanceView::new(&shard)),
+    );
+    let room = |view: &Arc<InstanceView>| {
+        let issuer = Issuer::new(keys(), Policy::new(QUEUE), clock.clone(), view.clone()).unwrap();
+        WaitingRoom::builder(issuer, state.clone())
+            .admit_per_sec(50.0)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let (slow, fast) = (room(&lagging), room(&learnt));
+    let cy = fast.join(b"cy", ClientTime::Absent).await.unwrap();
+    assert!(cy.admitted);
+
+    shard.fence();
+    clock.advance(Duration::from_secs(1));
+    // `fast` learns the new epoch from the refusal of cy's heartbeat (the
+    // room keeps cy's place: the client rejoins).
+    let beat = fast.heartbeat(&presented(&cy.ticket, b"cy")).await;
+    assert!(
+        matches!(
+            beat,
+            Err(RoomError::Rejected(Rejection::Replayed {
+                reason: ReplayReason::StateReset,
+                ..
+            }))
+        ),
+        "{beat:?}"
+    );
+    assert_eq!(learnt.epoch(), shard.epoch());
+    assert_ne!(lagging.epoch(), shard.epoch());
+
+    // Ana joins after the fence and is admitted. Her heartbeat's advance
+    // reaches the store, but its record in the room does not (yet): the
+    // room's facts are one renewal behind. Its successor is used.
+    let ana = fast.join(b"ana", ClientTime::Absent).await.unwrap();
+    assert!(ana.admitted);
+    let checked = fast
+        .issuer()
+        .check(&presented(&ana.ticket, b"ana"))
+        .unwrap();
+    let decision = RenewDecision {
+        position: 0,
+        live_for: Duration::from_secs(30),
+        estimated_wait: Duration::ZERO,
+        admit: false,
+    };
+    let renewed = fast
+        .issuer()
+        .renew(&checked, b"ana", &decision)
+        .await
+        .unwrap();
+    let route = Verifier::new(keys(), Policy::new(QUEUE), clock.clone(), learnt.clone()).unwrap();
+    route
+        .verify(&presented(&renewed.ticket, b"ana"))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+
+    // A reloaded page joins through the lagging instance: the rejoin from
+    // the room's facts lost the race. Try again; the chain is not ended.
+    let joined = slow.join(b"ana", ClientTime::Absent).await;
+    assert!(matches!(joined, Err(RoomError::Busy)), "{joined:?}");
+    // The renewed ticket's heartbeat (through the lagging instance, too)
+    // finds the same chain, admitted, and records it.
+    let beat = slow
+        .heartbeat(&presented(&renewed.ticket, b"ana"))
+        .await
+        .unwrap();
+    assert_eq!(beat.ticket_id, ana.ticket_id, "the chain was not ended");
+    assert!(beat.admitted, "the turn was kept");
+    // Now the room's facts are current: a join gets the same chain.
+    let again = slow.join(b"ana", ClientTime::Absent).await.unwrap();
+    assert_eq!(again.ticket_id, ana.ticket_id);
+    assert!(again.admitted);
+
+    // Cy's chain was cut by the fence: a join through the lagging
+    // instance ends it and starts a new chain.
+    let cy_again = slow.join(b"cy", ClientTime::Absent).await.unwrap();
+    assert_ne!(
+        cy_again.ticket_id, cy.ticket_id,
+        "a fenced chain was revived"
+    );
+    assert_eq!(lagging.epoch(), shard.epoch(), "learnt from the refusal");
 }
 
 /// A store with an epoch per shard: after the chain's shard is fenced, the
@@ -553,5 +881,96 @@ mod redis_store {
             })
         ));
         replay.clear().await.unwrap();
+    }
+
+    /// On a Redis Cluster, through two instances of the store: one learnt a
+    /// fenced shard's new epoch, the other has not. A chain minted after the
+    /// fence on that shard, whose renewal overtook the facts a rejoin
+    /// presents, is `stale_sequence` through the lagging instance (the
+    /// script answered a stale sequence, not a refused epoch); a ticket
+    /// minted before the fence is `state_reset` through it.
+    #[tokio::test]
+    #[ignore = "needs Redis Cluster"]
+    async fn a_lagging_cluster_instance_labels_a_lost_race_stale() {
+        let prefix = format!("qg-fence11-lag-{}", TicketId::random());
+        let connect = || async {
+            RedisReplayStore::cluster_builder(&SEEDS)
+                .prefix(&prefix)
+                .connect()
+                .await
+                .expect("this test needs the Redis Cluster of `.ci/redis-cluster start`")
+        };
+        let (learnt, lagging) = (Arc::new(connect().await), Arc::new(connect().await));
+        let fast = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, learnt.clone()).unwrap();
+        let slow = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, lagging.clone()).unwrap();
+        let before = fast.join(b"cy", ClientTime::Absent, &ADMIT).unwrap();
+        let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+        let before = fast.renew(&checked, b"cy", &ADMIT).await.unwrap();
+        let id = before.claims.ticket_id;
+        let old_epoch = learnt.epoch_of(&id);
+
+        // The shard fails over (its owner is another node); `fast` learns
+        // the new epoch from the refusal of cy's heartbeat.
+        let records = cluster_chain_keys(id).await;
+        let record = records
+            .iter()
+            .find(|k| k.ends_with(":c"))
+            .expect("a record");
+        let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+        let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+        let mut c = cluster.get_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(&owner)
+            .arg("another-node")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+        let beat = fast.renew(&checked, b"cy", &ADMIT).await;
+        assert!(is_state_reset(&beat), "{beat:?}");
+        let new_epoch = learnt.epoch_of(&id);
+        assert_ne!(new_epoch, old_epoch);
+        assert_eq!(lagging.epoch_of(&id), old_epoch, "not learnt yet");
+
+        // Ana's chain on the same shard (the shard is the ticket id's first
+        // byte: joins are drawn until it is cy's), minted after the fence
+        // by `fast`, renewed, and the successor used.
+        let first = loop {
+            let m = fast.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+            if m.claims.ticket_id.0[0] == id.0[0] {
+                break m;
+            }
+        };
+        assert_eq!(first.claims.epoch, new_epoch);
+        let checked = fast.check(&presented(&first.ticket, b"ana")).unwrap();
+        let second = fast.renew(&checked, b"ana", &ADMIT).await.unwrap();
+        let route = Verifier::new(keys(), Policy::new(QUEUE), SystemClock, learnt.clone()).unwrap();
+        route
+            .verify(&presented(&second.ticket, b"ana"))
+            .await
+            .unwrap();
+
+        let rejoined = slow
+            .rejoin(
+                b"ana",
+                ClientTime::Absent,
+                &ChainFacts::of(&first.claims),
+                &ADMIT,
+            )
+            .await;
+        assert!(is_stale_sequence(&rejoined), "{rejoined:?}");
+        assert_eq!(lagging.epoch_of(&id), old_epoch, "nothing refused");
+
+        let rejoined = slow
+            .rejoin(
+                b"cy",
+                ClientTime::Absent,
+                &ChainFacts::of(&before.claims),
+                &ADMIT,
+            )
+            .await;
+        assert!(is_state_reset(&rejoined), "{rejoined:?}");
+        assert_eq!(lagging.epoch_of(&id), new_epoch, "learnt from the refusal");
+        learnt.clear().await.unwrap();
     }
 }

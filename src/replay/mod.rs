@@ -210,7 +210,7 @@ pub struct AdvanceRequest {
     /// minted under, [`ChainFacts::epoch`](crate::ChainFacts::epoch)). A
     /// store whose epochs are per shard ([`ReplayStore::checks_epoch`])
     /// refuses the advance of a ticket minted before its shard was fenced
-    /// ([`Advance::Stale`]), as its check does; the others leave it to the
+    /// ([`Advance::Reset`]), as its check does; the others leave it to the
     /// verifier, which compared it with [`ReplayStore::epoch`].
     pub epoch: u32,
 }
@@ -234,8 +234,30 @@ pub enum Advance {
         /// The successor's original issue time.
         issued_at_ms: i64,
     },
-    /// The chain has moved on: the presented ticket is `replayed`.
+    /// The chain has moved on past the presented sequence (or that
+    /// sequence cannot be advanced at all: the last one, or a successor
+    /// whose record would already be past its retention by the store's
+    /// clock): the presented ticket is `replayed`, reason
+    /// [`StaleSequence`](ReplayReason::StaleSequence). A store that does
+    /// not compare epochs itself ([`ReplayStore::checks_epoch`] false) may
+    /// answer this for a chain whose records it lost too; the issuer then
+    /// tells the two apart by [`ReplayStore::epoch_of`].
     Stale,
+    /// The presented ticket's epoch ([`AdvanceRequest::epoch`]) is not the
+    /// store's (for a store with an epoch per shard, the chain's shard's):
+    /// the store lost the chain's records, or its shard was fenced, since
+    /// the ticket was minted. Nothing was written; the presented ticket is
+    /// `replayed`, reason [`StateReset`](ReplayReason::StateReset). Only the
+    /// store knows this for sure: an instance's own view of a shard's epoch
+    /// ([`ReplayStore::epoch_of`]) can lag a fence another instance learnt
+    /// of, so a store that compares epochs must answer this, never
+    /// [`Stale`](Self::Stale), for an epoch it refused.
+    ///
+    /// This variant came after the others, and `Advance` is not
+    /// `#[non_exhaustive]` (every answer of a store must be handled, and
+    /// fail closed): an exhaustive `match` on it outside the crate needs an
+    /// arm for it. The crate is pre-1.0; the README notes the change.
+    Reset,
 }
 
 /// Where replay records live. Implemented by [`MemoryReplayStore`] and, behind
@@ -265,11 +287,15 @@ pub trait ReplayStore: Send + Sync + 'static {
         self.epoch()
     }
 
-    /// Whether [`check`](Self::check) compares the ticket's epoch
-    /// ([`ReplayCheck::epoch`]) itself, against the epoch of the chain's
-    /// shard, so the verifier must not compare it with
-    /// [`epoch`](Self::epoch). False unless the store keeps an epoch per
-    /// shard.
+    /// Whether [`check`](Self::check) and [`advance`](Self::advance)
+    /// compare the ticket's epoch ([`ReplayCheck::epoch`],
+    /// [`AdvanceRequest::epoch`]) themselves, against the epoch of the
+    /// chain's shard, so the verifier must not compare it with
+    /// [`epoch`](Self::epoch). Such a store answers an advance whose epoch
+    /// it refuses with [`Advance::Reset`], and the issuer reads its
+    /// [`Advance::Stale`] as a stale sequence, whatever this instance
+    /// knows of the shard's epoch. False unless the store keeps an epoch
+    /// per shard.
     fn checks_epoch(&self) -> bool {
         false
     }
@@ -284,6 +310,14 @@ pub trait ReplayStore: Send + Sync + 'static {
     fn check(&self, check: &ReplayCheck) -> Self::CheckFuture;
 
     /// Advances a chain for the issuer, atomically.
+    ///
+    /// A store that compares the presented epoch itself
+    /// ([`checks_epoch`](Self::checks_epoch)) answers [`Advance::Reset`]
+    /// when it refuses that epoch and [`Advance::Stale`] only when the
+    /// chain, in the current epoch, has moved on: the issuer takes its
+    /// word for it. Any store that knows its state was lost since the
+    /// ticket was minted (a single Redis that came back empty) may answer
+    /// `Reset` as well.
     fn advance(&self, request: &AdvanceRequest) -> Self::AdvanceFuture;
 
     /// Settles a hold taken by [`check`](Self::check), atomically.

@@ -1015,15 +1015,24 @@ fn advance_verdict(
                 issued_at_ms,
             }
         }
+        // The sequence is behind the chain's record (past the grace), or
+        // the last one: the chain moved on, in the current epoch.
         1 => Advance::Stale,
         4 => {
-            // Redis lost its state (or, on a Cluster, the shard was
-            // fenced): the chain cannot be trusted to continue. The
-            // presented ticket's epoch is gone, so the issuer refuses it as
-            // `replayed`; the client rejoins.
+            // The epoch sent is not Redis's: Redis lost its state (the epoch
+            // key was gone), or on a Cluster the shard was fenced (now, by
+            // this script, or before: the presented ticket's epoch is older
+            // than the shard's). The chain cannot be trusted to continue;
+            // the issuer refuses it as `replayed` (state reset) and the
+            // client rejoins.
             inner.reset_to(id, &reply[1]);
-            Advance::Stale
+            Advance::Reset
         }
+        // The successor's record would already be past its retention by
+        // Redis's clock (this instance's clock is far behind it): nothing
+        // can be issued, but the epoch is the current one. `Stale`, as the
+        // memory store answers for a retention it may already have
+        // dropped, and as this answer was labelled before `Reset` existed.
         5 => Advance::Stale,
         7 => return Err(StoreError::Capacity),
         _ => return Err(StoreError::Backend("redis script answer".into())),
