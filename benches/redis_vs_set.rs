@@ -49,7 +49,8 @@ fn redis_benchmark_set(clients: u64) -> Result<f64, String> {
         .ok_or_else(|| format!("unexpected redis-benchmark line: {line:?}"))
 }
 
-fn check(n: u64, now_ms: i64) -> ReplayCheck {
+/// A ticket's check, minted under the store's epoch.
+fn check(store: &RedisReplayStore, n: u64, now_ms: i64) -> ReplayCheck {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&n.to_le_bytes());
     id[8..].copy_from_slice(&(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
@@ -64,7 +65,7 @@ fn check(n: u64, now_ms: i64) -> ReplayCheck {
         now_ms,
         grace_ms: 5_000,
         hold: None,
-        epoch: 0,
+        epoch: store.epoch(),
     }
 }
 
@@ -96,7 +97,10 @@ fn store_checks(clients: u64) -> Result<f64, String> {
         );
         // Warm up: the script is loaded and the connection is busy.
         for n in 0..1_000 {
-            store.check(&check(u64::MAX - n, wall_ms())).await.ok();
+            store
+                .check(&check(&store, u64::MAX - n, wall_ms()))
+                .await
+                .ok();
         }
         let next = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(MAX_SECONDS);
@@ -111,7 +115,7 @@ fn store_checks(clients: u64) -> Result<f64, String> {
                     if n >= REQUESTS || Instant::now() > deadline {
                         return done;
                     }
-                    let verdict = store.check(&check(n, wall_ms())).await;
+                    let verdict = store.check(&check(&store, n, wall_ms())).await;
                     assert_eq!(verdict, Ok(ReplayVerdict::Fresh), "check {n}");
                     done += 1;
                 }

@@ -208,7 +208,12 @@ fn redis_throughput(c: &mut Criterion) {
                             for _ in 0..(iters / tasks).max(1) {
                                 let n = next.fetch_add(1, Ordering::Relaxed);
                                 let now = wall_ms();
-                                let r = store.check(&check(n, now, now + 60_000)).await;
+                                let c = ReplayCheck {
+                                    // The ticket's epoch: the store's one.
+                                    epoch: store.epoch(),
+                                    ..check(n, now, now + 60_000)
+                                };
+                                let r = store.check(&c).await;
                                 assert_eq!(r, Ok(ReplayVerdict::Fresh));
                             }
                         }));

@@ -70,7 +70,7 @@ fn beat(s: &RedisReplayStore, id: TicketId, sequence: u32) -> ReplayCheck {
     }
 }
 
-fn advance(id: TicketId, sequence: u32) -> AdvanceRequest {
+fn advance(s: &RedisReplayStore, id: TicketId, sequence: u32) -> AdvanceRequest {
     let now = now_ms();
     AdvanceRequest {
         ticket_id: id,
@@ -80,9 +80,8 @@ fn advance(id: TicketId, sequence: u32) -> AdvanceRequest {
         expires_at_ms: now + EXPIRES_MS,
         now_ms: now,
         grace_ms: 2_000,
-        // One Redis keeps one epoch for the store: the verifier compares
-        // it, the advance ignores this field.
-        epoch: 0,
+        // The ticket's epoch: the store's one (the advance compares it).
+        epoch: s.epoch_of(&id),
     }
 }
 
@@ -126,7 +125,7 @@ async fn works_with_redis_off_by(skew_ms: i64) {
             ReplayVerdict::Fresh,
             "heartbeat {seq} of an honest chain, Redis {skew_ms} ms off"
         );
-        let next = s.advance(&advance(id, seq)).await.unwrap();
+        let next = s.advance(&advance(&s, id, seq)).await.unwrap();
         assert!(
             matches!(next, Advance::Next { sequence, .. } if sequence == seq + 1),
             "{next:?}"

@@ -46,7 +46,15 @@ fn chain_in(shard: u8) -> TicketId {
     id
 }
 
-fn advance(id: TicketId, sequence: u32, now_ms: i64, live_for_ms: i64) -> AdvanceRequest {
+/// The advance of a ticket of chain `id` minted under the epoch `s` knows
+/// for it now.
+fn advance(
+    s: &RedisReplayStore,
+    id: TicketId,
+    sequence: u32,
+    now_ms: i64,
+    live_for_ms: i64,
+) -> AdvanceRequest {
     AdvanceRequest {
         ticket_id: id,
         sequence,
@@ -55,11 +63,13 @@ fn advance(id: TicketId, sequence: u32, now_ms: i64, live_for_ms: i64) -> Advanc
         expires_at_ms: now_ms + 3_600_000,
         now_ms,
         grace_ms: 5_000,
-        epoch: 0,
+        epoch: s.epoch_of(&id),
     }
 }
 
-fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
+/// The check of a ticket of chain `id` minted under the epoch `s` knows
+/// for it now.
+fn check(s: &RedisReplayStore, id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
     ReplayCheck {
         scope: ScopeId::from_name("hbpath"),
         ticket_id: id,
@@ -71,7 +81,7 @@ fn check(id: TicketId, sequence: u32, now_ms: i64) -> ReplayCheck {
         now_ms,
         grace_ms: 5_000,
         hold: None,
-        epoch: 0,
+        epoch: s.epoch_of(&id),
     }
 }
 
@@ -106,7 +116,7 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     let id = chain_in(3);
     let t = wall_ms();
     assert!(matches!(
-        s.advance(&advance(id, 0, t, 300_000)).await,
+        s.advance(&advance(&s, id, 0, t, 300_000)).await,
         Ok(Advance::Next { sequence: 1, .. })
     ));
     assert_eq!(counts(&mut c, &prefix, 3, "w").await, (1, 1));
@@ -114,7 +124,7 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     for n in 1..40u32 {
         let now = t + i64::from(n) * 7_000;
         assert_eq!(
-            s.advance(&advance(id, n, now, 300_000)).await,
+            s.advance(&advance(&s, id, n, now, 300_000)).await,
             Ok(Advance::Next {
                 sequence: n + 1,
                 issued_at_ms: now
@@ -125,21 +135,21 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     // A deadline that shrinks (near the front) keeps the latest retention.
     let now = t + 40 * 7_000;
     assert!(matches!(
-        s.advance(&advance(id, 40, now, 10_000)).await,
+        s.advance(&advance(&s, id, 40, now, 10_000)).await,
         Ok(Advance::Next { sequence: 41, .. })
     ));
     assert_eq!(counts(&mut c, &prefix, 3, "w").await, (1, 1));
     // The shard is full: another chain there is refused, one elsewhere is not.
     assert_eq!(
-        s.advance(&advance(chain_in(3), 0, now, 300_000)).await,
+        s.advance(&advance(&s, chain_in(3), 0, now, 300_000)).await,
         Err(StoreError::Capacity)
     );
     assert!(matches!(
-        s.advance(&advance(chain_in(4), 0, now, 300_000)).await,
+        s.advance(&advance(&s, chain_in(4), 0, now, 300_000)).await,
         Ok(Advance::Next { .. })
     ));
     // Admission moves the record to the admitted count (the full script).
-    let mut admitted = advance(id, 41, now + 1_000, 60_000);
+    let mut admitted = advance(&s, id, 41, now + 1_000, 60_000);
     admitted.kind = TicketKind::Admitted;
     assert!(matches!(
         s.advance(&admitted).await,
@@ -148,7 +158,7 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     assert_eq!(counts(&mut c, &prefix, 3, "w").await, (0, 0));
     assert_eq!(counts(&mut c, &prefix, 3, "a").await, (1, 1));
     // An admitted chain's heartbeats stay admitted, on the short path.
-    let mut next = advance(id, 42, now + 8_000, 60_000);
+    let mut next = advance(&s, id, 42, now + 8_000, 60_000);
     next.kind = TicketKind::Admitted;
     assert!(matches!(
         s.advance(&next).await,
@@ -157,7 +167,7 @@ async fn heartbeats_move_the_count_between_buckets_and_never_add_to_it() {
     assert_eq!(counts(&mut c, &prefix, 3, "a").await, (1, 1));
     // The freed waiting place takes a new chain.
     assert!(matches!(
-        s.advance(&advance(chain_in(3), 0, now + 9_000, 300_000))
+        s.advance(&advance(&s, chain_in(3), 0, now + 9_000, 300_000))
             .await,
         Ok(Advance::Next { .. })
     ));
@@ -182,12 +192,12 @@ async fn a_bucket_left_empty_is_swept_like_any_other() {
     let id = chain_in(5);
     let t = wall_ms();
     assert!(matches!(
-        s.advance(&advance(id, 0, t, 2_000)).await,
+        s.advance(&advance(&s, id, 0, t, 2_000)).await,
         Ok(Advance::Next { .. })
     ));
     // The next deadline is in a later bucket: the first one is left at 0.
     assert!(matches!(
-        s.advance(&advance(id, 1, t + 100, 60_000)).await,
+        s.advance(&advance(&s, id, 1, t + 100, 60_000)).await,
         Ok(Advance::Next { .. })
     ));
     let emptied = (t + 2_000) / 5_000;
@@ -197,7 +207,7 @@ async fn a_bucket_left_empty_is_swept_like_any_other() {
     // A new chain in the same capacity shard sweeps the passed bucket.
     let now = wall_ms();
     assert!(matches!(
-        s.advance(&advance(chain_in(5), 0, now, 60_000)).await,
+        s.advance(&advance(&s, chain_in(5), 0, now, 60_000)).await,
         Ok(Advance::Next { .. })
     ));
     assert_eq!(counts(&mut c, &prefix, 5, "w").await, (2, 2));
@@ -213,7 +223,7 @@ async fn retries_clones_and_checks_see_what_the_short_path_wrote() {
     let t = wall_ms();
     for n in 0..3u32 {
         assert!(matches!(
-            s.advance(&advance(id, n, t + i64::from(n) * 1_000, 300_000))
+            s.advance(&advance(&s, id, n, t + i64::from(n) * 1_000, 300_000))
                 .await,
             Ok(Advance::Next { .. })
         ));
@@ -221,43 +231,43 @@ async fn retries_clones_and_checks_see_what_the_short_path_wrote() {
     // Sequence 3 was issued at t + 2,000: its predecessor retried within
     // the grace gets it again, an older ticket is stale.
     assert_eq!(
-        s.advance(&advance(id, 2, t + 3_000, 300_000)).await,
+        s.advance(&advance(&s, id, 2, t + 3_000, 300_000)).await,
         Ok(Advance::Retry {
             sequence: 3,
             issued_at_ms: t + 2_000
         })
     );
     assert_eq!(
-        s.advance(&advance(id, 1, t + 3_000, 300_000)).await,
+        s.advance(&advance(&s, id, 1, t + 3_000, 300_000)).await,
         Ok(Advance::Stale)
     );
     // Past the grace the retry is stale too.
     assert_eq!(
-        s.advance(&advance(id, 2, t + 7_001, 300_000)).await,
+        s.advance(&advance(&s, id, 2, t + 7_001, 300_000)).await,
         Ok(Advance::Stale)
     );
     // A check reads the record the short path wrote.
     assert_eq!(
-        s.check(&check(id, 2, t + 3_000)).await,
+        s.check(&check(&s, id, 2, t + 3_000)).await,
         Ok(ReplayVerdict::Fresh),
         "the predecessor within the grace, its successor unseen"
     );
     assert_eq!(
-        s.check(&check(id, 3, t + 3_000)).await,
+        s.check(&check(&s, id, 3, t + 3_000)).await,
         Ok(ReplayVerdict::Fresh)
     );
     // Once the successor was seen, its predecessor is stale everywhere.
     assert_eq!(
-        s.check(&check(id, 2, t + 3_100)).await,
+        s.check(&check(&s, id, 2, t + 3_100)).await,
         Ok(ReplayVerdict::Replayed(ReplayReason::StaleSequence))
     );
     assert_eq!(
-        s.advance(&advance(id, 2, t + 3_100, 300_000)).await,
+        s.advance(&advance(&s, id, 2, t + 3_100, 300_000)).await,
         Ok(Advance::Stale)
     );
     // And the chain goes on from the seen ticket.
     assert!(matches!(
-        s.advance(&advance(id, 3, t + 4_000, 300_000)).await,
+        s.advance(&advance(&s, id, 3, t + 4_000, 300_000)).await,
         Ok(Advance::Next { sequence: 4, .. })
     ));
     s.clear().await.unwrap();
@@ -272,7 +282,7 @@ async fn a_lost_epoch_still_stops_the_short_path() {
     let id = TicketId::random();
     let t = wall_ms();
     assert!(matches!(
-        s.advance(&advance(id, 0, t, 300_000)).await,
+        s.advance(&advance(&s, id, 0, t, 300_000)).await,
         Ok(Advance::Next { .. })
     ));
     let before = s.epoch();
@@ -285,7 +295,7 @@ async fn a_lost_epoch_still_stops_the_short_path() {
         .unwrap();
     // `Reset`, not `Stale`: the store says the records were lost.
     assert_eq!(
-        s.advance(&advance(id, 1, t + 1_000, 300_000)).await,
+        s.advance(&advance(&s, id, 1, t + 1_000, 300_000)).await,
         Ok(Advance::Reset)
     );
     assert_ne!(s.epoch(), before, "the store learnt the new epoch");
@@ -348,7 +358,7 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
     let t = wall_ms();
     let first = AdvanceRequest {
         epoch: before,
-        ..advance(id, 0, t, 300_000)
+        ..advance(&s, id, 0, t, 300_000)
     };
     assert!(matches!(
         s.advance(&first).await,
@@ -368,7 +378,7 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
         .unwrap();
     let old = AdvanceRequest {
         epoch: before,
-        ..advance(id, 1, t + 1_000, 300_000)
+        ..advance(&s, id, 1, t + 1_000, 300_000)
     };
     assert_eq!(s.advance(&old).await, Ok(Advance::Reset), "fenced");
     let after = s.epoch_of(&id);
@@ -380,7 +390,7 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
     let fresh = TicketId::random();
     let new = AdvanceRequest {
         epoch: s.epoch_of(&fresh),
-        ..advance(fresh, 0, t + 2_000, 300_000)
+        ..advance(&s, fresh, 0, t + 2_000, 300_000)
     };
     assert!(matches!(s.advance(&new).await, Ok(Advance::Next { .. })));
     s.clear().await.unwrap();
@@ -410,7 +420,7 @@ async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
         learnt
             .advance(&AdvanceRequest {
                 epoch: before,
-                ..advance(id, 0, t, 300_000)
+                ..advance(&learnt, id, 0, t, 300_000)
             })
             .await,
         Ok(Advance::Next { sequence: 1, .. })
@@ -429,7 +439,7 @@ async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
         .unwrap();
     let old = AdvanceRequest {
         epoch: before,
-        ..advance(id, 1, t + 1_000, 300_000)
+        ..advance(&learnt, id, 1, t + 1_000, 300_000)
     };
     assert_eq!(learnt.advance(&old).await, Ok(Advance::Reset));
     let after = learnt.epoch_of(&id);
@@ -442,7 +452,7 @@ async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
     assert_eq!(learnt.epoch_of(&fresh), after, "the same shard");
     let minted = |sequence, at| AdvanceRequest {
         epoch: after,
-        ..advance(fresh, sequence, at, 300_000)
+        ..advance(&learnt, fresh, sequence, at, 300_000)
     };
     for n in 0..2u32 {
         assert!(matches!(
@@ -461,4 +471,59 @@ async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
     assert_eq!(lagging.advance(&old).await, Ok(Advance::Reset));
     assert_eq!(lagging.epoch_of(&id), after);
     learnt.clear().await.unwrap();
+}
+
+/// A ticket minted before a single Redis lost its data is refused even
+/// once this instance has learnt the new epoch from another request: the
+/// check and the advance send the ticket's epoch, not the instance's (the
+/// verifier compares the two first, but the instance can learn the new
+/// epoch between that comparison and the script; the old ticket would then
+/// be checked against the new, empty records, a booked ticket fresh again).
+#[tokio::test]
+#[ignore = "needs Redis"]
+async fn an_old_ticket_is_refused_after_the_instance_learnt_the_new_epoch() {
+    let prefix = unique("learnt");
+    let s = store(&prefix, 1_000).await;
+    let mut c = conn().await;
+    let id = TicketId::random();
+    let t = wall_ms();
+    let first = advance(&s, id, 0, t, 300_000);
+    assert!(matches!(
+        s.advance(&first).await,
+        Ok(Advance::Next { sequence: 1, .. })
+    ));
+    let renewed = check(&s, id, 1, t + 1_000);
+    assert_eq!(s.check(&renewed).await, Ok(ReplayVerdict::Fresh));
+    let old = s.epoch();
+    // Redis comes back empty: every key of the store is gone.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // Another request's answer teaches this instance the new epoch.
+    let other = TicketId::random();
+    assert_eq!(
+        s.advance(&advance(&s, other, 0, t + 1_500, 300_000)).await,
+        Ok(Advance::Reset)
+    );
+    assert_ne!(s.epoch(), old, "the instance learnt the new epoch");
+    // The old chain's tickets, minted under the old epoch, stay refused.
+    assert_eq!(
+        s.check(&renewed).await,
+        Ok(ReplayVerdict::Replayed(ReplayReason::StateReset))
+    );
+    let next = AdvanceRequest {
+        sequence: 1,
+        now_ms: t + 2_000,
+        ..first
+    };
+    assert_eq!(s.advance(&next).await, Ok(Advance::Reset));
+    s.clear().await.unwrap();
 }

@@ -175,13 +175,14 @@ async fn an_opening_places_a_whole_batch_in_draw_order_in_short_scripts() {
     for i in [0, BATCH / 2, BATCH - 1] {
         let (binding, _) = who(i);
         let record: Vec<Option<String>> = conn
-            .hget(
-                format!("{PREFIX}:rp:{{{binding}}}:{tag}"),
-                &["st"][..],
-            )
+            .hget(format!("{PREFIX}:rp:{{{binding}}}:{tag}"), &["st"][..])
             .await
             .unwrap();
-        assert_eq!(record, vec![Some("w".to_owned())], "person {i} knows it waits");
+        assert_eq!(
+            record,
+            vec![Some("w".to_owned())],
+            "person {i} knows it waits"
+        );
     }
 
     // Every script on the queue's slot, by its argument count: EVALSHA,

@@ -79,9 +79,13 @@ pub struct ReplayCheck {
     /// For a `single_use` scope: the hold to take on the chain.
     pub hold: Option<Hold>,
     /// The presented ticket's epoch. A store whose epochs are per shard
-    /// ([`ReplayStore::checks_epoch`]) compares it with its shard's;
-    /// others ignore it (the verifier compared it with
-    /// [`ReplayStore::epoch`]).
+    /// ([`ReplayStore::checks_epoch`]) compares it with its shard's; for
+    /// the others the verifier compared it with [`ReplayStore::epoch`],
+    /// and a Redis store compares it once more in the check's own script
+    /// (an instance can learn a new epoch between the two: the old ticket
+    /// must not then be checked against the new, empty records). The
+    /// memory store ignores it (its epoch never changes). Set it to the
+    /// ticket's epoch, as the verifier does.
     pub epoch: u32,
 }
 
@@ -210,8 +214,11 @@ pub struct AdvanceRequest {
     /// minted under, [`ChainFacts::epoch`](crate::ChainFacts::epoch)). A
     /// store whose epochs are per shard ([`ReplayStore::checks_epoch`])
     /// refuses the advance of a ticket minted before its shard was fenced
-    /// ([`Advance::Reset`]), as its check does; the others leave it to the
-    /// verifier, which compared it with [`ReplayStore::epoch`].
+    /// ([`Advance::Reset`]), as its check does; for the others the
+    /// verifier (or the issuer, for a re-minted chain) compared it with
+    /// [`ReplayStore::epoch`], and a Redis store compares it once more in
+    /// the advance's own script, as in its check. The memory store ignores
+    /// it.
     pub epoch: u32,
 }
 

@@ -797,15 +797,15 @@ impl ReplayStore for RedisReplayStore {
                 until_ms: 0,
             });
             let args = [
-                // On a Cluster the script compares the ticket's own epoch
-                // with its shard's; on a single Redis the verifier compared
-                // it with the instance's, which the script checks.
-                if inner.cluster.is_some() {
-                    c.epoch
-                } else {
-                    inner.epoch.load(Ordering::Relaxed)
-                }
-                .to_string(),
+                // The ticket's own epoch, compared in the script with its
+                // shard's (on a single Redis, the store's one epoch). Not
+                // this instance's view: on a single Redis the verifier found
+                // the two equal, but another request may have taught the
+                // instance a new epoch since (Redis came back empty), and an
+                // old ticket sent under the new epoch would be checked
+                // against the new, empty records: a booked ticket fresh
+                // again.
+                c.epoch.to_string(),
                 random_epoch().to_string(),
                 c.sequence.to_string(),
                 c.now_ms.to_string(),
@@ -920,7 +920,8 @@ impl ReplayStore for RedisReplayStore {
                     .key(inner.epoch_key())
                     .key(inner.chain_key(&a.ticket_id))
                     .key(inner.cap_key(&a.ticket_id))
-                    .arg(inner.epoch.load(Ordering::Relaxed))
+                    // The presented ticket's epoch, as in a check.
+                    .arg(a.epoch)
                     .arg(random_epoch())
                     .arg(a.sequence)
                     .arg(a.now_ms)
