@@ -775,6 +775,106 @@ mod redis_store {
         replay.clear().await.unwrap();
     }
 
+    /// Two instances on one Redis that came back empty: the one that has
+    /// not learnt the new epoch yet (no script of its own was refused)
+    /// still serves the tickets the other minted under it: a heartbeat, a
+    /// booking, and a rejoin that lost a race with its renewal is a stale
+    /// sequence (`busy`), not `state_reset` (which would end an admitted
+    /// person's chain). The store compares epochs in its scripts, against
+    /// the one Redis holds, not the instance's view. A ticket from before
+    /// the loss is still `state_reset` through it, and teaches it the new
+    /// epoch.
+    #[tokio::test]
+    #[ignore = "needs Redis"]
+    async fn a_lagging_instance_on_one_redis_serves_the_new_epochs_tickets() {
+        let prefix = format!("qg-fence11-lag1-{}", TicketId::random());
+        let connect = || async {
+            RedisReplayStore::builder(URL)
+                .prefix(&prefix)
+                .connect()
+                .await
+                .expect("this test needs Redis on 127.0.0.1:6379")
+        };
+        let (learnt, lagging) = (Arc::new(connect().await), Arc::new(connect().await));
+        let fast = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, learnt.clone()).unwrap();
+        let slow = Issuer::new(keys(), Policy::new(QUEUE), SystemClock, lagging.clone()).unwrap();
+        let before = fast.join(b"cy", ClientTime::Absent, &ADMIT).unwrap();
+        let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+        let before = fast.renew(&checked, b"cy", &ADMIT).await.unwrap();
+        let old_epoch = learnt.epoch();
+        assert_eq!(lagging.epoch(), old_epoch);
+
+        // Redis loses its data; `fast` learns the new epoch from the
+        // refusal of cy's heartbeat.
+        learnt.clear().await.unwrap();
+        let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
+        let beat = fast.renew(&checked, b"cy", &ADMIT).await;
+        assert!(is_state_reset(&beat), "{beat:?}");
+        let new_epoch = learnt.epoch();
+        assert_ne!(new_epoch, old_epoch);
+
+        // Ana joins through `fast` under the new epoch and renews once.
+        let first = fast.join(b"ana", ClientTime::Absent, &ADMIT).unwrap();
+        assert_eq!(first.claims.epoch, new_epoch);
+        let checked = fast.check(&presented(&first.ticket, b"ana")).unwrap();
+        let second = fast.renew(&checked, b"ana", &ADMIT).await.unwrap();
+        // The successor is used (else a rejoin from the first ticket's
+        // facts is a retry within the grace and gets it again).
+        let route = Verifier::new(keys(), Policy::new(QUEUE), SystemClock, learnt.clone()).unwrap();
+        route
+            .verify(&presented(&second.ticket, b"ana"))
+            .await
+            .unwrap();
+
+        // Through `slow`: a rejoin from the first ticket's facts lost the
+        // race with the renewal: stale, not reset.
+        let rejoined = slow
+            .rejoin(
+                b"ana",
+                ClientTime::Absent,
+                &ChainFacts::of(&first.claims),
+                &ADMIT,
+            )
+            .await;
+        assert!(is_stale_sequence(&rejoined), "{rejoined:?}");
+        // Her heartbeat and her booking are served.
+        let checked = slow
+            .check(&presented(&second.ticket, b"ana"))
+            .expect("a new-epoch ticket passes the lagging instance's checks");
+        let third = slow.renew(&checked, b"ana", &ADMIT).await.unwrap();
+        assert_eq!(third.claims.epoch, new_epoch);
+        let booking = booking_route(SystemClock, lagging.clone());
+        book(&booking, &third.ticket, b"ana").await.unwrap();
+        assert_eq!(lagging.epoch(), old_epoch, "nothing refused: not learnt");
+        // The booked ticket is single use through either instance.
+        let again = book(
+            &booking_route(SystemClock, learnt.clone()),
+            &third.ticket,
+            b"ana",
+        )
+        .await;
+        assert!(
+            matches!(again, Err(Rejection::Replayed { .. })),
+            "{again:?}"
+        );
+
+        // A ticket from before the loss is refused through `slow`, which
+        // learns the new epoch from it.
+        let old = book(&booking, &before.ticket, b"cy").await;
+        assert!(
+            matches!(
+                old,
+                Err(Rejection::Replayed {
+                    reason: ReplayReason::StateReset,
+                    ..
+                })
+            ),
+            "{old:?}"
+        );
+        assert_eq!(lagging.epoch(), new_epoch, "learnt from the refusal");
+        learnt.clear().await.unwrap();
+    }
+
     const SEEDS: [&str; 3] = [
         "redis://127.0.0.1:7000",
         "redis://127.0.0.1:7001",

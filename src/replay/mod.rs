@@ -301,8 +301,11 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// [`epoch`](Self::epoch). Such a store answers an advance whose epoch
     /// it refuses with [`Advance::Reset`], and the issuer reads its
     /// [`Advance::Stale`] as a stale sequence, whatever this instance
-    /// knows of the shard's epoch. False unless the store keeps an epoch
-    /// per shard.
+    /// knows of the shard's epoch. False by default (the memory store's
+    /// epoch never changes while it runs); the Redis store, on one Redis or
+    /// a Cluster, compares in its scripts, where the epoch it compares with
+    /// is the one Redis holds, not the instance's view of it (which lags
+    /// whenever another instance learnt a new one first).
     fn checks_epoch(&self) -> bool {
         false
     }
