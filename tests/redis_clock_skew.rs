@@ -125,7 +125,7 @@ async fn works_with_redis_off_by(skew_ms: i64) {
             ReplayVerdict::Fresh,
             "heartbeat {seq} of an honest chain, Redis {skew_ms} ms off"
         );
-        let next = s.advance(&advance(&s, id, seq)).await.unwrap();
+        let next = s.advance(&advance(s, id, seq)).await.unwrap();
         assert!(
             matches!(next, Advance::Next { sequence, .. } if sequence == seq + 1),
             "{next:?}"
