@@ -23,7 +23,7 @@ use queuegate::replay::{Advance, AdvanceRequest, ReplayCheck, ReplayVerdict, Set
 use queuegate::{
     ChainFacts, ClientTime, Clock, Issuer, JoinDecision, KeyRing, ManualClock, MemoryReplayStore,
     MemoryRoomState, Minted, Policy, Presented, Rejection, RenewDecision, ReplayMode, ReplayReason,
-    ReplayStore, RoomError, Settlement, StoreError, TicketId, Verifier, WaitingRoom,
+    ReplayStore, RoomError, Settlement, StoreError, Verifier, WaitingRoom,
 };
 
 const QUEUE: &str = "fence-11";
@@ -673,7 +673,7 @@ mod redis_store {
     use super::*;
     use queuegate::replay::RedisReplayStore;
     use queuegate::room::RedisRoomState;
-    use queuegate::SystemClock;
+    use queuegate::{SystemClock, TicketId};
 
     const URL: &str = "redis://127.0.0.1:6379/";
 
