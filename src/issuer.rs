@@ -259,9 +259,10 @@ impl<C: Clock, S: ReplayStore> Issuer<C, S> {
         };
         // The store that wrote the chain's records must still be the one
         // answering: else it would re-create them from the room's facts. A
-        // store with one epoch is compared here, as the verifier compares a
-        // presented ticket; one with an epoch per shard compares in the
-        // advance (this instance may not know the shard's epoch yet).
+        // store that does not compare epochs itself is compared here, as
+        // the verifier compares a presented ticket; one that does (Redis)
+        // compares in the advance, against the epoch it holds (this
+        // instance may not know it yet).
         //
         // Only an admitted chain needs it. A waiting chain has nothing a
         // lost record could let through again (single use needs an

@@ -78,12 +78,12 @@ pub struct ReplayCheck {
     pub grace_ms: i64,
     /// For a `single_use` scope: the hold to take on the chain.
     pub hold: Option<Hold>,
-    /// The presented ticket's epoch. A store whose epochs are per shard
-    /// ([`ReplayStore::checks_epoch`]) compares it with its shard's; for
-    /// the others the verifier compared it with [`ReplayStore::epoch`],
-    /// and a Redis store compares it once more in the check's own script
-    /// (an instance can learn a new epoch between the two: the old ticket
-    /// must not then be checked against the new, empty records). The
+    /// The presented ticket's epoch. A store that compares epochs itself
+    /// ([`ReplayStore::checks_epoch`]: the Redis store, on one Redis or a
+    /// Cluster) compares it in the check's own script with the epoch it
+    /// holds (on a Cluster, the chain's shard's), never with an
+    /// instance's copy, which can lag or change in between; for the
+    /// others the verifier compared it with [`ReplayStore::epoch`]. The
     /// memory store ignores it (its epoch never changes). Set it to the
     /// ticket's epoch, as the verifier does.
     pub epoch: u32,
@@ -212,12 +212,12 @@ pub struct AdvanceRequest {
     /// The presented ticket's epoch (for a chain re-minted from a room's
     /// facts, with no ticket presented: the epoch its latest ticket was
     /// minted under, [`ChainFacts::epoch`](crate::ChainFacts::epoch)). A
-    /// store whose epochs are per shard ([`ReplayStore::checks_epoch`])
-    /// refuses the advance of a ticket minted before its shard was fenced
-    /// ([`Advance::Reset`]), as its check does; for the others the
-    /// verifier (or the issuer, for a re-minted chain) compared it with
-    /// [`ReplayStore::epoch`], and a Redis store compares it once more in
-    /// the advance's own script, as in its check. The memory store ignores
+    /// store that compares epochs itself ([`ReplayStore::checks_epoch`]:
+    /// the Redis store) refuses, in the advance's own script, the advance
+    /// of a ticket minted under an epoch it no longer holds (lost data, a
+    /// fenced shard: [`Advance::Reset`]), as its check does; for the
+    /// others the verifier (or the issuer, for a re-minted chain)
+    /// compared it with [`ReplayStore::epoch`]. The memory store ignores
     /// it.
     pub epoch: u32,
 }
