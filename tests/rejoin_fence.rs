@@ -91,25 +91,43 @@ fn is_state_reset(r: &Result<Minted, Rejection>) -> bool {
 /// presented ticket's epoch itself (`checks_epoch`), as the Cluster's
 /// scripts do.
 struct FencedStore {
-    records: Mutex<Arc<MemoryReplayStore>>,
+    records: Records,
     epoch: AtomicU32,
+}
+
+/// The records of a test store, which it can lose at once.
+struct Records(Mutex<Arc<MemoryReplayStore>>);
+
+impl Records {
+    fn new() -> Self {
+        Self(Mutex::new(Arc::new(MemoryReplayStore::new())))
+    }
+
+    /// Loses every record: a new, empty store from now on.
+    fn lose(&self) {
+        *self.0.lock().unwrap() = Arc::new(MemoryReplayStore::new());
+    }
+
+    fn now(&self) -> Arc<MemoryReplayStore> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 impl FencedStore {
     fn new() -> Self {
         Self {
-            records: Mutex::new(Arc::new(MemoryReplayStore::new())),
+            records: Records::new(),
             epoch: AtomicU32::new(1),
         }
     }
 
     fn fence(&self) {
-        *self.records.lock().unwrap() = Arc::new(MemoryReplayStore::new());
+        self.records.lose();
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn records(&self) -> Arc<MemoryReplayStore> {
-        self.records.lock().unwrap().clone()
+        self.records.now()
     }
 }
 
@@ -297,7 +315,7 @@ async fn a_lagging_instance_labels_a_lost_race_stale_not_reset() {
 /// did before `Advance::Reset`): the issuer still labels that
 /// `state_reset`, from its view of the epoch, which the answer just moved.
 struct OneEpochStore {
-    records: Mutex<Arc<MemoryReplayStore>>,
+    records: Records,
     backend_epoch: AtomicU32,
     known: AtomicU32,
 }
@@ -305,19 +323,19 @@ struct OneEpochStore {
 impl OneEpochStore {
     fn new() -> Self {
         Self {
-            records: Mutex::new(Arc::new(MemoryReplayStore::new())),
+            records: Records::new(),
             backend_epoch: AtomicU32::new(1),
             known: AtomicU32::new(1),
         }
     }
 
     fn lose_state(&self) {
-        *self.records.lock().unwrap() = Arc::new(MemoryReplayStore::new());
+        self.records.lose();
         self.backend_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn records(&self) -> Arc<MemoryReplayStore> {
-        self.records.lock().unwrap().clone()
+        self.records.now()
     }
 }
 
