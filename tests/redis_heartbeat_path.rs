@@ -341,6 +341,21 @@ async fn cluster_record_key(id: TicketId) -> String {
     panic!("the chain's record is on no node");
 }
 
+/// Fences the shard of chain `id` as a failover would: its primary is no
+/// longer the shard's owner, so the next script there starts a new epoch.
+async fn fence_shard_of(id: TicketId) {
+    let record = cluster_record_key(id).await;
+    let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+    let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+    let mut c = cluster.get_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(&owner)
+        .arg("another-node")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
 /// On a Cluster, a heartbeat of a ticket minted before its shard was
 /// fenced is refused even once the instance knows the shard's new epoch:
 /// the advance compares the presented ticket's epoch, as a check does.
@@ -366,16 +381,7 @@ async fn a_ticket_from_before_a_fence_cannot_heartbeat_after_it() {
     ));
     // The shard's primary is no longer its owner (as after a failover):
     // the next script there fences it.
-    let record = cluster_record_key(id).await;
-    let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
-    let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
-    let mut c = cluster.get_async_connection().await.unwrap();
-    let () = redis::cmd("SET")
-        .arg(&owner)
-        .arg("another-node")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    fence_shard_of(id).await;
     let old = AdvanceRequest {
         epoch: before,
         ..advance(&s, id, 1, t + 1_000, 300_000)
@@ -427,16 +433,7 @@ async fn a_lagging_instance_hears_stale_for_a_chain_minted_after_a_fence() {
     ));
     // The shard is fenced; `learnt` learns it from the refusal of a
     // ticket minted before.
-    let record = cluster_record_key(id).await;
-    let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
-    let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
-    let mut c = cluster.get_async_connection().await.unwrap();
-    let () = redis::cmd("SET")
-        .arg(&owner)
-        .arg("another-node")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    fence_shard_of(id).await;
     let old = AdvanceRequest {
         epoch: before,
         ..advance(&learnt, id, 1, t + 1_000, 300_000)

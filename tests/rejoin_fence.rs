@@ -899,6 +899,21 @@ mod redis_store {
         "redis://127.0.0.1:7002",
     ];
 
+    /// Fences the shard of the chain record `record` as a failover would:
+    /// its primary is no longer the shard's owner, so the next script
+    /// there starts a new epoch.
+    async fn fence_shard(record: &str) {
+        let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
+        let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
+        let mut c = cluster.get_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(&owner)
+            .arg("another-node")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+
     /// The keys of a chain's records on the Cluster (its chain record,
     /// ending in `:c`, and its holds or consumptions), found by its ticket
     /// id on any node.
@@ -967,7 +982,6 @@ mod redis_store {
             keys.len() >= 2,
             "the chain record and its consumption: {keys:?}"
         );
-        let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
         let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
         let mut c = cluster.get_async_connection().await.unwrap();
         for key in &keys {
@@ -977,12 +991,7 @@ mod redis_store {
                 .await
                 .unwrap();
         }
-        let () = redis::cmd("SET")
-            .arg(&owner)
-            .arg("another-node")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        fence_shard(record).await;
 
         let facts = ChainFacts::of(&latest.claims);
         three_rejoins_refused(&issuer, &facts, &booking).await;
@@ -1034,15 +1043,7 @@ mod redis_store {
             .iter()
             .find(|k| k.ends_with(":c"))
             .expect("a record");
-        let owner = format!("{}:owner", record.rsplitn(3, ':').nth(2).unwrap());
-        let cluster = redis::cluster::ClusterClient::new(SEEDS.to_vec()).unwrap();
-        let mut c = cluster.get_async_connection().await.unwrap();
-        let () = redis::cmd("SET")
-            .arg(&owner)
-            .arg("another-node")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        fence_shard(record).await;
         let checked = fast.check(&presented(&before.ticket, b"cy")).unwrap();
         let beat = fast.renew(&checked, b"cy", &ADMIT).await;
         assert!(is_state_reset(&beat), "{beat:?}");
